@@ -1,0 +1,16 @@
+// Package spec reads steward's two kinds of HCL files: the host config
+// (steward.hcl: where specs come from, where state lives, runtime and API
+// settings) and the fleet specs (merchant, database, package, rollout and
+// defaults blocks).
+//
+// Every problem is reported as an hcl.Diagnostic with the file, line and
+// column it concerns, and all problems are reported at once: callers get the
+// full hcl.Diagnostics, never a flattened string. A fleet that has any error
+// diagnostic must not be acted upon.
+//
+// Secrets never leave this package in the clear by accident: database DSNs
+// and sensitive env values are held as Secret, whose String, GoString,
+// MarshalJSON and LogValue all redact. Values produced by the env() function
+// are sensitive automatically; env keys listed in a merchant's `sensitive`
+// attribute are too. Code that must use the real value calls Secret.Reveal.
+package spec

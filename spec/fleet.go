@@ -1,0 +1,134 @@
+package spec
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Fleet is the parsed and validated desired state of all merchants.
+type Fleet struct {
+	// Revision identifies the spec content: a git commit SHA, or for a
+	// directory a digest of every spec file's path and content.
+	Revision  string
+	Merchants map[string]*Merchant
+	Databases map[string]*Database
+	Packages  map[string]*Package
+	Rollout   Rollout
+	Defaults  Defaults
+}
+
+// MerchantIDs returns the merchant ids in sorted order.
+func (f *Fleet) MerchantIDs() []string { return sortedKeys(f.Merchants) }
+
+// Merchant is one tenant's desired process. Defaults are already applied.
+type Merchant struct {
+	ID      string
+	Package string
+	// Channel is set when the merchant follows a channel; Version is then the
+	// channel's version. A pinned merchant has Channel == "" and its Version.
+	Channel string
+	Version string
+	// Database names a database block; DBName is the database on that server.
+	Database string
+	DBName   string
+	// Port is the fixed port, or 0 to have one assigned (and kept).
+	Port           int
+	Env            map[string]EnvValue
+	StopGrace      time.Duration
+	OnDatabaseDown string
+	Health         Health
+	// DeclRange is where the merchant block is declared.
+	DeclRange hcl.Range
+}
+
+// EnvValue is one environment variable. Sensitive values are redacted in
+// every rendering; their Value is a Secret either way.
+type EnvValue struct {
+	Value     Secret
+	Sensitive bool
+}
+
+// Display returns the value as it may be shown to people.
+func (v EnvValue) Display() string {
+	if v.Sensitive {
+		return Redacted
+	}
+	return v.Value.Reveal()
+}
+
+// Fingerprint identifies the value without revealing a sensitive one.
+func (v EnvValue) Fingerprint() string {
+	if v.Sensitive {
+		return v.Value.Fingerprint()
+	}
+	return v.Value.Reveal()
+}
+
+// Database is a PostgreSQL server merchants' databases live on.
+type Database struct {
+	Name string
+	// DSN is the server's connection string; the merchant's DATABASE_URL is
+	// this DSN with the database name replaced by the merchant's DBName.
+	DSN           Secret
+	CheckInterval time.Duration
+	CheckTimeout  time.Duration
+	DownAfter     int
+	UpAfter       int
+	DeclRange     hcl.Range
+}
+
+// Package is an application package and its channels.
+type Package struct {
+	Name string
+	// Source is a directory (absolute, "file://" stripped) or an http(s) URL.
+	Source    string
+	Channels  map[string]string // channel name -> version
+	Rollout   *Rollout          // overrides the fleet rollout when set
+	DeclRange hcl.Range
+}
+
+// Rollout controls how version changes are rolled out across merchants.
+type Rollout struct {
+	Canary         int
+	MaxParallel    int
+	MaxFailures    int
+	HealthDeadline time.Duration
+	MinHealthyTime time.Duration
+}
+
+// Health is a merchant's health probe. Empty HTTP and TCP false means the
+// package manifest decides.
+type Health struct {
+	HTTP       string
+	TCP        bool
+	Status     int
+	Interval   time.Duration
+	Timeout    time.Duration
+	Failures   int
+	StartGrace time.Duration
+}
+
+// Defaults are fleet-wide values merchants inherit.
+type Defaults struct {
+	Package        string
+	Channel        string
+	Database       string
+	Env            map[string]EnvValue
+	StopGrace      time.Duration
+	OnDatabaseDown string
+	Health         Health
+}
+
+// Built-in defaults.
+var (
+	DefaultRollout = Rollout{Canary: 1, MaxParallel: 1, MaxFailures: 1, HealthDeadline: time.Minute, MinHealthyTime: 10 * time.Second}
+	DefaultHealth  = Health{Status: 200, Interval: 5 * time.Second, Timeout: 2 * time.Second, Failures: 3, StartGrace: 10 * time.Second}
+)
+
+// Policies for a merchant whose database is down.
+const (
+	OnDBDownHold   = "hold"
+	OnDBDownStop   = "stop"
+	OnDBDownIgnore = "ignore"
+)

@@ -1,0 +1,275 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// Host is the per-machine configuration (steward.hcl). Relative paths in it
+// are resolved against the directory of the file and stored absolute.
+type Host struct {
+	// File is the absolute path of the config file.
+	File    string
+	Source  SourceConfig
+	State   StateConfig
+	Runtime RuntimeConfig
+	API     APIConfig
+	Daemon  DaemonConfig
+}
+
+// SourceConfig says where fleet specs come from: a local directory, or git.
+type SourceConfig struct {
+	// Path is the local directory of spec files (absolute).
+	Path string
+	Git  *GitConfig
+}
+
+// GitConfig is a git source.
+type GitConfig struct {
+	URL  string
+	Ref  string
+	Dir  string
+	Poll time.Duration
+	// SSHKeyFile is a private key for ssh URLs (absolute path).
+	SSHKeyFile string
+	// TokenEnv names the environment variable holding an HTTP token.
+	TokenEnv string
+}
+
+// StateConfig says where state lives.
+type StateConfig struct {
+	// Path is the embedded backend's directory (absolute).
+	Path string
+	// PostgresDSN selects the PostgreSQL backend when set.
+	PostgresDSN Secret
+}
+
+// RuntimeConfig is where and how merchant processes run.
+type RuntimeConfig struct {
+	Root string
+	// Ports is the inclusive range ports are assigned from; fixed ports in
+	// specs must lie inside it too.
+	Ports PortRange
+	// User is the unprivileged user merchants run as when steward is root.
+	User        string
+	StopGrace   time.Duration
+	LogMaxBytes int64
+	LogKeep     int
+}
+
+// APIConfig is the daemon's HTTP API.
+type APIConfig struct {
+	Listen        string
+	Token         Secret
+	WebhookSecret Secret
+}
+
+// DaemonConfig tunes `steward run`.
+type DaemonConfig struct {
+	Workers int
+	Resync  time.Duration
+}
+
+// PortRange is an inclusive range of TCP ports.
+type PortRange struct{ Low, High int }
+
+func (r PortRange) Contains(p int) bool { return p >= r.Low && p <= r.High }
+func (r PortRange) String() string      { return fmt.Sprintf("%d-%d", r.Low, r.High) }
+
+// ParsePortRange parses "8100-8999".
+func ParsePortRange(s string) (PortRange, error) {
+	lo, hi, ok := strings.Cut(strings.TrimSpace(s), "-")
+	if !ok {
+		return PortRange{}, fmt.Errorf("%q is not a port range; write it as LOW-HIGH, for example \"8100-8999\"", s)
+	}
+	l, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	h, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	if err1 != nil || err2 != nil {
+		return PortRange{}, fmt.Errorf("%q is not a port range; write it as LOW-HIGH, for example \"8100-8999\"", s)
+	}
+	if l < 1 || h > 65535 || l > h {
+		return PortRange{}, fmt.Errorf("port range %q must satisfy 1 <= LOW <= HIGH <= 65535", s)
+	}
+	return PortRange{Low: l, High: h}, nil
+}
+
+// Defaults for the host config.
+const (
+	DefaultPorts       = "8100-8999"
+	DefaultListen      = "127.0.0.1:7070"
+	DefaultStopGrace   = 10 * time.Second
+	DefaultLogMaxBytes = 10 << 20
+	DefaultLogKeep     = 5
+	DefaultResync      = time.Minute
+	DefaultWorkers     = 4
+	DefaultGitPoll     = 30 * time.Second
+)
+
+var hostSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
+	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"},
+}}
+
+// LoadHost reads and validates the host config at path. The returned Host is
+// usable only when the diagnostics have no errors.
+func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
+	p := hclparse.NewParser()
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, p.Files(), hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read host config",
+			Detail: fmt.Sprintf("%s. Pass -config FILE or set STEWARD_CONFIG to the host config (for example examples/steward.hcl).", err)}}
+	}
+	f, diags := p.ParseHCL(src, path)
+	if diags.HasErrors() {
+		return nil, p.Files(), diags
+	}
+	h, more := decodeHost(f.Body, filepath.Dir(abs))
+	h.File = abs
+	return h, p.Files(), append(diags, more...)
+}
+
+func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
+	d := &decoder{ctx: evalContext()}
+	h := &Host{
+		Source:  SourceConfig{Path: base},
+		State:   StateConfig{Path: filepath.Join(base, ".steward", "state")},
+		Runtime: RuntimeConfig{Root: filepath.Join(base, ".steward", "run"), StopGrace: DefaultStopGrace, LogMaxBytes: DefaultLogMaxBytes, LogKeep: DefaultLogKeep},
+		API:     APIConfig{Listen: DefaultListen},
+		Daemon:  DaemonConfig{Workers: DefaultWorkers, Resync: DefaultResync},
+	}
+	h.Runtime.Ports, _ = ParsePortRange(DefaultPorts)
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	c := d.content(body, hostSchema)
+	if c == nil {
+		return h, d.diags
+	}
+	for _, typ := range []string{"source", "state", "runtime", "api", "daemon"} {
+		d.oneBlock(c.Blocks, typ)
+	}
+	for _, b := range c.Blocks {
+		switch b.Type {
+		case "source":
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("path"), Blocks: []hcl.BlockHeaderSchema{{Type: "git"}}})
+			if bc == nil {
+				continue
+			}
+			if d.str(bc.Attributes, "path", &h.Source.Path) != nil {
+				h.Source.Path = abs(h.Source.Path)
+			}
+			if g := d.oneBlock(bc.Blocks, "git"); g != nil {
+				gc := d.content(g.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "url", Required: true}, {Name: "ref"}, {Name: "dir"}, {Name: "poll"}, {Name: "ssh_key_file"}, {Name: "token_env"}}})
+				gitc := &GitConfig{Ref: "main", Poll: DefaultGitPoll}
+				if gc != nil {
+					d.str(gc.Attributes, "url", &gitc.URL)
+					d.str(gc.Attributes, "ref", &gitc.Ref)
+					d.str(gc.Attributes, "dir", &gitc.Dir)
+					d.duration(gc.Attributes, "poll", &gitc.Poll)
+					if d.str(gc.Attributes, "ssh_key_file", &gitc.SSHKeyFile) != nil {
+						gitc.SSHKeyFile = abs(gitc.SSHKeyFile)
+					}
+					d.str(gc.Attributes, "token_env", &gitc.TokenEnv)
+				}
+				h.Source.Git = gitc
+				if bc.Attributes["path"] != nil {
+					d.errorf(g.DefRange, "Conflicting sources", "A source has either path or a git block, not both.")
+				}
+			}
+		case "state":
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("path"), Blocks: []hcl.BlockHeaderSchema{{Type: "postgres"}}})
+			if bc == nil {
+				continue
+			}
+			if d.str(bc.Attributes, "path", &h.State.Path) != nil {
+				h.State.Path = abs(h.State.Path)
+			}
+			if pg := d.oneBlock(bc.Blocks, "postgres"); pg != nil {
+				pc := d.content(pg.Body, &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "dsn", Required: true}}})
+				if pc != nil {
+					d.secret(pc.Attributes, "dsn", &h.State.PostgresDSN)
+				}
+			}
+		case "runtime":
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("root", "ports", "user", "stop_grace", "log_max_size", "log_keep")})
+			if bc == nil {
+				continue
+			}
+			if d.str(bc.Attributes, "root", &h.Runtime.Root) != nil {
+				h.Runtime.Root = abs(h.Runtime.Root)
+			}
+			var ports string
+			if a := d.str(bc.Attributes, "ports", &ports); a != nil && ports != "" {
+				r, err := ParsePortRange(ports)
+				if err != nil {
+					d.errorf(a.Expr.Range(), "Invalid port range", "%s.", err)
+				} else {
+					h.Runtime.Ports = r
+				}
+			}
+			d.str(bc.Attributes, "user", &h.Runtime.User)
+			d.duration(bc.Attributes, "stop_grace", &h.Runtime.StopGrace)
+			var size string
+			if a := d.str(bc.Attributes, "log_max_size", &size); a != nil && size != "" {
+				n, err := ParseSize(size)
+				if err != nil {
+					d.errorf(a.Expr.Range(), "Invalid size", "%s.", err)
+				} else {
+					h.Runtime.LogMaxBytes = n
+				}
+			}
+			d.integer(bc.Attributes, "log_keep", 0, 1000, &h.Runtime.LogKeep)
+		case "api":
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("listen", "token", "webhook_secret")})
+			if bc == nil {
+				continue
+			}
+			d.str(bc.Attributes, "listen", &h.API.Listen)
+			d.secret(bc.Attributes, "token", &h.API.Token)
+			d.secret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
+		case "daemon":
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("workers", "resync")})
+			if bc == nil {
+				continue
+			}
+			d.integer(bc.Attributes, "workers", 1, 256, &h.Daemon.Workers)
+			if a := d.duration(bc.Attributes, "resync", &h.Daemon.Resync); a != nil && h.Daemon.Resync < time.Second {
+				d.errorf(a.Expr.Range(), "Invalid resync", "resync must be at least 1s.")
+			}
+		}
+	}
+	return h, d.diags
+}
+
+// ParseSize parses sizes such as "10MB", "512KiB" or "1048576".
+func ParseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size; write for example \"10MB\" or \"512KB\"", s)
+	}
+	return n * mult, nil
+}

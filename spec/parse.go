@@ -1,0 +1,442 @@
+package spec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// Options are the host settings fleet validation depends on.
+type Options struct {
+	// Ports is the runtime port range fixed ports must lie in.
+	Ports PortRange
+}
+
+// Files maps file names (as they appear in diagnostics) to parsed files, for
+// rendering diagnostics with source snippets.
+type Files = map[string]*hcl.File
+
+// SpecFiles lists the *.hcl files below dir, sorted, skipping hidden
+// directories and files.
+func SpecFiles(dir string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := e.Name()
+		if p != dir && strings.HasPrefix(name, ".") {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !e.IsDir() && strings.HasSuffix(name, ".hcl") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+// LoadDir reads every spec file below dir and returns the validated fleet.
+// File names in diagnostics are as given (dir joined with the relative path).
+func LoadDir(dir string, opts Options) (*Fleet, Files, hcl.Diagnostics) {
+	paths, err := SpecFiles(dir)
+	if err != nil {
+		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read specs", Detail: err.Error()}}
+	}
+	if len(paths) == 0 {
+		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "No spec files",
+			Detail: fmt.Sprintf("No *.hcl files were found in %s; point source.path in the host config at the directory of merchant specs.", dir)}}
+	}
+	srcs := make([]Source, 0, len(paths))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read spec file", Detail: err.Error()}}
+		}
+		srcs = append(srcs, Source{Name: p, Dir: filepath.Dir(p), Bytes: b})
+	}
+	return Load(srcs, opts)
+}
+
+// Source is one spec file's content.
+type Source struct {
+	// Name is the file name used in diagnostics.
+	Name string
+	// Dir is the directory relative package sources resolve against.
+	Dir   string
+	Bytes []byte
+}
+
+// ContentRevision digests sources by name (relative to nothing: callers pass
+// stable names) and content. The order of srcs does not matter.
+func ContentRevision(srcs []Source) string {
+	idx := make([]int, len(srcs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool {
+		return filepath.Base(srcs[idx[a]].Name) < filepath.Base(srcs[idx[b]].Name) || (filepath.Base(srcs[idx[a]].Name) == filepath.Base(srcs[idx[b]].Name) && srcs[idx[a]].Name < srcs[idx[b]].Name)
+	})
+	h := sha256.New()
+	for _, i := range idx {
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(srcs[i].Name), len(srcs[i].Bytes))
+		h.Write(srcs[i].Bytes)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+var topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
+	{Type: "merchant", LabelNames: []string{"id"}},
+	{Type: "database", LabelNames: []string{"name"}},
+	{Type: "package", LabelNames: []string{"name"}},
+	{Type: "rollout"},
+	{Type: "defaults"},
+}}
+
+var (
+	merchantSchema = &hcl.BodySchema{
+		Attributes: attrNames("package", "channel", "version", "database", "db_name", "port", "env", "sensitive", "stop_grace", "on_database_down"),
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "health"}},
+	}
+	defaultsSchema = &hcl.BodySchema{
+		Attributes: attrNames("package", "channel", "database", "env", "sensitive", "stop_grace", "on_database_down"),
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "health"}, {Type: "rollout"}},
+	}
+	healthSchema   = &hcl.BodySchema{Attributes: attrNames("http", "tcp", "status", "interval", "timeout", "failures", "grace")}
+	databaseSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "dsn", Required: true}, {Name: "check_interval"}, {Name: "check_timeout"}, {Name: "down_after"}, {Name: "up_after"}}}
+	packageSchema  = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "source", Required: true}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "channel", LabelNames: []string{"name"}}, {Type: "rollout"}},
+	}
+	channelSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}}}
+	rolloutSchema = &hcl.BodySchema{Attributes: attrNames("canary", "max_parallel", "max_failures", "health_deadline", "min_healthy_time")}
+)
+
+var (
+	merchantIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	nameRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	envKeyRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	dbNameRe     = regexp.MustCompile(`^[a-z_][a-z0-9_$-]{0,62}$`)
+	versionRe    = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$`)
+)
+
+// reservedEnv are set by steward for every process.
+var reservedEnv = []string{"PORT", "MERCHANT", "DATABASE_URL"}
+
+// rawMerchant keeps attribute ranges for cross-block validation.
+type rawMerchant struct {
+	m                                  *Merchant
+	pkgAttr, chanAttr, verAttr, dbAttr *hcl.Attribute
+	portAttr                           *hcl.Attribute
+	hasChannel, hasVersion             bool
+}
+
+// Load parses and validates spec sources.
+func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
+	p := hclparse.NewParser()
+	d := &decoder{ctx: evalContext()}
+	fl := &Fleet{
+		Revision:  ContentRevision(srcs),
+		Merchants: map[string]*Merchant{},
+		Databases: map[string]*Database{},
+		Packages:  map[string]*Package{},
+		Rollout:   DefaultRollout,
+		Defaults:  Defaults{StopGrace: DefaultStopGrace, OnDatabaseDown: OnDBDownHold, Health: DefaultHealth},
+	}
+	type bodyOf struct {
+		block *hcl.Block
+		dir   string
+	}
+	var merchants, databases, packages, rollouts, defaults []bodyOf
+	for _, s := range srcs {
+		f, diags := p.ParseHCL(s.Bytes, s.Name)
+		d.diags = append(d.diags, diags...)
+		if f == nil || diags.HasErrors() {
+			continue
+		}
+		c := d.content(f.Body, topSchema)
+		if c == nil {
+			continue
+		}
+		for _, b := range c.Blocks {
+			bo := bodyOf{b, s.Dir}
+			switch b.Type {
+			case "merchant":
+				merchants = append(merchants, bo)
+			case "database":
+				databases = append(databases, bo)
+			case "package":
+				packages = append(packages, bo)
+			case "rollout":
+				rollouts = append(rollouts, bo)
+			case "defaults":
+				defaults = append(defaults, bo)
+			}
+		}
+	}
+	if len(defaults) > 1 {
+		d.errorf(defaults[1].block.DefRange, "Duplicate defaults block", "Only one defaults block is allowed in a fleet; the first one is at %s.", rangeString(defaults[0].block.DefRange))
+	}
+	if len(rollouts) > 1 {
+		d.errorf(rollouts[1].block.DefRange, "Duplicate rollout block", "Only one top-level rollout block is allowed in a fleet; the first one is at %s.", rangeString(rollouts[0].block.DefRange))
+	}
+	var defaultSensitive []string
+	if len(defaults) > 0 {
+		c := d.content(defaults[0].block.Body, defaultsSchema)
+		if c != nil {
+			df := &fl.Defaults
+			d.str(c.Attributes, "package", &df.Package)
+			d.str(c.Attributes, "channel", &df.Channel)
+			d.str(c.Attributes, "database", &df.Database)
+			df.Env, _ = d.envMap(c.Attributes, "env")
+			d.strList(c.Attributes, "sensitive", &defaultSensitive)
+			markSensitiveKeys(d, df.Env, defaultSensitive, c.Attributes["sensitive"])
+			d.duration(c.Attributes, "stop_grace", &df.StopGrace)
+			d.policy(c.Attributes, &df.OnDatabaseDown)
+			if hb := d.oneBlock(c.Blocks, "health"); hb != nil {
+				d.health(hb, &df.Health)
+			}
+			if rb := d.oneBlock(c.Blocks, "rollout"); rb != nil {
+				d.rollout(rb, &fl.Rollout)
+			}
+		}
+	}
+	if len(rollouts) > 0 {
+		d.rollout(rollouts[0].block, &fl.Rollout)
+	}
+
+	declared := map[string]map[string]hcl.Range{"database": {}, "package": {}, "merchant": {}}
+	dup := func(kind string, b *hcl.Block) bool {
+		name := b.Labels[0]
+		if first, ok := declared[kind][name]; ok {
+			d.errorf(b.LabelRanges[0], "Duplicate "+kind+" "+fmt.Sprintf("%q", name),
+				"A %s named %q is already declared at %s; %s names must be unique across all spec files.", kind, name, rangeString(first), kind)
+			return true
+		}
+		declared[kind][name] = b.DefRange
+		return false
+	}
+	for _, bo := range databases {
+		b := bo.block
+		if dup("database", b) {
+			continue
+		}
+		if !nameRe.MatchString(b.Labels[0]) {
+			d.errorf(b.LabelRanges[0], "Invalid database name", "%q is not a valid name: use letters, digits, '.', '_' and '-' (at most 63).", b.Labels[0])
+		}
+		db := &Database{Name: b.Labels[0], CheckInterval: 5 * time.Second, CheckTimeout: 2 * time.Second, DownAfter: 3, UpAfter: 2, DeclRange: b.DefRange}
+		if c := d.content(b.Body, databaseSchema); c != nil {
+			if a := d.secret(c.Attributes, "dsn", &db.DSN); a != nil && db.DSN.IsZero() {
+				d.errorf(a.Expr.Range(), "Empty dsn", "Database %q needs a PostgreSQL connection string, for example dsn = env(\"DB_DSN\").", db.Name)
+			}
+			d.duration(c.Attributes, "check_interval", &db.CheckInterval)
+			d.duration(c.Attributes, "check_timeout", &db.CheckTimeout)
+			d.integer(c.Attributes, "down_after", 1, 100, &db.DownAfter)
+			d.integer(c.Attributes, "up_after", 1, 100, &db.UpAfter)
+		}
+		fl.Databases[db.Name] = db
+	}
+	for _, bo := range packages {
+		b := bo.block
+		if dup("package", b) {
+			continue
+		}
+		if !nameRe.MatchString(b.Labels[0]) {
+			d.errorf(b.LabelRanges[0], "Invalid package name", "%q is not a valid name: use letters, digits, '.', '_' and '-' (at most 63).", b.Labels[0])
+		}
+		pk := &Package{Name: b.Labels[0], Channels: map[string]string{}, DeclRange: b.DefRange}
+		c := d.content(b.Body, packageSchema)
+		if c != nil {
+			if a := d.str(c.Attributes, "source", &pk.Source); a != nil {
+				pk.Source = resolveSource(pk.Source, bo.dir)
+				if pk.Source == "" {
+					d.errorf(a.Expr.Range(), "Empty source", "Package %q needs a source: a directory of tarballs (file://DIR or a path) or an http(s) URL.", pk.Name)
+				}
+			}
+			chanAt := map[string]hcl.Range{}
+			for _, cb := range c.Blocks {
+				switch cb.Type {
+				case "channel":
+					name := cb.Labels[0]
+					if first, ok := chanAt[name]; ok {
+						d.errorf(cb.LabelRanges[0], "Duplicate channel", "Channel %q of package %q is already declared at %s.", name, pk.Name, rangeString(first))
+						continue
+					}
+					chanAt[name] = cb.DefRange
+					cc := d.content(cb.Body, channelSchema)
+					var v string
+					if cc != nil {
+						if a := d.str(cc.Attributes, "version", &v); a != nil && !versionRe.MatchString(v) {
+							d.errorf(a.Expr.Range(), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", v)
+						}
+					}
+					pk.Channels[name] = v
+				case "rollout":
+					r := fl.Rollout
+					d.rollout(cb, &r)
+					pk.Rollout = &r
+				}
+			}
+		}
+		fl.Packages[pk.Name] = pk
+	}
+	var raws []*rawMerchant
+	for _, bo := range merchants {
+		b := bo.block
+		if dup("merchant", b) {
+			continue
+		}
+		id := b.Labels[0]
+		if !merchantIDRe.MatchString(id) {
+			d.errorf(b.LabelRanges[0], "Invalid merchant id", "%q is not a valid merchant id: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit.", id)
+		}
+		m := &Merchant{ID: id, DBName: strings.ReplaceAll(id, "-", "_"), StopGrace: fl.Defaults.StopGrace,
+			OnDatabaseDown: fl.Defaults.OnDatabaseDown, Health: fl.Defaults.Health, DeclRange: b.DefRange}
+		rm := &rawMerchant{m: m}
+		raws = append(raws, rm)
+		c := d.content(b.Body, merchantSchema)
+		if c == nil {
+			continue
+		}
+		rm.pkgAttr = d.str(c.Attributes, "package", &m.Package)
+		rm.chanAttr = d.str(c.Attributes, "channel", &m.Channel)
+		rm.verAttr = d.str(c.Attributes, "version", &m.Version)
+		rm.dbAttr = d.str(c.Attributes, "database", &m.Database)
+		rm.hasChannel, rm.hasVersion = rm.chanAttr != nil, rm.verAttr != nil
+		if a := d.str(c.Attributes, "db_name", &m.DBName); a != nil && !dbNameRe.MatchString(m.DBName) {
+			d.errorf(a.Expr.Range(), "Invalid db_name", "%q is not a database name steward accepts: lowercase letters, digits, '_', '$' and '-', starting with a letter or '_'.", m.DBName)
+		}
+		rm.portAttr = d.integer(c.Attributes, "port", 1, 65535, &m.Port)
+		env, envAttr := d.envMap(c.Attributes, "env")
+		var sens []string
+		sensAttr := d.strList(c.Attributes, "sensitive", &sens)
+		m.Env = map[string]EnvValue{}
+		for k, v := range fl.Defaults.Env {
+			m.Env[k] = v
+		}
+		for k, v := range env {
+			if !envKeyRe.MatchString(k) {
+				d.errorf(envAttr.Expr.Range(), "Invalid env name", "%q is not a valid environment variable name: use letters, digits and '_', not starting with a digit.", k)
+			}
+			if oneOf(k, reservedEnv...) {
+				d.errorf(envAttr.Expr.Range(), "Reserved env name", "%s is set by steward for every merchant and cannot be set in env.", k)
+			}
+			m.Env[k] = v
+		}
+		markSensitiveKeys(d, m.Env, append(defaultSensitive, sens...), sensAttr)
+		d.duration(c.Attributes, "stop_grace", &m.StopGrace)
+		d.policy(c.Attributes, &m.OnDatabaseDown)
+		if hb := d.oneBlock(c.Blocks, "health"); hb != nil {
+			d.health(hb, &m.Health)
+		}
+		if m.Package == "" {
+			m.Package = fl.Defaults.Package
+		}
+		if m.Database == "" {
+			m.Database = fl.Defaults.Database
+		}
+		if !rm.hasChannel && !rm.hasVersion {
+			m.Channel = fl.Defaults.Channel
+		}
+		fl.Merchants[id] = m
+	}
+	validateMerchants(d, fl, raws, opts)
+	return fl, p.Files(), d.diags
+}
+
+func markSensitiveKeys(d *decoder, env map[string]EnvValue, keys []string, attr *hcl.Attribute) {
+	for _, k := range keys {
+		v, ok := env[k]
+		if !ok {
+			if attr != nil {
+				d.errorf(attr.Expr.Range(), "Unknown sensitive env", "sensitive names %q, which is not set in env; list only keys of env.", k)
+			}
+			continue
+		}
+		v.Sensitive = true
+		env[k] = v
+	}
+}
+
+func (d *decoder) policy(attrs hcl.Attributes, dst *string) {
+	var v string
+	if a := d.str(attrs, "on_database_down", &v); a != nil {
+		if !oneOf(v, OnDBDownHold, OnDBDownStop, OnDBDownIgnore) {
+			d.errorf(a.Expr.Range(), "Invalid on_database_down", "on_database_down must be \"hold\", \"stop\" or \"ignore\"; got %q.", v)
+			return
+		}
+		*dst = v
+	}
+}
+
+func (d *decoder) health(b *hcl.Block, h *Health) {
+	c := d.content(b.Body, healthSchema)
+	if c == nil {
+		return
+	}
+	if a := d.str(c.Attributes, "http", &h.HTTP); a != nil && !strings.HasPrefix(h.HTTP, "/") {
+		d.errorf(a.Expr.Range(), "Invalid health path", "http must be a path starting with '/', for example \"/health\".")
+	}
+	d.boolean(c.Attributes, "tcp", &h.TCP)
+	if c.Attributes["http"] != nil && c.Attributes["tcp"] != nil && h.TCP {
+		d.errorf(c.Attributes["tcp"].Range, "Conflicting health checks", "A health block has either http or tcp = true, not both.")
+	}
+	if c.Attributes["http"] != nil {
+		h.TCP = false
+	}
+	if c.Attributes["tcp"] != nil && h.TCP {
+		h.HTTP = ""
+	}
+	d.integer(c.Attributes, "status", 100, 599, &h.Status)
+	d.duration(c.Attributes, "interval", &h.Interval)
+	d.duration(c.Attributes, "timeout", &h.Timeout)
+	d.integer(c.Attributes, "failures", 1, 100, &h.Failures)
+	d.duration(c.Attributes, "grace", &h.StartGrace)
+	if h.Interval <= 0 {
+		d.errorf(b.DefRange, "Invalid health interval", "interval must be greater than zero.")
+	}
+}
+
+func (d *decoder) rollout(b *hcl.Block, r *Rollout) {
+	c := d.content(b.Body, rolloutSchema)
+	if c == nil {
+		return
+	}
+	d.integer(c.Attributes, "canary", 0, 1_000_000, &r.Canary)
+	d.integer(c.Attributes, "max_parallel", 1, 1_000_000, &r.MaxParallel)
+	d.integer(c.Attributes, "max_failures", 0, 1_000_000, &r.MaxFailures)
+	d.duration(c.Attributes, "health_deadline", &r.HealthDeadline)
+	d.duration(c.Attributes, "min_healthy_time", &r.MinHealthyTime)
+}
+
+// resolveSource strips file:// and makes local paths absolute against dir.
+func resolveSource(src, dir string) string {
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		return src
+	}
+	src = strings.TrimPrefix(src, "file://")
+	if src == "" {
+		return ""
+	}
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(dir, src)
+	}
+	if abs, err := filepath.Abs(src); err == nil {
+		src = abs
+	}
+	return src
+}

@@ -1,0 +1,82 @@
+package spec
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// validateMerchants checks what needs the whole fleet: references, version
+// selection and ports.
+func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options) {
+	dbNames := sortedKeys(fl.Databases)
+	pkgNames := sortedKeys(fl.Packages)
+	portOwner := map[int]*rawMerchant{}
+	sort.Slice(raws, func(i, j int) bool { return lessRange(raws[i].m.DeclRange, raws[j].m.DeclRange) })
+	for _, rm := range raws {
+		m := rm.m
+		at := m.DeclRange
+		attrRange := func(a *hcl.Attribute) hcl.Range {
+			if a != nil {
+				return a.Expr.Range()
+			}
+			return at
+		}
+		// Package.
+		pk := fl.Packages[m.Package]
+		switch {
+		case m.Package == "":
+			d.errorf(at, "Missing package", "Merchant %q has no package; set package = \"NAME\" in the merchant or in defaults. Declared packages: %s.", m.ID, quoteList(pkgNames))
+		case pk == nil:
+			d.errorf(attrRange(rm.pkgAttr), "Unknown package", "Merchant %q uses package %q, which is not declared. Declared packages: %s.", m.ID, m.Package, quoteList(pkgNames))
+		}
+		// Version or channel.
+		switch {
+		case rm.hasChannel && rm.hasVersion:
+			d.errorf(rm.verAttr.Range, "Both version and channel", "Merchant %q sets both version and channel; set version to pin it, or channel to follow a channel, not both.", m.ID)
+		case m.Channel == "" && m.Version == "":
+			d.errorf(at, "No version", "Merchant %q has neither version nor channel; pin it with version = \"X.Y.Z\" or follow a channel with channel = \"NAME\".", m.ID)
+		case m.Channel != "" && pk != nil:
+			v, ok := pk.Channels[m.Channel]
+			if !ok {
+				d.errorf(attrRange(rm.chanAttr), "Unknown channel", "Package %q has no channel %q. Its channels: %s.", m.Package, m.Channel, quoteList(sortedKeys(pk.Channels)))
+			} else {
+				m.Version = v
+			}
+		case m.Version != "" && !versionRe.MatchString(m.Version):
+			d.errorf(attrRange(rm.verAttr), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", m.Version)
+		}
+		// Database.
+		if m.Database != "" {
+			if _, ok := fl.Databases[m.Database]; !ok {
+				d.errorf(attrRange(rm.dbAttr), "Unknown database", "Merchant %q refers to database %q, which is not declared. Declared databases: %s.", m.ID, m.Database, quoteList(dbNames))
+			}
+		}
+		// Ports.
+		if m.Port != 0 {
+			if opts.Ports.High != 0 && !opts.Ports.Contains(m.Port) {
+				d.errorf(attrRange(rm.portAttr), "Port outside the runtime range", "Merchant %q asks for port %d, outside the runtime port range %s of the host config; choose a port inside it or widen runtime.ports.", m.ID, m.Port, opts.Ports)
+			}
+			if other, ok := portOwner[m.Port]; ok {
+				d.errorf(attrRange(rm.portAttr), "Port clash", "Merchant %q asks for port %d, which merchant %q already uses (%s); every merchant needs its own port. Remove port to have one assigned.", m.ID, m.Port, other.m.ID, rangeString(attrRange(other.portAttr)))
+			} else {
+				portOwner[m.Port] = rm
+			}
+		}
+	}
+	if fixed := len(portOwner); opts.Ports.High != 0 {
+		free := opts.Ports.High - opts.Ports.Low + 1 - fixed
+		if need := len(fl.Merchants) - fixed; need > free {
+			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Not enough ports",
+				Detail: fmt.Sprintf("%d merchants need an assigned port but the runtime range %s has only %d free; widen runtime.ports.", need, opts.Ports, free)})
+		}
+	}
+}
+
+func lessRange(a, b hcl.Range) bool {
+	if a.Filename != b.Filename {
+		return a.Filename < b.Filename
+	}
+	return a.Start.Byte < b.Start.Byte
+}
