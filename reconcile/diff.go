@@ -1,0 +1,311 @@
+package reconcile
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"steward/spec"
+	"steward/state"
+)
+
+// Desired is the state the specs ask for.
+type Desired struct {
+	Fleet *spec.Fleet
+	// Ports is the range ports are assigned from.
+	Ports spec.PortRange
+}
+
+// Observed is what steward found: its records, checked against the machine.
+type Observed struct {
+	// Now is the time the observation was made; Diff reads no clock.
+	Now time.Time
+	// State is the loaded state; its records are not modified by Diff.
+	State *state.State
+	// Running reports, per merchant id, whether the recorded process is
+	// alive (pid and start time both match). Absent means not running.
+	Running map[string]bool
+	// DatabaseDown lists databases known to be unreachable. A database that
+	// is absent is treated as up.
+	DatabaseDown map[string]bool
+}
+
+// Fingerprints returns one entry per launch-relevant setting of m. Two
+// merchants with equal fingerprints are launched identically, except for
+// the package version, which is compared on its own. Sensitive values are
+// represented by a salted digest.
+func Fingerprints(fl *spec.Fleet, m *spec.Merchant) map[string]string {
+	fp := map[string]string{
+		"package":  m.Package,
+		"database": m.Database,
+		"db_name":  m.DBName,
+	}
+	if m.Database != "" {
+		if db := fl.Databases[m.Database]; db != nil {
+			fp["database.dsn"] = db.DSN.Fingerprint()
+		}
+	}
+	if m.Port != 0 {
+		fp["port"] = strconv.Itoa(m.Port)
+	}
+	for k, v := range m.Env {
+		fp["env."+k] = v.Fingerprint()
+	}
+	return fp
+}
+
+// settingChanges explains the difference between applied and desired
+// fingerprints, for example "env.LOCALE changed, env.DEBUG added".
+func settingChanges(applied, desired map[string]string) []string {
+	var out []string
+	for k, v := range desired {
+		old, ok := applied[k]
+		switch {
+		case k == "port":
+			// The port is compared against the recorded port instead.
+		case !ok:
+			out = append(out, k+" added")
+		case old != v:
+			out = append(out, k+" changed")
+		}
+	}
+	for k := range applied {
+		if _, ok := desired[k]; !ok && k != "port" {
+			out = append(out, k+" removed")
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func versionFrom(m *spec.Merchant) string {
+	if m.Channel != "" {
+		return "channel " + m.Channel
+	}
+	return "pinned"
+}
+
+// Diff computes the plan that converges observed onto desired. It is pure.
+func Diff(d Desired, o Observed) *Plan {
+	st := o.State
+	if st == nil {
+		st = state.New("")
+	}
+	p := &Plan{Format: PlanFormat, Lineage: st.Lineage, Serial: st.Serial, CreatedAt: o.Now}
+	if d.Fleet != nil {
+		p.Revision = d.Fleet.Revision
+	}
+	ports := newPortBook(d, st)
+	var first, rest []Action
+	// Removed merchants first: they free ports.
+	for _, id := range sortedIDs(st.Merchants) {
+		rec := st.Merchants[id]
+		if d.Fleet != nil && d.Fleet.Merchants[id] != nil {
+			continue
+		}
+		if rec.Suspended {
+			rest = append(rest, Action{Kind: Hold, Merchant: id, Reason: "removed from specs, but suspended: resume it to let it be deleted", Before: snapshotOf(rec, o)})
+			continue
+		}
+		first = append(first, Action{Kind: Delete, Merchant: id, Reason: "removed from specs", Before: snapshotOf(rec, o)})
+	}
+	if d.Fleet != nil {
+		for _, id := range d.Fleet.MerchantIDs() {
+			if a, ok := diffMerchant(d, o, st, ports, d.Fleet.Merchants[id]); ok {
+				if a.Kind == Stop {
+					first = append(first, a)
+				} else {
+					rest = append(rest, a)
+				}
+			}
+		}
+	}
+	p.Actions = append(first, rest...)
+	return p
+}
+
+func diffMerchant(d Desired, o Observed, st *state.State, ports *portBook, m *spec.Merchant) (Action, bool) {
+	fl := d.Fleet
+	rec := st.Merchants[m.ID]
+	running := o.Running[m.ID]
+	after := &Snapshot{Package: m.Package, Version: m.Version, Database: m.Database}
+	dbDown := m.Database != "" && o.DatabaseDown[m.Database] && m.OnDatabaseDown != spec.OnDBDownIgnore
+
+	if rec == nil {
+		port, why := ports.assign(m)
+		after.Port = port
+		if why != "" {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: why, After: after}, true
+		}
+		if dbDown {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits: database %s is down", m.Database), After: after}, true
+		}
+		return Action{Kind: Create, Merchant: m.ID, Reason: fmt.Sprintf("new merchant (%s %s, %s)", m.Package, m.Version, versionFrom(m)), After: after}, true
+	}
+	before := snapshotOf(rec, o)
+	if rec.Suspended {
+		return Action{}, false
+	}
+	after.Port = rec.Port
+	if m.Port != 0 && m.Port != rec.Port {
+		after.Port = m.Port
+		if owner := ports.owner(m.Port); owner != "" && owner != m.ID {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("port %d is in use by merchant %s; choose another port", m.Port, owner), Before: before, After: after}, true
+		}
+	}
+	if dbDown {
+		if running && m.OnDatabaseDown == spec.OnDBDownStop {
+			return Action{Kind: Stop, Merchant: m.ID, Reason: fmt.Sprintf("database %s is down (on_database_down = stop)", m.Database), Before: before, After: after}, true
+		}
+		if !running {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("database %s is down", m.Database), Before: before, After: after}, true
+		}
+	}
+	if m.Version != rec.Version && rec.Version != "" {
+		if contains(rec.BadVersions, m.Version) {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("version %s failed its health gate on this merchant; staying on %s until the spec asks for another version", m.Version, rec.Version), Before: before, After: after}, true
+		}
+		kind := Upgrade
+		if CompareVersions(m.Version, rec.Version) < 0 {
+			kind = Rollback
+		}
+		return Action{Kind: kind, Merchant: m.ID, Reason: fmt.Sprintf("version %s → %s (%s)", rec.Version, m.Version, versionFrom(m)), Before: before, After: after}, true
+	}
+	var why []string
+	if after.Port != rec.Port {
+		why = append(why, fmt.Sprintf("port %d → %d", rec.Port, after.Port))
+	}
+	why = append(why, settingChanges(rec.Applied, Fingerprints(fl, m))...)
+	if len(why) > 0 {
+		kind := Restart
+		if !running {
+			kind = Start
+		}
+		return Action{Kind: kind, Merchant: m.ID, Reason: strings.Join(why, ", "), Before: before, After: after}, true
+	}
+	if running {
+		return Action{}, false
+	}
+	if o.Now.Before(rec.NextAttempt) {
+		return Action{Kind: Hold, Merchant: m.ID, NotBefore: rec.NextAttempt,
+			Reason: fmt.Sprintf("crash loop: %d fast failures, next attempt in %s", rec.Failures, rec.NextAttempt.Sub(o.Now).Round(time.Second)), Before: before, After: after}, true
+	}
+	reason := "process not running"
+	if rec.PID != 0 {
+		reason = fmt.Sprintf("process %d not running", rec.PID)
+	}
+	return Action{Kind: Start, Merchant: m.ID, Reason: reason, Before: before, After: after}, true
+}
+
+func snapshotOf(rec *state.Merchant, o Observed) *Snapshot {
+	s := &Snapshot{Package: rec.Package, Version: rec.Version, Port: rec.Port}
+	if db, ok := rec.Applied["database"]; ok {
+		s.Database = db
+	}
+	if o.Running[rec.ID] {
+		s.PID = rec.PID
+	}
+	return s
+}
+
+func sortedIDs(m map[string]*state.Merchant) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(list []string, v string) bool {
+	for _, s := range list {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// portBook tracks which ports are taken while a plan assigns new ones.
+type portBook struct {
+	rng   spec.PortRange
+	taken map[int]string // port -> merchant id
+	next  int
+}
+
+func newPortBook(d Desired, st *state.State) *portBook {
+	b := &portBook{rng: d.Ports, taken: map[int]string{}, next: d.Ports.Low}
+	for id, rec := range st.Merchants {
+		if rec.Port != 0 {
+			b.taken[rec.Port] = id
+		}
+	}
+	if d.Fleet != nil {
+		for id, m := range d.Fleet.Merchants {
+			if m.Port != 0 {
+				if _, ok := b.taken[m.Port]; !ok {
+					b.taken[m.Port] = id
+				}
+			}
+		}
+	}
+	return b
+}
+
+func (b *portBook) owner(port int) string { return b.taken[port] }
+
+// assign returns the port a new merchant gets, or a reason it cannot have one.
+func (b *portBook) assign(m *spec.Merchant) (int, string) {
+	if m.Port != 0 {
+		if owner := b.taken[m.Port]; owner != "" && owner != m.ID {
+			return m.Port, fmt.Sprintf("port %d is in use by merchant %s; choose another port", m.Port, owner)
+		}
+		b.taken[m.Port] = m.ID
+		return m.Port, ""
+	}
+	for ; b.next <= b.rng.High && b.next != 0; b.next++ {
+		if _, ok := b.taken[b.next]; !ok {
+			p := b.next
+			b.taken[p] = m.ID
+			b.next++
+			return p, ""
+		}
+	}
+	return 0, fmt.Sprintf("no free port left in the runtime range %s", b.rng)
+}
+
+// CompareVersions orders versions by their dot-separated parts, numerically
+// where both parts are numbers. It returns -1, 0 or +1.
+func CompareVersions(a, b string) int {
+	as, bs := strings.FieldsFunc(a, isSep), strings.FieldsFunc(b, isSep)
+	for i := 0; i < len(as) || i < len(bs); i++ {
+		if i >= len(as) {
+			return -1
+		}
+		if i >= len(bs) {
+			return 1
+		}
+		x, ex := strconv.Atoi(as[i])
+		y, ey := strconv.Atoi(bs[i])
+		switch {
+		case ex == nil && ey == nil:
+			if x != y {
+				return cmpInt(x, y)
+			}
+		case as[i] != bs[i]:
+			return strings.Compare(as[i], bs[i])
+		}
+	}
+	return 0
+}
+
+func isSep(r rune) bool { return r == '.' || r == '-' || r == '+' }
+
+func cmpInt(x, y int) int {
+	if x < y {
+		return -1
+	}
+	return 1
+}
