@@ -1,0 +1,323 @@
+package pkgstore
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// ManifestFile is the name of the manifest at the root of every package.
+const ManifestFile = "package.hcl"
+
+// Manifest is a parsed package.hcl.
+type Manifest struct {
+	// Health says how a running process of this release is probed. Exactly
+	// one of HTTP and TCP is set; a manifest without a health block gets TCP.
+	Health Health
+
+	// Migrate is the optional migration command, run before an upgrade
+	// starts. When set it is non-empty and Migrate[0] is a path relative to
+	// the release directory.
+	Migrate []string
+
+	// command holds the elements of the command list as expressions, so
+	// that ${port} and ${merchant} are bound per merchant by Argv. It is
+	// non-empty, and its first element is a literal relative path.
+	command []hcl.Expression
+}
+
+// program returns the literal first element of the command.
+func (m *Manifest) program() string {
+	v, diags := m.command[0].Value(nil)
+	if diags.HasErrors() || v.IsNull() || !v.IsKnown() {
+		return ""
+	}
+	s, err := convert.Convert(v, cty.String)
+	if err != nil {
+		return ""
+	}
+	return s.AsString()
+}
+
+// Health is how a process is probed: an HTTP GET of a path expecting a 2xx
+// answer, or a plain TCP connect to its port.
+type Health struct {
+	HTTP string // path starting with "/", or empty when TCP is set
+	TCP  bool
+}
+
+var manifestSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "command", Required: true},
+		{Name: "migrate"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "health"}},
+}
+
+var healthSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "http"}, {Name: "tcp"}},
+}
+
+// validateCtx binds the command variables to unknown values of the right
+// types, so that parsing catches references to anything else and type
+// errors without knowing a merchant.
+var validateCtx = &hcl.EvalContext{Variables: map[string]cty.Value{
+	"port":     cty.UnknownVal(cty.Number),
+	"merchant": cty.UnknownVal(cty.String),
+}}
+
+// ParseManifest parses a package manifest. filename is used in the ranges of
+// the diagnostics only. Unknown attributes and blocks are errors; command is
+// required. The manifest is nil when the diagnostics hold an error.
+func ParseManifest(src []byte, filename string) (*Manifest, hcl.Diagnostics) {
+	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	content, d := file.Body.Content(manifestSchema)
+	diags = append(diags, d...)
+
+	m := &Manifest{Health: Health{TCP: true}}
+	if attr, ok := content.Attributes["command"]; ok {
+		var d hcl.Diagnostics
+		m.command, d = parseCommand(attr)
+		diags = append(diags, d...)
+	}
+	if attr, ok := content.Attributes["migrate"]; ok {
+		var d hcl.Diagnostics
+		m.Migrate, d = parseMigrate(attr)
+		diags = append(diags, d...)
+	}
+	var seen *hcl.Block
+	for _, b := range content.Blocks {
+		if seen != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Duplicate health block",
+				Detail:   fmt.Sprintf("A health block was already defined at %s.", seen.DefRange),
+				Subject:  b.DefRange.Ptr(),
+			})
+			continue
+		}
+		seen = b
+		var d hcl.Diagnostics
+		m.Health, d = parseHealth(b)
+		diags = append(diags, d...)
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return m, diags
+}
+
+func parseCommand(attr *hcl.Attribute) ([]hcl.Expression, hcl.Diagnostics) {
+	elems, diags := staticList(attr)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	for i, e := range elems {
+		v, d := e.Value(validateCtx)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		s, err := toString(v)
+		if err != nil {
+			diags = append(diags, elemDiag(attr.Name, i, e, err.Error()))
+			continue
+		}
+		if i == 0 && !s.IsKnown() {
+			diags = append(diags, elemDiag(attr.Name, i, e, "the program must be a literal path, without ${...}"))
+			continue
+		}
+		if i == 0 {
+			if msg := checkProgram(s.AsString()); msg != "" {
+				diags = append(diags, elemDiag(attr.Name, i, e, msg))
+			}
+		}
+	}
+	return elems, diags
+}
+
+func parseMigrate(attr *hcl.Attribute) ([]string, hcl.Diagnostics) {
+	elems, diags := staticList(attr)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	argv := make([]string, 0, len(elems))
+	for i, e := range elems {
+		v, d := e.Value(nil)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		s, err := toString(v)
+		if err != nil {
+			diags = append(diags, elemDiag(attr.Name, i, e, err.Error()))
+			continue
+		}
+		arg := s.AsString()
+		if i == 0 {
+			if msg := checkProgram(arg); msg != "" {
+				diags = append(diags, elemDiag(attr.Name, i, e, msg))
+			}
+		}
+		argv = append(argv, arg)
+	}
+	return argv, diags
+}
+
+// staticList returns the elements of a list written out in the file, which is
+// what command and migrate must be; an empty list is an error.
+func staticList(attr *hcl.Attribute) ([]hcl.Expression, hcl.Diagnostics) {
+	elems, d := hcl.ExprList(attr.Expr)
+	if d.HasErrors() {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  fmt.Sprintf("Invalid %s", attr.Name),
+			Detail:   fmt.Sprintf("%s must be a list of strings, like [\"bin/app\", \"--port=${port}\"].", attr.Name),
+			Subject:  attr.Expr.Range().Ptr(),
+		}}
+	}
+	if len(elems) == 0 {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  fmt.Sprintf("Empty %s", attr.Name),
+			Detail:   fmt.Sprintf("%s needs at least the program to run.", attr.Name),
+			Subject:  attr.Expr.Range().Ptr(),
+		}}
+	}
+	return elems, nil
+}
+
+func parseHealth(b *hcl.Block) (Health, hcl.Diagnostics) {
+	content, diags := b.Body.Content(healthSchema)
+	if diags.HasErrors() {
+		return Health{}, diags
+	}
+	var h Health
+	httpAttr, hasHTTP := content.Attributes["http"]
+	if hasHTTP {
+		v, d := httpAttr.Expr.Value(nil)
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			s, err := toString(v)
+			switch {
+			case err != nil:
+				diags = append(diags, attrDiag(httpAttr, "Invalid health http", err.Error()))
+			case !strings.HasPrefix(s.AsString(), "/"):
+				diags = append(diags, attrDiag(httpAttr, "Invalid health http", `http must be a path starting with "/", like "/health".`))
+			default:
+				h.HTTP = s.AsString()
+			}
+		}
+	}
+	tcpAttr, hasTCP := content.Attributes["tcp"]
+	if hasTCP {
+		v, d := tcpAttr.Expr.Value(nil)
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			bv, err := convert.Convert(v, cty.Bool)
+			if err != nil || bv.IsNull() {
+				diags = append(diags, attrDiag(tcpAttr, "Invalid health tcp", "tcp must be true or false."))
+			} else {
+				h.TCP = bv.True()
+			}
+		}
+	}
+	if diags.HasErrors() {
+		return Health{}, diags
+	}
+	switch {
+	case h.HTTP != "" && h.TCP:
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Conflicting health checks",
+			Detail:   "Set either http or tcp = true, not both.",
+			Subject:  tcpAttr.Range.Ptr(),
+		})
+	case h.HTTP == "" && !h.TCP:
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "No health check",
+			Detail:   `A health block needs http = "/path" or tcp = true; leave the block out for tcp.`,
+			Subject:  b.DefRange.Ptr(),
+		})
+	}
+	return h, diags
+}
+
+// toString converts v to a non-null string; the result may be unknown.
+func toString(v cty.Value) (cty.Value, error) {
+	if v.IsNull() {
+		return v, errors.New("must not be null")
+	}
+	s, err := convert.Convert(v, cty.String)
+	if err != nil {
+		return v, fmt.Errorf("must be a string, not %s", v.Type().FriendlyName())
+	}
+	return s, nil
+}
+
+// checkProgram returns why p cannot be the program of a command, or "".
+func checkProgram(p string) string {
+	switch {
+	case p == "":
+		return "the program must not be empty"
+	case !filepath.IsLocal(p):
+		return fmt.Sprintf("the program %q must be a path inside the release, like \"bin/app\"", p)
+	}
+	return ""
+}
+
+func elemDiag(attr string, i int, e hcl.Expression, msg string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  fmt.Sprintf("Invalid %s element", attr),
+		Detail:   fmt.Sprintf("%s[%d]: %s.", attr, i, msg),
+		Subject:  e.Range().Ptr(),
+	}
+}
+
+func attrDiag(a *hcl.Attribute, summary, detail string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   detail,
+		Subject:  a.Expr.Range().Ptr(),
+	}
+}
+
+// Argv returns the command with ${port} and ${merchant} bound. Argv[0] is
+// still relative to the release directory; Release.Command resolves it.
+func (m *Manifest) Argv(port int, merchant string) ([]string, error) {
+	if port <= 0 || port > 65535 {
+		return nil, fmt.Errorf("port %d out of range 1-65535", port)
+	}
+	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{
+		"port":     cty.NumberIntVal(int64(port)),
+		"merchant": cty.StringVal(merchant),
+	}}
+	argv := make([]string, 0, len(m.command))
+	for i, e := range m.command {
+		v, diags := e.Value(ctx)
+		if diags.HasErrors() {
+			return nil, diags
+		}
+		s, err := toString(v)
+		if err == nil && !s.IsWhollyKnown() {
+			err = errors.New("is not known")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: command[%d] %v", e.Range(), i, err)
+		}
+		argv = append(argv, s.AsString())
+	}
+	return argv, nil
+}

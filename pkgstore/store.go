@@ -1,0 +1,412 @@
+package pkgstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// ErrBadPackage is matched (errors.Is) by every error that is about the
+// content of a package rather than about this machine: a missing or
+// malformed .sha256, a digest mismatch, a refused archive entry, a corrupt
+// archive, a bad manifest. Retrying such an install cannot help until the
+// package or the spec changes.
+var ErrBadPackage = errors.New("bad package")
+
+type badPackage struct{ error }
+
+func (b badPackage) Unwrap() error        { return b.error }
+func (badPackage) Is(target error) bool   { return target == ErrBadPackage }
+func (*UnsafeEntryError) Is(t error) bool { return t == ErrBadPackage }
+
+// ManifestError is a package.hcl that does not parse or validate. Diags
+// keep the source ranges; their file names are like
+// "invoicing-1.2.0.tar.gz/package.hcl" for a package being installed.
+type ManifestError struct {
+	Diags hcl.Diagnostics
+}
+
+func (e *ManifestError) Error() string { return "bad manifest: " + e.Diags.Error() }
+func (*ManifestError) Is(t error) bool { return t == ErrBadPackage }
+
+// Store is a releases directory: each release unpacked, read-only, at
+// <dir>/<name>/<version>/. Lock files, digest records and temporary
+// directories live beside the releases under names starting with ".".
+// A Store is safe for concurrent use by goroutines and by processes.
+type Store struct {
+	dir string
+
+	// Limits bound each unpack; set before the first Install.
+	Limits Limits
+
+	unpacks atomic.Int64 // releases unpacked by this Store, for tests
+}
+
+// Open returns the store rooted at dir, creating dir if needed.
+func Open(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("releases directory: %w", err)
+	}
+	return &Store{dir: abs}, nil
+}
+
+// Dir returns the absolute releases directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Release is an unpacked package version.
+type Release struct {
+	Name    string
+	Version string
+	Dir     string // absolute; the tree under it is read-only
+	SHA256  string // hex digest of the tarball it came from
+	// Manifest is the parsed package.hcl; its command program (and the
+	// migrate program, if any) exist in Dir and are executable.
+	Manifest *Manifest
+}
+
+// Command returns the argv to start the release for a merchant, with
+// argv[0] an absolute path inside r.Dir.
+func (r *Release) Command(port int, merchant string) ([]string, error) {
+	argv, err := r.Manifest.Argv(port, merchant)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", r.Name, r.Version, err)
+	}
+	argv[0] = filepath.Join(r.Dir, argv[0])
+	return argv, nil
+}
+
+// MigrateCommand returns the migrate argv with argv[0] an absolute path
+// inside r.Dir, or nil when the package has no migrate command.
+func (r *Release) MigrateCommand() []string {
+	if len(r.Manifest.Migrate) == 0 {
+		return nil
+	}
+	argv := slices.Clone(r.Manifest.Migrate)
+	argv[0] = filepath.Join(r.Dir, argv[0])
+	return argv
+}
+
+func checkNameVersion(name, version string) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	return CheckVersion(version)
+}
+
+// Get returns an installed release, or an error wrapping fs.ErrNotExist
+// when name@version is not unpacked.
+func (s *Store) Get(name, version string) (*Release, error) {
+	if err := checkNameVersion(name, version); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.dir, name, version)
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s %s is not installed: %w", name, version, fs.ErrNotExist)
+		}
+		return nil, err
+	}
+	m, err := loadManifest(dir, filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", name, version, err)
+	}
+	sum, _ := readDigestFile(s.digestRecord(name, version), Tarball(name, version))
+	return &Release{Name: name, Version: version, Dir: dir, SHA256: sum, Manifest: m}, nil
+}
+
+// Installed lists the unpacked versions of name, oldest first by
+// CompareVersions; none is not an error.
+func (s *Store) Installed(name string) ([]string, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(filepath.Join(s.dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var versions []string
+	for _, e := range entries {
+		if e.IsDir() && CheckVersion(e.Name()) == nil {
+			versions = append(versions, e.Name())
+		}
+	}
+	slices.SortFunc(versions, CompareVersions)
+	return versions, nil
+}
+
+func (s *Store) digestRecord(name, version string) string {
+	return filepath.Join(s.dir, name, "."+version+".sha256")
+}
+
+// Install makes name@version available and returns it. When it is already
+// unpacked it returns at once. Otherwise it reads Tarball(name, version)
+// and its .sha256 from source (see SourceDir), checks the digest before
+// writing anything, unpacks into a temporary directory beside the final one
+// (refusing unsafe entries, see UnsafeEntryError and Limits), checks the
+// manifest, makes the tree read-only and renames it into place. Installs of
+// one version are serialised by a lock file, across processes too.
+func (s *Store) Install(ctx context.Context, source, name, version string) (*Release, error) {
+	if err := checkNameVersion(name, version); err != nil {
+		return nil, err
+	}
+	if r, err := s.Get(name, version); !errors.Is(err, fs.ErrNotExist) {
+		return r, err
+	}
+	srcDir, err := SourceDir(source)
+	if err != nil {
+		return nil, err
+	}
+	tarName := Tarball(name, version)
+	tarPath := filepath.Join(srcDir, tarName)
+	f, err := os.Open(tarPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, notFound(srcDir, name, tarName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	want, err := readDigestFile(tarPath+".sha256", tarName)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", tarName, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return nil, badPackage{fmt.Errorf("sha256 mismatch for %s: got %s, want %s", tarName, got, want)}
+	}
+
+	// The tarball is what its .sha256 says: from here on we write.
+	nameDir := filepath.Join(s.dir, name)
+	if err := os.MkdirAll(nameDir, 0o755); err != nil {
+		return nil, err
+	}
+	unlock, err := lockFile(ctx, filepath.Join(nameDir, "."+version+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("locking %s %s: %w", name, version, err)
+	}
+	defer unlock()
+	if r, err := s.Get(name, version); !errors.Is(err, fs.ErrNotExist) {
+		return r, err // installed while we waited for the lock
+	}
+	if err := removeStale(nameDir, version); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(nameDir, ".tmp-"+version+"-")
+	if err != nil {
+		return nil, err
+	}
+	done := false
+	defer func() {
+		if !done {
+			_ = removeAllWritable(tmp)
+		}
+	}()
+
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	// Hash again while unpacking, so a tarball rewritten since the check
+	// above is caught rather than installed.
+	h.Reset()
+	tee := io.TeeReader(ctxReader{ctx, f}, h)
+	if err := unpack(ctx, tee, tmp, s.Limits); err != nil {
+		return nil, fmt.Errorf("unpacking %s: %w", tarName, err)
+	}
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", tarName, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return nil, fmt.Errorf("%s changed while it was being unpacked", tarPath)
+	}
+	m, err := loadManifest(tmp, tarName+"/"+ManifestFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", tarName, err)
+	}
+	if err := makeReadOnly(tmp); err != nil {
+		return nil, err
+	}
+	if err := writeDigestRecord(s.digestRecord(name, version), want, tarName); err != nil {
+		return nil, err
+	}
+	final := filepath.Join(nameDir, version)
+	if err := os.Rename(tmp, final); err != nil {
+		// Only a writer ignoring the lock could have put it there; if
+		// it did, the release is there and ours is not needed.
+		if r, gerr := s.Get(name, version); gerr == nil {
+			return r, nil
+		}
+		return nil, err
+	}
+	done = true
+	s.unpacks.Add(1)
+	return &Release{Name: name, Version: version, Dir: final, SHA256: want, Manifest: m}, nil
+}
+
+// Remove deletes an installed release. Removing one that is not installed
+// is not an error. Whether a process still runs it is the caller's concern.
+func (s *Store) Remove(ctx context.Context, name, version string) error {
+	if err := checkNameVersion(name, version); err != nil {
+		return err
+	}
+	nameDir := filepath.Join(s.dir, name)
+	if _, err := os.Stat(nameDir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	unlock, err := lockFile(ctx, filepath.Join(nameDir, "."+version+".lock"))
+	if err != nil {
+		return fmt.Errorf("locking %s %s: %w", name, version, err)
+	}
+	defer unlock()
+	if err := removeStale(nameDir, version); err != nil {
+		return err
+	}
+	// Rename first so that no reader ever sees a half-deleted release.
+	gone := filepath.Join(nameDir, ".tmp-"+version+"-removed")
+	if err := os.Rename(filepath.Join(nameDir, version), gone); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := removeAllWritable(gone); err != nil {
+		return err
+	}
+	if err := os.Remove(s.digestRecord(name, version)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func notFound(srcDir, name, tarName string) error {
+	have := "no versions of " + name + " there"
+	if vs, err := AvailableVersions(srcDir, name); err != nil {
+		have = err.Error()
+	} else if len(vs) > 0 {
+		have = "have " + strings.Join(vs, ", ")
+	}
+	return fmt.Errorf("%s not found in %s (%s): %w", tarName, srcDir, have, fs.ErrNotExist)
+}
+
+// loadManifest reads and checks dir/package.hcl, naming it filename.
+func loadManifest(dir, filename string) (*Manifest, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	src, err := root.ReadFile(ManifestFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, badPackage{fmt.Errorf("no %s at the root of the package", ManifestFile)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, diags := ParseManifest(src, filename)
+	if diags.HasErrors() {
+		return nil, &ManifestError{Diags: diags}
+	}
+	for _, prog := range []struct{ what, path string }{
+		{"command", m.program()},
+		{"migrate", firstOr(m.Migrate)},
+	} {
+		if prog.path == "" {
+			continue
+		}
+		fi, err := root.Stat(prog.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, badPackage{fmt.Errorf("%s: %s program %s is not in the package", filename, prog.what, prog.path)}
+		case err != nil:
+			return nil, badPackage{fmt.Errorf("%s: %s program %s: %w", filename, prog.what, prog.path, err)}
+		case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+			return nil, badPackage{fmt.Errorf("%s: %s program %s is not an executable file", filename, prog.what, prog.path)}
+		}
+	}
+	return m, nil
+}
+
+func firstOr(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// removeStale removes temporary directories a crashed Install or Remove of
+// version left behind. The caller holds the version's lock.
+func removeStale(nameDir, version string) error {
+	stale, err := filepath.Glob(filepath.Join(nameDir, ".tmp-"+version+"-*"))
+	if err != nil {
+		return err
+	}
+	for _, d := range stale {
+		if err := removeAllWritable(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeDigestRecord(p, sum, tarName string) error {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(sum+"  "+tarName+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// lockFile takes an exclusive flock on p, waiting until it is free or ctx
+// is done. The lock is tied to the open file, so it is exclusive between
+// goroutines as well as processes, and a crashed holder releases it.
+func lockFile(ctx context.Context, p string) (unlock func(), err error) {
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	got := make(chan error, 1)
+	go func() { got <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
+	select {
+	case err := <-got:
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return func() { f.Close() }, nil
+	case <-ctx.Done():
+		// Closing the file when the lock is finally granted releases it.
+		go func() { <-got; f.Close() }()
+		return nil, ctx.Err()
+	}
+}
+
+// ctxReader stops a long read when its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
