@@ -1,0 +1,57 @@
+// Package runtime starts, identifies, adopts, watches and stops merchant
+// processes on Linux, and reads their logs.
+//
+// # Contract
+//
+// A process is identified by a Proc: its PID together with its start time
+// (field 22 of /proc/PID/stat). A Proc whose PID now carries another start
+// time is a different process; nothing in this package ever signals it.
+// Stop and Kill open a pidfd first and check the start time afterwards, so
+// the pidfd is known to refer to the right process, and signal the process
+// through that pidfd.
+//
+// Merchants outlive steward. Runtime.Start puts the merchant in its own
+// session (setsid; its process group id is its PID) and gives it no
+// descriptor of steward's: stdin is /dev/null, stdout and stderr are the
+// write end of a pipe read by a log shim, itself in its own session with
+// stdin the read end and stdout/stderr /dev/null. steward keeps neither end
+// of the pipe. Killing steward, even with SIGKILL, leaves both running; a
+// new steward adopts a merchant through its recorded Proc (Alive), and
+// watches it with Wait, which works for adopted processes too (through a
+// pidfd), only without an exit status.
+//
+// The merchant's environment is exactly Spec.Env; its working directory is
+// Spec.WorkDir. Signal dispositions set to "ignore" in steward survive exec
+// (POSIX), so steward must not ignore signals (use signal.Notify instead of
+// signal.Ignore) or its merchants would inherit that.
+//
+// Stop sends SIGTERM (and SIGCONT) to the process and to its process group,
+// waits up to a grace period for both to end, then sends SIGKILL; it
+// returns once the process has exited and its group is empty. Kill sends
+// SIGKILL at once. Wait waits for an exit without polling (pidfd in the Go
+// runtime's poller; a 100ms /proc poll only where pidfd_open is missing)
+// and reaps children, so no zombie stays behind; the status of a reaped
+// child is kept for an hour so that every Wait and Stop on it agrees.
+//
+// A group signal goes to -PID only while the process is known to lead its
+// group. After a non-child leader has been reaped by init, one race is
+// left that no Linux interface closes: if the whole group vanishes and the
+// PID is reused as a new group id between the check and kill(2), the new
+// group would be signalled. It needs a full PID wrap-around within
+// microseconds.
+//
+// # Logs
+//
+// The log shim (RunLogShim, run as Runtime.ShimArgv followed by
+// "-dir LOGDIR -max BYTES -keep N") appends everything the merchant and its
+// children write to LOGDIR/current.log (mode 0640), rotating by size at
+// line boundaries into current.log.1 (newest) .. current.log.N (oldest). It
+// ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE and exits at EOF, that is
+// when every process holding the pipe's write end has exited. TailLines,
+// Follow and TailFollow read those files for `steward logs`.
+//
+// # Ports
+//
+// PortHolder maps a listening TCP port to the process holding its socket
+// (via /proc/net/tcp{,6} and /proc/*/fd); PortFree is a bind test.
+package runtime

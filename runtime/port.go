@@ -1,0 +1,136 @@
+package runtime
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrHolderHidden is returned by PortHolder when a socket listens on the
+// port but no process visible to steward holds it (another user's process
+// while steward is not root, or another PID namespace).
+var ErrHolderHidden = errors.New("port is listened on by a process steward cannot see")
+
+// tcpListen is the st column value of a listening socket in /proc/net/tcp.
+const tcpListen = "0A"
+
+// PortHolder returns the process that listens on TCP port (IPv4 or IPv6, any
+// local address), found through /proc/net/tcp{,6} and the socket inodes in
+// /proc/*/fd. found is false when nobody listens. When several processes
+// share the listening socket (a preforking server), the one highest in
+// their process tree is returned. When someone listens but cannot be
+// identified, found is true, pid is 0 and err is ErrHolderHidden.
+func PortHolder(port int) (pid int, found bool, err error) {
+	if port <= 0 || port > 65535 {
+		return 0, false, fmt.Errorf("invalid port %d", port)
+	}
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		if err := listeningInodes(f, port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, false, err
+		}
+	}
+	if len(inodes) == 0 {
+		return 0, false, nil
+	}
+	holders := map[int]int{} // pid -> ppid
+	d, err := os.Open("/proc")
+	if err != nil {
+		return 0, true, err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return 0, true, err
+	}
+	for _, n := range names {
+		pid, err := strconv.Atoi(n)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if holdsSocket(pid, inodes) {
+			st, err := readStat(pid)
+			if err != nil {
+				continue
+			}
+			holders[pid] = st.PPID
+		}
+	}
+	if len(holders) == 0 {
+		return 0, true, ErrHolderHidden
+	}
+	var top []int
+	for pid, ppid := range holders {
+		if _, ok := holders[ppid]; !ok {
+			top = append(top, pid)
+		}
+	}
+	if len(top) == 0 { // a cycle cannot happen; be safe anyway
+		for pid := range holders {
+			top = append(top, pid)
+		}
+	}
+	return slices.Min(top), true, nil
+}
+
+// listeningInodes adds the inodes of the sockets in a /proc/net/tcp-format
+// file that listen on port.
+func listeningInodes(file string, port int, inodes map[string]bool) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	want := fmt.Sprintf(":%04X", port)
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 10 || fs[3] != tcpListen || !strings.HasSuffix(fs[1], want) || fs[9] == "0" {
+			continue
+		}
+		inodes[fs[9]] = true
+	}
+	return sc.Err()
+}
+
+// holdsSocket reports whether one of pid's descriptors is one of the
+// socket inodes.
+func holdsSocket(pid int, inodes map[string]bool) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, n := range names {
+		l, err := os.Readlink(dir + "/" + n)
+		if err != nil {
+			continue
+		}
+		ino, ok := strings.CutPrefix(l, "socket:[")
+		if ok && inodes[strings.TrimSuffix(ino, "]")] {
+			return true
+		}
+	}
+	return false
+}
+
+// PortFree reports whether TCP port can be bound on all addresses right
+// now. It is a quick check, not a reservation: the port may be taken the
+// moment after.
+func PortFree(port int) bool {
+	l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}

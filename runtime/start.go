@@ -1,0 +1,215 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// Defaults for Spec.LogMaxBytes and Spec.LogKeep.
+const (
+	DefaultLogMaxBytes = 10 << 20
+	DefaultLogKeep     = 5
+)
+
+// LogFile is the name of the live log file in a log directory; rotated
+// files are LogFile.1 (newest) to LogFile.N (oldest).
+const LogFile = "current.log"
+
+// Spec is everything needed to start one merchant process.
+type Spec struct {
+	// Merchant is the merchant id; it names the process in errors.
+	Merchant string
+	// Argv is the command. Argv[0] is absolute or relative to ReleaseDir; it
+	// must name an executable regular file. Argv[0] is passed to the process
+	// unchanged; the resolved path is what gets executed.
+	Argv []string
+	// ReleaseDir is the unpacked release the command belongs to.
+	ReleaseDir string
+	// WorkDir is the process's working directory, created (0750) if missing.
+	WorkDir string
+	// Env is the complete environment (KEY=VALUE). Nothing of steward's own
+	// environment is inherited; a nil Env means an empty environment.
+	Env []string
+	// LogDir receives the process's stdout and stderr in LogDir/current.log;
+	// it is created (0750) if missing.
+	LogDir string
+	// LogMaxBytes is the size at which current.log is rotated
+	// (DefaultLogMaxBytes when 0).
+	LogMaxBytes int64
+	// LogKeep is how many rotated files are kept, current.log.1 to
+	// current.log.LogKeep (DefaultLogKeep when 0; negative keeps none).
+	LogKeep int
+	// Credential, when not nil, is the user and groups the process and its
+	// log shim run as (steward then runs as root). WorkDir and LogDir are
+	// given to that user. nil runs them as steward's own user.
+	Credential *syscall.Credential
+}
+
+// Runtime starts merchant processes. The zero value is not usable: ShimArgv
+// is required.
+type Runtime struct {
+	// ShimArgv is the command that runs the log shim, for example
+	// {"/proc/self/exe", "__logshim"}; the command it names must call
+	// RunLogShim with the arguments that follow ShimArgv and with its stdin.
+	// ShimArgv[0] must be an absolute path.
+	ShimArgv []string
+}
+
+// Start starts s's process and its log shim, and returns the process's
+// identity once it has been executed.
+//
+// Both processes get their own session (Setsid), so signals sent to steward
+// or its terminal never reach them, and no descriptor of steward: the
+// process's stdin is /dev/null and its stdout and stderr are the write end
+// of a pipe whose read end is the shim's stdin; steward closes both ends
+// after starting them. Killing steward, even with SIGKILL, therefore affects
+// neither. The process leads its own process group (its pgid is its PID),
+// which is what Stop and Kill signal.
+//
+// ctx only bounds the start itself: ending it later does not stop the
+// process. Start fails before starting anything when Argv[0] does not
+// resolve to an executable file.
+func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
+	if err := ctx.Err(); err != nil {
+		return Proc{}, err
+	}
+	if len(r.ShimArgv) == 0 || !filepath.IsAbs(r.ShimArgv[0]) {
+		return Proc{}, fmt.Errorf("start %s: runtime: ShimArgv must start with an absolute path, have %q", s.Merchant, r.ShimArgv)
+	}
+	path, err := s.resolve()
+	if err != nil {
+		return Proc{}, fmt.Errorf("start %s: %w", s.Merchant, err)
+	}
+	if s.WorkDir == "" || s.LogDir == "" {
+		return Proc{}, fmt.Errorf("start %s: WorkDir and LogDir are required", s.Merchant)
+	}
+	workDir, err := makeDir(s.WorkDir, s.Credential)
+	if err != nil {
+		return Proc{}, fmt.Errorf("start %s: work dir: %w", s.Merchant, err)
+	}
+	logDir, err := makeDir(s.LogDir, s.Credential)
+	if err != nil {
+		return Proc{}, fmt.Errorf("start %s: log dir: %w", s.Merchant, err)
+	}
+	maxBytes, keep := s.LogMaxBytes, s.LogKeep
+	if maxBytes <= 0 {
+		maxBytes = DefaultLogMaxBytes
+	}
+	if keep == 0 {
+		keep = DefaultLogKeep
+	}
+	keep = max(keep, 0)
+
+	// os.Pipe sets O_CLOEXEC on both ends: each child gets exactly the end
+	// it is given as stdin or stdout, and no other process inherits either.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return Proc{}, fmt.Errorf("start %s: log pipe: %w", s.Merchant, err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+
+	shim := &exec.Cmd{
+		Path: r.ShimArgv[0],
+		Args: append(append([]string(nil), r.ShimArgv...), ShimArgs(logDir, maxBytes, keep)...),
+		Env:  []string{},
+		Dir:  "/",
+		// Stdout and Stderr nil: /dev/null.
+		Stdin:       pr,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: s.Credential},
+	}
+	if err := shim.Start(); err != nil {
+		return Proc{}, fmt.Errorf("start %s: log shim: %w", s.Merchant, err)
+	}
+	// The shim exits when the last writer of the pipe closes it; reap it
+	// then so that it leaves no zombie while steward runs.
+	go shim.Wait()
+
+	env := s.Env
+	if env == nil {
+		env = []string{}
+	}
+	cmd := &exec.Cmd{
+		Path: path,
+		Args: s.Argv,
+		Env:  env,
+		Dir:  workDir,
+		// Stdin nil: /dev/null.
+		Stdout:      pw,
+		Stderr:      pw,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: s.Credential},
+	}
+	if err := cmd.Start(); err != nil {
+		// Closing pw (deferred) gives the shim EOF; it exits and is reaped.
+		return Proc{}, fmt.Errorf("start %s: %w", s.Merchant, err)
+	}
+	// The child is not reaped until Wait or Stop, so its PID cannot be
+	// reused before Inspect reads its start time.
+	p, err := Inspect(cmd.Process.Pid)
+	if err != nil {
+		return Proc{}, fmt.Errorf("start %s: inspect pid %d: %w", s.Merchant, cmd.Process.Pid, err)
+	}
+	// Wait and Stop reap through their own pidfd; drop os/exec's handle.
+	cmd.Process.Release()
+	return p, nil
+}
+
+// ShimArgs returns the arguments Start appends to Runtime.ShimArgv, and
+// RunLogShim parses: -dir DIR -max BYTES -keep N.
+func ShimArgs(logDir string, maxBytes int64, keep int) []string {
+	return []string{"-dir", logDir, "-max", strconv.FormatInt(maxBytes, 10), "-keep", strconv.Itoa(keep)}
+}
+
+// resolve returns the absolute path of s.Argv[0] after checking that it
+// names an executable regular file.
+func (s Spec) resolve() (string, error) {
+	if len(s.Argv) == 0 || s.Argv[0] == "" {
+		return "", errors.New("empty command")
+	}
+	path := s.Argv[0]
+	if !filepath.IsAbs(path) {
+		if s.ReleaseDir == "" {
+			return "", fmt.Errorf("command %q is relative and no release dir is set", path)
+		}
+		path = filepath.Join(s.ReleaseDir, path)
+	}
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("command %q: %w", s.Argv[0], err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("command %q: %s is not a regular file", s.Argv[0], path)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("command %q: %s is not executable", s.Argv[0], path)
+	}
+	return path, nil
+}
+
+// makeDir creates dir (and its parents) if missing and returns its absolute
+// path; with a credential, dir itself is handed to that user.
+func makeDir(dir string, cred *syscall.Credential) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
