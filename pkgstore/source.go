@@ -61,7 +61,9 @@ func SourceDir(source string) (string, error) {
 		}
 		return source, nil
 	}
-	rest = strings.TrimPrefix(rest, "localhost/")
+	if strings.HasPrefix(rest, "localhost/") {
+		rest = rest[len("localhost"):]
+	}
 	p, err := url.PathUnescape(rest)
 	if err != nil || p == "" {
 		return "", fmt.Errorf("package source %q: invalid file URL", source)

@@ -109,7 +109,7 @@ func TestUnpackAccepts(t *testing.T) {
 	entries := []entry{
 		{name: "./", typ: tar.TypeDir},
 		{name: "bin/app", body: "#!/bin/sh\n", mode: 0o4755}, // setuid is dropped
-		{name: "bin/", typ: tar.TypeDir},                       // a duplicate dir is fine
+		{name: "bin/", typ: tar.TypeDir},                     // a duplicate dir is fine
 		{name: "bin/alias", typ: tar.TypeSymlink, link: "app"},
 		{name: "lib/deep/x", typ: tar.TypeSymlink, link: "../../bin/app"},
 		{name: "lib/self", typ: tar.TypeSymlink, link: "./"},
