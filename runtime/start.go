@@ -106,6 +106,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 	}
 	keep = max(keep, 0)
 
+	closeInheritedOnExec()
 	// os.Pipe sets O_CLOEXEC on both ends: each child gets exactly the end
 	// it is given as stdin or stdout, and no other process inherits either.
 	pr, pw, err := os.Pipe()
