@@ -233,7 +233,7 @@ func testEvents(t *testing.T, st Store) {
 		m := []string{"acme", "bolt", ""}[i%3]
 		all = append(all, Event{
 			Time: base.Add(time.Duration(i) * time.Second), Merchant: m, Action: "restart",
-			Reason: fmt.Sprintf("reason %d: \"quoted\"\nnewline", i), Result: "ok",
+			Reason: fmt.Sprintf("reason %d, not only about acme: \"quoted\"\nnewline", i), Result: "ok",
 			Error: "err", Revision: "rev", Version: "1.4.2", PID: 100 + i,
 		})
 	}

@@ -350,7 +350,9 @@ func cutTornTail(f *os.File) error {
 }
 
 // Events implements Store. It streams events.jsonl; an incomplete last line
-// (a torn write, or one still being written) is skipped.
+// (a torn write, or one still being written) is skipped. A complete line
+// that does not decode is an error, unless a merchant is given and the line
+// does not mention it.
 func (st *FileStore) Events(ctx context.Context, merchant string, limit int) ([]Event, error) {
 	if err := st.check(ctx); err != nil {
 		return nil, err
@@ -365,6 +367,12 @@ func (st *FileStore) Events(ctx context.Context, merchant string, limit int) ([]
 	}
 	defer f.Close()
 
+	// A line cannot belong to merchant unless it holds its id: skip the
+	// others without decoding them.
+	var needle []byte
+	if plainID(merchant) {
+		needle = []byte(merchant)
+	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), maxEventLine+1)
 	sc.Split(completeLines)
@@ -375,7 +383,7 @@ func (st *FileStore) Events(ctx context.Context, merchant string, limit int) ([]
 			}
 		}
 		b := sc.Bytes()
-		if len(bytes.TrimSpace(b)) == 0 {
+		if len(bytes.TrimSpace(b)) == 0 || needle != nil && !bytes.Contains(b, needle) {
 			continue
 		}
 		var e Event
@@ -397,6 +405,17 @@ func (st *FileStore) Events(ctx context.Context, merchant string, limit int) ([]
 		out = append(out[:0], out[len(out)-limit:]...)
 	}
 	return out, nil
+}
+
+// plainID reports whether id is non-empty and made only of characters that
+// JSON encoders write as themselves, so that its encoding contains it.
+func plainID(id string) bool {
+	for _, r := range id {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return id != ""
 }
 
 // completeLines is a bufio.SplitFunc returning newline-terminated lines
