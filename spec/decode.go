@@ -96,15 +96,18 @@ func (d *decoder) str(attrs hcl.Attributes, name string, dst *string) *hcl.Attri
 	return a
 }
 
+// secret decodes a string attribute as a Secret; it returns the attribute
+// only when it is present and decoded without error.
 func (d *decoder) secret(attrs hcl.Attributes, name string, dst *Secret) *hcl.Attribute {
 	a := attrs[name]
 	if a == nil {
 		return nil
 	}
 	v, _, ok := d.value(a, cty.String, "a string")
-	if ok {
-		*dst = NewSecret(v.AsString())
+	if !ok {
+		return nil
 	}
+	*dst = NewSecret(v.AsString())
 	return a
 }
 

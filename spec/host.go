@@ -119,15 +119,21 @@ var hostSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
 // LoadHost reads and validates the host config at path. The returned Host is
 // usable only when the diagnostics have no errors.
 func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read host config",
+			Detail: fmt.Sprintf("%s. Pass -config FILE or set STEWARD_CONFIG to the host config (for example examples/steward.hcl).", err)}}
+	}
+	return LoadHostBytes(src, path)
+}
+
+// LoadHostBytes is LoadHost for content already read; path names the file
+// and relative paths resolve against its directory.
+func LoadHostBytes(src []byte, path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
 	p := hclparse.NewParser()
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		abs = path
-	}
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return nil, p.Files(), hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read host config",
-			Detail: fmt.Sprintf("%s. Pass -config FILE or set STEWARD_CONFIG to the host config (for example examples/steward.hcl).", err)}}
 	}
 	f, diags := p.ParseHCL(src, path)
 	if diags.HasErrors() {

@@ -8,12 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // Options are the host settings fleet validation depends on.
@@ -147,7 +150,6 @@ type rawMerchant struct {
 
 // Load parses and validates spec sources.
 func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
-	p := hclparse.NewParser()
 	d := &decoder{ctx: evalContext()}
 	fl := &Fleet{
 		Revision:  ContentRevision(srcs),
@@ -162,8 +164,13 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		dir   string
 	}
 	var merchants, databases, packages, rollouts, defaults []bodyOf
-	for _, s := range srcs {
-		f, diags := p.ParseHCL(s.Bytes, s.Name)
+	parsed := parseAll(srcs)
+	files := make(Files, len(srcs))
+	for i, s := range srcs {
+		f, diags := parsed[i].file, parsed[i].diags
+		if f != nil {
+			files[s.Name] = f
+		}
 		d.diags = append(d.diags, diags...)
 		if f == nil || diags.HasErrors() {
 			continue
@@ -355,7 +362,37 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		fl.Merchants[id] = m
 	}
 	validateMerchants(d, fl, raws, opts)
-	return fl, p.Files(), d.diags
+	return fl, files, d.diags
+}
+
+type parseResult struct {
+	file  *hcl.File
+	diags hcl.Diagnostics
+}
+
+// parseAll parses sources concurrently: parsing dominates the cost of
+// loading a large fleet, and files are independent.
+func parseAll(srcs []Source) []parseResult {
+	out := make([]parseResult, len(srcs))
+	workers := min(goruntime.GOMAXPROCS(0), len(srcs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(srcs) {
+					return
+				}
+				f, diags := hclsyntax.ParseConfig(srcs[i].Bytes, srcs[i].Name, hcl.InitialPos)
+				out[i] = parseResult{f, diags}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 func markSensitiveKeys(d *decoder, env map[string]EnvValue, keys []string, attr *hcl.Attribute) {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files with the current output")
+
+// steward runs the CLI in-process with the given environment.
+func steward(t *testing.T, vars map[string]string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return vars[k] }}
+	code = e.dispatch(context.Background(), args)
+	return out.String(), errb.String(), code
+}
+
+// golden compares got with testdata/NAME, rewriting it under -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run go test -update after checking):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestValidateBrokenSpecs(t *testing.T) {
+	cases, err := filepath.Glob("testdata/validate/*.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, "testdata/validate/dup-across-files")
+	if len(cases) < 10 {
+		t.Fatalf("only %d broken spec cases", len(cases))
+	}
+	for _, c := range cases {
+		name := strings.TrimSuffix(filepath.Base(c), ".hcl")
+		t.Run(name, func(t *testing.T) {
+			stdout, stderr, code := steward(t, nil, "validate", c)
+			if code != exitError {
+				t.Fatalf("exit %d, want 1\n%s%s", code, stdout, stderr)
+			}
+			if !strings.Contains(stderr, c) || !strings.Contains(stderr, ": error: ") {
+				t.Errorf("diagnostics do not name the file and position:\n%s", stderr)
+			}
+			golden(t, "validate/"+name+".golden", stdout+stderr)
+		})
+	}
+}
+
+func TestValidateJSON(t *testing.T) {
+	stdout, _, code := steward(t, nil, "validate", "-o", "json", "testdata/validate/unknown-database.hcl")
+	if code != exitError {
+		t.Fatalf("exit %d", code)
+	}
+	golden(t, "validate-json.golden", stdout)
+}
+
+func TestValidateExampleFleet(t *testing.T) {
+	stdout, stderr, code := steward(t, nil, "validate", "-config", "../../examples/steward.hcl")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	if !strings.HasPrefix(stdout, "Valid: 6 merchants, 2 databases, 1 package") {
+		t.Errorf("stdout = %q", stdout)
+	}
+	// STEWARD_CONFIG works like -config.
+	if _, _, code := steward(t, map[string]string{"STEWARD_CONFIG": "../../examples/steward.hcl"}, "validate"); code != exitOK {
+		t.Errorf("STEWARD_CONFIG not honoured: exit %d", code)
+	}
+}
+
+func TestHelpAndUnknownCommand(t *testing.T) {
+	for _, c := range []string{"validate", "plan", "apply", "run", "status", "history", "logs", "restart", "suspend", "resume", "rollback", "fmt", "version"} {
+		_, stderr, code := steward(t, nil, c, "-help")
+		if code != exitOK || !strings.Contains(stderr, "Usage: steward "+c) {
+			t.Errorf("%s -help: exit %d, %q", c, code, stderr)
+		}
+	}
+	_, stderr, code := steward(t, nil, "deploy")
+	if code != exitError || !strings.Contains(stderr, `unknown command "deploy"`) {
+		t.Errorf("unknown command: exit %d, %q", code, stderr)
+	}
+}

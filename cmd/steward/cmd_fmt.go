@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+
+	"steward/spec"
+)
+
+func cmdFmt(ctx context.Context, e *env, args []string) int {
+	fs := e.flagSet("fmt", " [PATH...]", `
+Rewrites spec files in the canonical HCL layout (aligned equals signs,
+two-space indentation). Without PATH it formats the host config and every
+spec file under its source path. Files with syntax errors are reported and
+left untouched.
+
+With -check nothing is written: the files that are not formatted are listed
+and the exit status is 1 if there are any.`)
+	config := configFlag(fs)
+	check := fs.Bool("check", false, "only list unformatted files; exit 1 if there are any")
+	paths, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	var files []string
+	if len(paths) == 0 {
+		h, hfiles, diags := e.loadHost(*config, false)
+		if diags.HasErrors() {
+			renderDiagnostics(e.stderr, hfiles, diags)
+			return exitError
+		}
+		files = append(files, h.File)
+		specs, err := spec.SpecFiles(h.Source.Path)
+		if err != nil {
+			return e.errorf("%s", err)
+		}
+		files = append(files, specs...)
+	} else {
+		for _, p := range paths {
+			st, err := os.Stat(p)
+			if err != nil {
+				return e.errorf("%s", err)
+			}
+			if !st.IsDir() {
+				files = append(files, p)
+				continue
+			}
+			specs, err := spec.SpecFiles(p)
+			if err != nil {
+				return e.errorf("%s", err)
+			}
+			files = append(files, specs...)
+		}
+	}
+	parser := hclparse.NewParser()
+	var diags hcl.Diagnostics
+	unformatted := 0
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return e.errorf("%s", err)
+		}
+		if _, d := parser.ParseHCL(src, f); d.HasErrors() {
+			diags = append(diags, d...)
+			continue
+		}
+		out := hclwrite.Format(src)
+		if bytes.Equal(out, src) {
+			continue
+		}
+		unformatted++
+		fmt.Fprintln(e.stdout, displayPath(f))
+		if *check {
+			continue
+		}
+		st, err := os.Stat(f)
+		if err != nil {
+			return e.errorf("%s", err)
+		}
+		tmp := f + ".steward-fmt"
+		if err := os.WriteFile(tmp, out, st.Mode().Perm()); err != nil {
+			return e.errorf("%s", err)
+		}
+		if err := os.Rename(tmp, f); err != nil {
+			os.Remove(tmp)
+			return e.errorf("%s", err)
+		}
+	}
+	if len(diags) > 0 {
+		renderDiagnostics(e.stderr, parser.Files(), diags)
+		return exitError
+	}
+	if *check && unformatted > 0 {
+		fmt.Fprintf(e.stderr, "%s not formatted; run \"steward fmt\" to fix.\n", plural(unformatted, "file is"))
+		return exitError
+	}
+	return exitOK
+}

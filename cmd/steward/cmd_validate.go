@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"steward/spec"
+)
+
+func cmdValidate(ctx context.Context, e *env, args []string) int {
+	fs := e.flagSet("validate", " [PATH...]", `
+Checks the host config and every fleet spec file, and reports every problem
+at once with its file, line and column. Nothing is started or changed.
+
+Without PATH the specs named by the host config's source are checked. With
+PATHs (spec files or directories) only those are checked, against the host
+config's port range when there is one.
+
+Exit status: 0 when valid, 1 when there are errors.`)
+	config := configFlag(fs)
+	output := fs.String("o", "text", "output `format`: text or json")
+	paths, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	if *output != "text" && *output != "json" {
+		return e.errorf("-o must be text or json, not %q", *output)
+	}
+	var (
+		fleet *spec.Fleet
+		files map[string]*hcl.File
+		diags hcl.Diagnostics
+	)
+	if len(paths) == 0 {
+		l := e.load(*config)
+		fleet, files, diags = l.fleet, l.files, l.diags
+	} else {
+		h, hfiles, hdiags := e.loadHost(*config, true)
+		files, diags = hfiles, hdiags
+		if !hdiags.HasErrors() {
+			srcs, err := readSources(paths)
+			if err != nil {
+				return e.errorf("%s", err)
+			}
+			fl, ffiles, fdiags := spec.Load(srcs, spec.Options{Ports: h.Runtime.Ports})
+			files, diags = mergeFiles(files, ffiles), append(diags, fdiags...)
+			if !fdiags.HasErrors() {
+				fleet = fl
+			}
+		}
+	}
+	valid := !diags.HasErrors()
+	if *output == "json" {
+		out := struct {
+			Valid       bool             `json:"valid"`
+			Revision    string           `json:"revision,omitempty"`
+			Merchants   int              `json:"merchants"`
+			Diagnostics []jsonDiagnostic `json:"diagnostics"`
+		}{Valid: valid, Diagnostics: diagnosticsJSON(diags)}
+		if fleet != nil {
+			out.Revision, out.Merchants = fleet.Revision, len(fleet.Merchants)
+		}
+		writeJSON(e.stdout, out)
+	} else {
+		renderDiagnostics(e.stderr, files, diags)
+		if valid {
+			fmt.Fprintf(e.stdout, "Valid: %s, %s, %s (revision %s).\n", plural(len(fleet.Merchants), "merchant"),
+				plural(len(fleet.Databases), "database"), plural(len(fleet.Packages), "package"), fleet.Revision)
+		} else {
+			n, f := countErrors(diags)
+			fmt.Fprintf(e.stderr, "\nInvalid: %s in %s. Nothing was changed.\n", plural(n, "error"), plural(max(f, 1), "file"))
+		}
+	}
+	if !valid {
+		return exitError
+	}
+	return exitOK
+}
+
+// readSources reads spec files and directories given on the command line.
+func readSources(paths []string) ([]spec.Source, error) {
+	var srcs []spec.Source
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		names := []string{p}
+		if st.IsDir() {
+			if names, err = spec.SpecFiles(p); err != nil {
+				return nil, err
+			}
+		}
+		for _, n := range names {
+			b, err := os.ReadFile(n)
+			if err != nil {
+				return nil, err
+			}
+			srcs = append(srcs, spec.Source{Name: n, Dir: filepath.Dir(n), Bytes: b})
+		}
+	}
+	return srcs, nil
+}

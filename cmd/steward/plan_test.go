@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// exampleHost writes a host config in a temp dir whose source is the
+// example fleet and whose state and runtime live in the temp dir.
+func exampleHost(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	specs, err := filepath.Abs("../../examples/merchants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeHost(t, dir, specs)
+}
+
+func writeHost(t *testing.T, dir, specs string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "steward.hcl")
+	body := `source { path = "` + specs + `" }
+state   { path = "state" }
+runtime {
+  root  = "run"
+  ports = "8100-8199"
+}
+`
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestPlanExampleFleetFromEmpty(t *testing.T) {
+	cfg := exampleHost(t)
+	stdout, stderr, code := steward(t, nil, "plan", "-config", cfg)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden(t, "plan-example.golden", stdout)
+
+	_, _, code = steward(t, nil, "plan", "-config", cfg, "-detailed-exitcode")
+	if code != exitChanges {
+		t.Errorf("-detailed-exitcode with changes: exit %d, want 2", code)
+	}
+
+	stdout, _, code = steward(t, nil, "plan", "-config", cfg, "-o", "json")
+	if code != exitOK {
+		t.Fatalf("plan -o json: exit %d", code)
+	}
+	var p struct {
+		HasChanges bool `json:"has_changes"`
+		Summary    struct{ Create int }
+		Actions    []struct {
+			Action, Merchant, Reason string
+			After                    struct{ Port int }
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &p); err != nil {
+		t.Fatalf("plan JSON: %v\n%s", err, stdout)
+	}
+	if !p.HasChanges || p.Summary.Create != 6 || len(p.Actions) != 6 || p.Actions[0].Action != "create" || p.Actions[0].After.Port != 8101 {
+		t.Errorf("plan JSON = %+v", p)
+	}
+}
+
+func TestPlanRedactsSecrets(t *testing.T) {
+	cfg := exampleHost(t)
+	out := filepath.Join(t.TempDir(), "saved.plan")
+	vars := map[string]string{}
+	stdout, _, _ := steward(t, vars, "plan", "-config", cfg, "-out", out)
+	js, _, _ := steward(t, vars, "plan", "-config", cfg, "-o", "json")
+	saved, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"demo-key", "example-only", "postgres://"} {
+		for name, text := range map[string]string{"text": stdout, "json": js, "saved plan": string(saved)} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s output reveals %q", name, secret)
+			}
+		}
+	}
+}
+
+func TestPlanInvalidSpecsChangeNothing(t *testing.T) {
+	dir := t.TempDir()
+	specs := filepath.Join(dir, "specs")
+	os.MkdirAll(specs, 0o755)
+	os.WriteFile(filepath.Join(specs, "bad.hcl"), []byte("merchant \"acme\" {\n  port = \"x\"\n"), 0o644)
+	cfg := writeHost(t, dir, specs)
+	_, stderr, code := steward(t, nil, "plan", "-config", cfg, "-detailed-exitcode")
+	if code != exitError || !strings.Contains(stderr, "bad.hcl:") || !strings.Contains(stderr, "no plan was made") {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+}
+
+func TestFmt(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "m.hcl")
+	os.WriteFile(f, []byte("merchant \"acme\" {\npackage = \"invoicing\"\n    version=\"1.0.0\"\n}\n"), 0o644)
+	stdout, _, code := steward(t, nil, "fmt", "-check", dir)
+	if code != exitError || !strings.Contains(stdout, "m.hcl") {
+		t.Fatalf("fmt -check on an unformatted file: exit %d %q", code, stdout)
+	}
+	if _, _, code := steward(t, nil, "fmt", dir); code != exitOK {
+		t.Fatalf("fmt: exit %d", code)
+	}
+	got, _ := os.ReadFile(f)
+	want := "merchant \"acme\" {\n  package = \"invoicing\"\n  version = \"1.0.0\"\n}\n"
+	if string(got) != want {
+		t.Fatalf("formatted:\n%s\nwant:\n%s", got, want)
+	}
+	if _, _, code := steward(t, nil, "fmt", "-check", dir); code != exitOK {
+		t.Fatalf("fmt -check on a formatted file: exit %d", code)
+	}
+	// The example fleet is kept formatted.
+	if stdout, _, code := steward(t, nil, "fmt", "-check", "-config", "../../examples/steward.hcl"); code != exitOK {
+		t.Fatalf("example fleet is not formatted: %s", stdout)
+	}
+}

@@ -1,0 +1,4 @@
+merchant "acme" {
+  package = "invoicing"
+  version = "1.0.0"
+}

@@ -1,0 +1,24 @@
+database "db-east" {
+  dsn = "postgres://postgres@127.0.0.1/postgres"
+}
+
+package "invoicing" {
+  source = "file://../packages"
+
+  channel "stable" {
+    version = "1.0.0"
+  }
+}
+
+merchant "acme" {
+  package  = "invoicing"
+  channel  = "stable"
+  database = "db-nowhere"
+  port     = 70000
+}
+
+merchant "bravo" {
+  package = "invoicing"
+  channel = "nightly"
+  version = "1.0.0"
+}
