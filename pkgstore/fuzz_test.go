@@ -1,0 +1,176 @@
+package pkgstore
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzUnpack feeds arbitrary bytes to unpack as a .tar.gz (gzipping them
+// first unless they start with the gzip magic, so that the fuzzer reaches
+// the tar reader and the checks). It must fail or
+// leave everything inside the root: no path outside it, no symlink that
+// resolves outside it, no special files, the limits kept.
+func FuzzUnpack(f *testing.F) {
+	f.Add(makeTarGz(f, appEntries(goodManifest)))
+	f.Add(makeTarGz(f, []entry{
+		{name: "bin/app", body: "x", mode: 0o755},
+		{name: "lib/l", typ: tar.TypeSymlink, link: "../bin/app"},
+		{name: "lib/h", typ: tar.TypeLink, link: "bin/app"},
+		{name: "lib/self", typ: tar.TypeSymlink, link: "."},
+	}))
+	f.Add(makeTarGz(f, []entry{{name: "l", typ: tar.TypeSymlink, link: "."}, {name: "l/x", body: "x"}}))
+	f.Add(makeTarGz(f, []entry{{name: "a", typ: tar.TypeSymlink, link: "."}, {name: "b", typ: tar.TypeSymlink, link: "a/../.."}}))
+	f.Add(makeTarGz(f, []entry{{name: "../x", body: "x"}}))
+	f.Add(makeTarGz(f, []entry{{name: "/x", body: "x"}}))
+	f.Add(makeTarGz(f, []entry{{name: "h", typ: tar.TypeLink, link: "../../etc/passwd"}}))
+	f.Add(makeTarGz(f, []entry{{name: "p", typ: tar.TypeFifo}}))
+	f.Add(gunzip(f, makeTarGz(f, []entry{{name: "a/b", body: "x"}, {name: "a/c", typ: tar.TypeSymlink, link: "b"}})))
+	f.Add([]byte{})
+	f.Add([]byte("\x1f\x8b"))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		root := filepath.Join(parent, "root")
+		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, []byte("\x1f\x8b")) {
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			zw.Write(data)
+			zw.Close()
+			data = buf.Bytes()
+		}
+		lim := Limits{MaxFiles: 200, MaxBytes: 1 << 20}
+		err := unpack(context.Background(), bytes.NewReader(data), root, lim)
+
+		// Whatever happened, nothing was made beside the root.
+		entries, rerr := os.ReadDir(parent)
+		if rerr != nil || len(entries) != 1 {
+			t.Fatalf("parent holds %v (%v), want only root", entries, rerr)
+		}
+		if err != nil {
+			return
+		}
+		if err := makeReadOnly(root); err != nil {
+			t.Fatal(err)
+		}
+		realRoot, err := filepath.EvalSymlinks(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var files int
+		var size int64
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			files++
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			switch mode := fi.Mode(); {
+			case mode.IsDir():
+				if p != root && mode.Perm() != 0o555 {
+					t.Errorf("%s: directory mode %v", p, mode)
+				}
+			case mode.IsRegular():
+				size += fi.Size()
+				if mode.Perm()&0o222 != 0 || mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+					t.Errorf("%s: file mode %v", p, mode)
+				}
+			case mode&fs.ModeSymlink != 0:
+				checkLinkInside(t, realRoot, root, p)
+			default:
+				t.Errorf("%s: unexpected file type %v", p, mode)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if files-1 > lim.MaxFiles || size > lim.MaxBytes {
+			t.Errorf("%d entries and %d bytes exceed %+v", files-1, size, lim)
+		}
+	})
+}
+
+// checkLinkInside fails unless the symlink at p resolves inside the root,
+// or would if the missing part of its target were created.
+func checkLinkInside(t *testing.T, realRoot, root, p string) {
+	t.Helper()
+	target, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		// Dangling or a loop: resolve the link's directory for real and
+		// the target lexically from there.
+		dir, derr := filepath.EvalSymlinks(filepath.Dir(p))
+		if derr != nil {
+			t.Fatalf("%s: resolving its directory: %v", p, derr)
+		}
+		link, lerr := os.Readlink(p)
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		target = filepath.Join(dir, link)
+	}
+	if target != realRoot && !strings.HasPrefix(target, realRoot+string(filepath.Separator)) {
+		t.Errorf("symlink %s resolves to %s, outside %s", p, target, root)
+	}
+}
+
+// FuzzParseManifest: no input makes ParseManifest or Argv panic, errors
+// always carry a range, and a manifest that parses has a valid health
+// check and a program inside the release.
+func FuzzParseManifest(f *testing.F) {
+	f.Add(goodManifest)
+	f.Add(`command = ["bin/app"]`)
+	f.Add("command = [\"bin/app\", \"${merchant}-${port + 1}\"]\nhealth {\n  tcp = true\n}\n")
+	f.Add("command = [\"bin/app\"]\nhealth {}\nhealth { http = \"/\" }\nfoo = 1\n")
+	f.Add(`command = ["${port}", upper("x"), [1], null]`)
+	f.Add("command = [\"bin/app\"\n")
+	f.Add("migrate = [\"a\", \"${merchant}\"]")
+	f.Fuzz(func(t *testing.T, src string) {
+		m, diags := ParseManifest([]byte(src), "package.hcl")
+		for _, d := range diags {
+			if d.Severity == 1 && d.Subject == nil { // hcl.DiagError
+				t.Errorf("error without a range: %v", d)
+			}
+		}
+		if diags.HasErrors() {
+			if m != nil {
+				t.Error("a manifest returned with errors")
+			}
+			return
+		}
+		if (m.Health.HTTP == "") == !m.Health.TCP || (m.Health.HTTP != "" && !strings.HasPrefix(m.Health.HTTP, "/")) {
+			t.Errorf("health %+v", m.Health)
+		}
+		if p := m.program(); !filepath.IsLocal(p) {
+			t.Errorf("program %q is not inside the release", p)
+		}
+		argv, err := m.Argv(8101, "acme")
+		if err == nil && (len(argv) == 0 || argv[0] != m.program()) {
+			t.Errorf("Argv = %q, program %q", argv, m.program())
+		}
+	})
+}
+
+func gunzip(t testing.TB, data []byte) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(zr); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
