@@ -46,6 +46,8 @@ type FileStore struct {
 
 var _ Store = (*FileStore)(nil)
 
+var errClosed = errors.New("state: store is closed")
+
 // OpenFile opens the file store in dir, creating dir with mode 0700 when it
 // is missing. It takes no lock and reads nothing yet.
 func OpenFile(dir string) (*FileStore, error) {
@@ -77,7 +79,7 @@ func (st *FileStore) check(ctx context.Context) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
-		return errors.New("state: store is closed")
+		return errClosed
 	}
 	return nil
 }
@@ -174,6 +176,9 @@ func (st *FileStore) Save(ctx context.Context, s *State) error {
 		return fmt.Errorf("%w: its lineage %q is not the stored lineage %q; it belongs to another state history", ErrStale, s.Lineage, stored.Lineage)
 	}
 
+	if stored.Serial == ^uint64(0) {
+		return fmt.Errorf("state: serial %d cannot be incremented", stored.Serial)
+	}
 	c := *s
 	c.Format = FormatVersion
 	c.Serial = stored.Serial + 1
@@ -492,6 +497,10 @@ func (st *FileStore) Lock(ctx context.Context, who string, wait time.Duration) (
 
 	h := &heldLock{f: f}
 	st.mu.Lock()
+	if st.closed { // Close ran while this call was taking the lock
+		st.mu.Unlock()
+		return nil, errors.Join(errClosed, h.release())
+	}
 	st.locks[h] = struct{}{}
 	st.mu.Unlock()
 	return func() error {
