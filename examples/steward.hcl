@@ -12,6 +12,7 @@ runtime {
   root       = ".steward/run"
   ports      = "8100-8199"
   stop_grace = "5s"
+  user       = "nobody" # merchants never run as root; used when steward is root
 }
 
 api {

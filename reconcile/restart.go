@@ -55,15 +55,17 @@ func (p RestartPolicy) NoteExit(rec *state.Merchant, exitedAt, now time.Time) bo
 		rec.Phase = PhaseCrashLoop
 		return true
 	}
-	rec.Phase = PhaseStopped
+	rec.Phase = PhaseExited
 	return false
 }
 
 // Merchant phases as shown in status.
 const (
-	PhaseRunning   = "running"
-	PhaseStarting  = "starting"
-	PhaseStopped   = "stopped"
+	PhaseRunning  = "running"
+	PhaseStarting = "starting"
+	PhaseStopped  = "stopped"
+	// PhaseExited is a process that died and is due to be started again.
+	PhaseExited    = "exited"
 	PhaseCrashLoop = "crashloop"
 	PhaseHeld      = "held"
 	PhaseSuspended = "suspended"

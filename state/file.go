@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -54,7 +55,13 @@ func OpenFile(dir string) (*FileStore, error) {
 	if dir == "" {
 		return nil, errors.New("state: no directory given for the file store")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Parents are ordinary directories (they often hold the runtime root,
+	// which merchants running as another user must traverse); only the state
+	// directory itself is private.
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	fi, err := os.Stat(dir)

@@ -9,13 +9,6 @@ func notYet(name string) func(context.Context, *env, []string) int {
 }
 
 var (
-	cmdApply    = notYet("apply")
 	cmdRun      = notYet("run")
-	cmdStatus   = notYet("status")
-	cmdHistory  = notYet("history")
-	cmdLogs     = notYet("logs")
-	cmdRestart  = notYet("restart")
-	cmdSuspend  = notYet("suspend")
-	cmdResume   = notYet("resume")
 	cmdRollback = notYet("rollback")
 )

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"steward/reconcile"
+	"steward/runtime"
+	"steward/state"
+)
+
+// oneMerchant parses flags and exactly one MERCHANT argument.
+func oneMerchant(e *env, pos []string, name string) (string, bool) {
+	if len(pos) != 1 {
+		e.errorf("%s takes exactly one MERCHANT; got %d arguments (see steward %s -help)", name, len(pos), name)
+		return "", false
+	}
+	return pos[0], true
+}
+
+func cmdRestart(ctx context.Context, e *env, args []string) int {
+	fs := e.flagSet("restart", " MERCHANT", `
+Stops the merchant's process (SIGTERM, then SIGKILL after its stop grace)
+and starts it again on the same port and version, waiting until it answers.
+The restart is recorded with the reason "restart requested".`)
+	config := configFlag(fs)
+	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
+	pos, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	id, ok := oneMerchant(e, pos, "restart")
+	if !ok {
+		return exitError
+	}
+	l := e.load(*config)
+	if l.diags.HasErrors() {
+		renderDiagnostics(e.stderr, l.files, l.diags)
+		return exitError
+	}
+	if l.fleet.Merchants[id] == nil {
+		return e.errorf("merchant %q is not in the specs", id)
+	}
+	s, err := e.openStack(ctx, l, "steward restart "+id, *lockWait, newLogger(io.Discard, slog.LevelInfo))
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	defer s.close()
+	st := s.exec.State()
+	rec := st.Merchants[id]
+	if rec == nil {
+		return e.errorf("merchant %q has never been started; run \"steward apply\"", id)
+	}
+	if rec.Suspended {
+		return e.errorf("merchant %q is suspended; \"steward resume %s\" first", id, id)
+	}
+	s.exec.Observe(ctx)
+	a := reconcile.Action{Kind: reconcile.Restart, Merchant: id, Reason: "restart requested", After: &reconcile.Snapshot{Port: rec.Port, Version: rec.Version}}
+	start := time.Now()
+	err = s.exec.Do(ctx, reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, a, l.fleet.Revision)
+	s.exec.Flush(ctx)
+	if err != nil {
+		return e.errorf("restarting %s: %s", id, err)
+	}
+	pid := s.exec.State().Merchants[id].PID
+	fmt.Fprintf(e.stdout, "%s restarted: pid %d on port %d (%s).\n", id, pid, rec.Port, time.Since(start).Round(time.Millisecond))
+	return exitOK
+}
+
+func cmdSuspend(ctx context.Context, e *env, args []string) int {
+	return setSuspended(ctx, e, args, true)
+}
+
+func cmdResume(ctx context.Context, e *env, args []string) int {
+	return setSuspended(ctx, e, args, false)
+}
+
+func setSuspended(ctx context.Context, e *env, args []string, suspend bool) int {
+	name, help := "resume", `
+Hands a suspended merchant back to steward: the next apply or reconcile
+converges it on the specs again.`
+	if suspend {
+		name, help = "suspend", `
+Leaves the merchant exactly as it is until "steward resume": no restarts, no
+upgrades, no drift correction, whatever happens to its process. For
+maintenance by hand without fighting the reconcile loop.`
+	}
+	fs := e.flagSet(name, " MERCHANT", help)
+	config := configFlag(fs)
+	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
+	pos, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	id, ok := oneMerchant(e, pos, name)
+	if !ok {
+		return exitError
+	}
+	h, files, diags := e.loadHost(*config, false)
+	if diags.HasErrors() {
+		renderDiagnostics(e.stderr, files, diags)
+		return exitError
+	}
+	store, err := state.OpenFile(h.State.Path)
+	if err != nil {
+		return e.errorf("opening state: %s", err)
+	}
+	defer store.Close()
+	unlock, err := store.Lock(ctx, "steward "+name+" "+id, *lockWait)
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	defer unlock()
+	st, err := store.Load(ctx)
+	if err != nil {
+		return e.errorf("loading state: %s", err)
+	}
+	rec := st.Merchants[id]
+	if rec == nil {
+		return e.errorf("steward has no record of merchant %q; only merchants it has started can be suspended or resumed", id)
+	}
+	if rec.Suspended == suspend {
+		fmt.Fprintf(e.stdout, "%s is already %s.\n", id, map[bool]string{true: "suspended", false: "not suspended"}[suspend])
+		return exitOK
+	}
+	rec.Suspended = suspend
+	if err := store.Save(ctx, st); err != nil {
+		return e.errorf("saving state: %s", err)
+	}
+	store.AppendEvent(ctx, state.Event{Time: time.Now(), Merchant: id, Action: name, Reason: name + " requested", Result: "ok", PID: rec.PID, Version: rec.Version})
+	if suspend {
+		fmt.Fprintf(e.stdout, "%s suspended: steward leaves it exactly as it is until \"steward resume %s\".\n", id, id)
+	} else {
+		fmt.Fprintf(e.stdout, "%s resumed: the next apply or reconcile converges it on the specs.\n", id)
+	}
+	return exitOK
+}
+
+func cmdHistory(ctx context.Context, e *env, args []string) int {
+	fs := e.flagSet("history", " MERCHANT", `
+Shows what steward did to a merchant and what it observed, oldest first:
+time, action, result, version, pid, spec revision and reason.`)
+	config := configFlag(fs)
+	output := fs.String("o", "text", "output `format`: text or json")
+	n := fs.Int("n", 50, "show at most the last `N` entries (0: all)")
+	pos, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	id, ok := oneMerchant(e, pos, "history")
+	if !ok {
+		return exitError
+	}
+	h, files, diags := e.loadHost(*config, false)
+	if diags.HasErrors() {
+		renderDiagnostics(e.stderr, files, diags)
+		return exitError
+	}
+	store, err := state.OpenFile(h.State.Path)
+	if err != nil {
+		return e.errorf("opening state: %s", err)
+	}
+	defer store.Close()
+	events, err := store.Events(ctx, id, *n)
+	if err != nil {
+		return e.errorf("reading history: %s", err)
+	}
+	if *output == "json" {
+		if events == nil {
+			events = []state.Event{}
+		}
+		writeJSON(e.stdout, struct {
+			Merchant string        `json:"merchant"`
+			Events   []state.Event `json:"events"`
+		}{id, events})
+		return exitOK
+	}
+	if len(events) == 0 {
+		fmt.Fprintf(e.stdout, "No history for %s.\n", id)
+		return exitOK
+	}
+	for _, ev := range events {
+		line := fmt.Sprintf("%s  %-9s %-8s", ev.Time.Local().Format("2006-01-02 15:04:05"), ev.Action, ev.Result)
+		if ev.Version != "" {
+			line += "  v" + ev.Version
+		}
+		if ev.PID != 0 {
+			line += fmt.Sprintf("  pid %d", ev.PID)
+		}
+		if ev.Revision != "" {
+			line += "  " + shortRev(ev.Revision)
+		}
+		if ev.Reason != "" {
+			line += "  " + ev.Reason
+		}
+		if ev.Error != "" {
+			line += "  error: " + ev.Error
+		}
+		fmt.Fprintln(e.stdout, line)
+	}
+	return exitOK
+}
+
+func shortRev(r string) string {
+	r = strings.TrimPrefix(r, "sha256:")
+	if len(r) > 12 {
+		return r[:12]
+	}
+	return r
+}
+
+func cmdLogs(ctx context.Context, e *env, args []string) int {
+	fs := e.flagSet("logs", " MERCHANT", `
+Prints the end of a merchant's log (its stdout and stderr, across rotated
+files). With -f it keeps printing new lines, across rotations, until
+interrupted.`)
+	config := configFlag(fs)
+	n := fs.Int("n", 50, "print the last `N` lines")
+	grep := fs.String("grep", "", "only lines matching the regular expression `RE`")
+	follow := fs.Bool("f", false, "follow: keep printing new lines")
+	pos, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	id, ok := oneMerchant(e, pos, "logs")
+	if !ok {
+		return exitError
+	}
+	var re *regexp.Regexp
+	if *grep != "" {
+		var err error
+		if re, err = regexp.Compile(*grep); err != nil {
+			return e.errorf("-grep: %s", err)
+		}
+	}
+	h, files, diags := e.loadHost(*config, false)
+	if diags.HasErrors() {
+		renderDiagnostics(e.stderr, files, diags)
+		return exitError
+	}
+	_, dir := merchantDirs(h.Runtime.Root, id)
+	if *follow {
+		if err := runtime.TailFollow(ctx, dir, *n, re, e.stdout); err != nil && ctx.Err() == nil {
+			return e.errorf("%s", err)
+		}
+		return exitOK
+	}
+	lines, err := runtime.TailLines(dir, *n, re)
+	if err != nil {
+		return e.errorf("reading the logs of %s: %s", id, err)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(e.stdout, l)
+	}
+	return exitOK
+}

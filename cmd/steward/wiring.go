@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"steward/pkgstore"
+	"steward/probe"
+	"steward/reconcile"
+	"steward/runtime"
+	"steward/spec"
+	"steward/state"
+)
+
+// merchantDirs are where a merchant's working directory and logs live.
+func merchantDirs(root, id string) (work, logs string) {
+	return filepath.Join(root, "merchants", id, "work"), filepath.Join(root, "merchants", id, "logs")
+}
+
+// procRuntime adapts package runtime to reconcile.Runtime.
+type procRuntime struct {
+	rt          *runtime.Runtime
+	root        string
+	logMaxBytes int64
+	logKeep     int
+	cred        *syscall.Credential
+}
+
+var _ reconcile.Runtime = (*procRuntime)(nil)
+
+func newProcRuntime(h *spec.Host) (*procRuntime, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding steward's own executable for the log shim: %w", err)
+	}
+	r := &procRuntime{rt: &runtime.Runtime{ShimArgv: []string{exe, "__logshim"}}, root: h.Runtime.Root,
+		logMaxBytes: h.Runtime.LogMaxBytes, logKeep: h.Runtime.LogKeep}
+	if os.Geteuid() == 0 {
+		if h.Runtime.User == "" {
+			return nil, errors.New("steward runs as root but runtime.user is not set; merchants never run as root: set runtime { user = \"NAME\" } to an unprivileged user")
+		}
+		cred, err := runtime.LookupUser(h.Runtime.User)
+		if err != nil {
+			return nil, fmt.Errorf("runtime.user: %w", err)
+		}
+		if cred.Uid == 0 {
+			return nil, fmt.Errorf("runtime.user %q is root; merchants must run as an unprivileged user", h.Runtime.User)
+		}
+		r.cred = cred
+	}
+	return r, nil
+}
+
+func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.Proc, error) {
+	work, logs := merchantDirs(r.root, l.Merchant)
+	// The merchant's own directories are private to its user; the ones
+	// above them must be traversable by it.
+	if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
+		return reconcile.Proc{}, err
+	}
+	p, err := r.rt.Start(ctx, runtime.Spec{Merchant: l.Merchant, Argv: l.Argv, ReleaseDir: l.ReleaseDir, WorkDir: work, Env: l.Env,
+		LogDir: logs, LogMaxBytes: r.logMaxBytes, LogKeep: r.logKeep, Credential: r.cred})
+	return reconcile.Proc{PID: p.PID, StartTime: p.StartTime}, err
+}
+
+func (r *procRuntime) Stop(ctx context.Context, p reconcile.Proc, grace time.Duration) error {
+	err := runtime.Stop(ctx, runtime.Proc{PID: p.PID, StartTime: p.StartTime}, grace)
+	if errors.Is(err, runtime.ErrNotAlive) {
+		return nil
+	}
+	return err
+}
+
+func (r *procRuntime) Alive(p reconcile.Proc) bool {
+	return runtime.Proc{PID: p.PID, StartTime: p.StartTime}.Alive()
+}
+
+func (r *procRuntime) Wait(ctx context.Context, p reconcile.Proc) (time.Time, string, error) {
+	es, err := runtime.Wait(ctx, runtime.Proc{PID: p.PID, StartTime: p.StartTime})
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	return es.Time, es.String(), nil
+}
+
+func (r *procRuntime) PortOwner(port int, merchant string) (reconcile.Proc, bool, bool) {
+	pid, found, err := runtime.PortHolder(port)
+	if err != nil || !found {
+		if err == nil && !runtime.PortFree(port) {
+			// Someone listens, but /proc does not say who (another user).
+			return reconcile.Proc{}, false, true
+		}
+		return reconcile.Proc{}, false, false
+	}
+	p, err := runtime.Inspect(pid)
+	if err != nil {
+		return reconcile.Proc{}, false, false
+	}
+	work, _ := merchantDirs(r.root, merchant)
+	cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	return reconcile.Proc{PID: p.PID, StartTime: p.StartTime}, cwd == work, true
+}
+
+// releases adapts pkgstore to reconcile.Packages.
+type releases struct{ store *pkgstore.Store }
+
+var _ reconcile.Packages = releases{}
+
+func (r releases) Install(ctx context.Context, pkg *spec.Package, version string) (*reconcile.Release, error) {
+	rel, err := r.store.Install(ctx, pkg.Source, pkg.Name, version)
+	if err != nil {
+		return nil, err
+	}
+	return &reconcile.Release{Dir: rel.Dir, Command: rel.Command, HealthHTTP: rel.Manifest.Health.HTTP}, nil
+}
+
+// newLogger logs text on a terminal and JSON otherwise.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// stack is what the commands that act need: config, fleet, state, executor.
+type stack struct {
+	l      *loaded
+	store  *state.FileStore
+	exec   *reconcile.Executor
+	unlock func() error
+}
+
+func (s *stack) close() {
+	if s.unlock != nil {
+		s.unlock()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// openStack loads everything and takes the state lock for who.
+func (e *env) openStack(ctx context.Context, l *loaded, who string, lockWait time.Duration, log *slog.Logger) (*stack, error) {
+	s := &stack{l: l}
+	store, err := state.OpenFile(l.host.State.Path)
+	if err != nil {
+		return nil, fmt.Errorf("opening state: %w", err)
+	}
+	s.store = store
+	unlock, err := store.Lock(ctx, who, lockWait)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.unlock = unlock
+	rt, err := newProcRuntime(l.host)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	pk, err := pkgstore.Open(filepath.Join(l.host.Runtime.Root, "releases"))
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.exec = &reconcile.Executor{Runtime: rt, Packages: releases{pk}, Prober: probe.New(), Store: store, Log: log}
+	if err := s.exec.Init(ctx); err != nil {
+		s.close()
+		return nil, fmt.Errorf("loading state: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,36 @@
+package state
+
+import (
+	"maps"
+	"slices"
+)
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	c.Merchants = make(map[string]*Merchant, len(s.Merchants))
+	for k, m := range s.Merchants {
+		c.Merchants[k] = m.Clone()
+	}
+	c.Databases = make(map[string]*Database, len(s.Databases))
+	for k, d := range s.Databases {
+		dd := *d
+		c.Databases[k] = &dd
+	}
+	return &c
+}
+
+// Clone returns a deep copy of m.
+func (m *Merchant) Clone() *Merchant {
+	if m == nil {
+		return nil
+	}
+	c := *m
+	c.Applied = maps.Clone(m.Applied)
+	c.GoodVersions = slices.Clone(m.GoodVersions)
+	c.BadVersions = slices.Clone(m.BadVersions)
+	return &c
+}
