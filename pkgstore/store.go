@@ -27,9 +27,8 @@ var ErrBadPackage = errors.New("bad package")
 
 type badPackage struct{ error }
 
-func (b badPackage) Unwrap() error        { return b.error }
-func (badPackage) Is(target error) bool   { return target == ErrBadPackage }
-func (*UnsafeEntryError) Is(t error) bool { return t == ErrBadPackage }
+func (b badPackage) Unwrap() error      { return b.error }
+func (badPackage) Is(target error) bool { return target == ErrBadPackage }
 
 // ManifestError is a package.hcl that does not parse or validate. Diags
 // keep the source ranges; their file names are like

@@ -46,6 +46,9 @@ func (e *UnsafeEntryError) Error() string {
 	return fmt.Sprintf("refusing archive entry %q: %s", e.Entry, e.Reason)
 }
 
+// Is makes every refused entry match ErrBadPackage.
+func (*UnsafeEntryError) Is(t error) bool { return t == ErrBadPackage }
+
 type entryKind int
 
 const (
