@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
 // logFiles returns the paths of dir's log files, oldest first:
@@ -53,6 +54,9 @@ func logFiles(dir string) ([]string, error) {
 // nil; all matching lines when n <= 0) of the log in dir, across
 // current.log and its rotated files, oldest first. Lines carry no newline.
 func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
+	// List and open while holding off rotation (released before reading).
+	unlock := lockRotation(dir, unix.LOCK_SH)
+	defer unlock()
 	paths, err := logFiles(dir)
 	if err != nil {
 		return nil, err
@@ -63,8 +67,9 @@ func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
 			f.Close()
 		}
 	}()
-	// Open newest first, so that a rotation between two opens shows up as
-	// the same file under two names rather than as a missing file.
+	// Open newest first: should a rotation come between two opens anyway
+	// (no lock file), it shows up as the same file under two names rather
+	// than as a missing file.
 	var readers []io.Reader
 	var seen []os.FileInfo
 	for _, p := range slices.Backward(paths) {
@@ -86,6 +91,7 @@ func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
 		seen = append(seen, fi)
 		readers = append(readers, f)
 	}
+	unlock()
 	return tail(readers, n, re)
 }
 
@@ -166,51 +172,116 @@ const (
 // end of current.log; otherwise it first writes the last tailN matching
 // lines (all when tailN < 0) from the files as they are when it starts.
 func followFrom(ctx context.Context, dir string, tailN int, re *regexp.Regexp, w io.Writer) error {
-	lf := &lineFollower{re: re, w: w, path: filepath.Join(dir, LogFile)}
+	lf, err := newLineFollower(dir, tailN, re, w)
+	if err != nil {
+		return err
+	}
 	defer lf.close()
-	if f, err := os.Open(lf.path); err == nil {
+	return lf.run(ctx)
+}
+
+// newLineFollower positions a follower at the end of current.log, after
+// writing the backlog of tailN lines (none when 0, all when negative).
+func newLineFollower(dir string, tailN int, re *regexp.Regexp, w io.Writer) (*lineFollower, error) {
+	lf := &lineFollower{re: re, w: w, path: filepath.Join(dir, LogFile)}
+	// Take stock of the files under the rotation lock, so that they are
+	// consistent with each other: current.log is where following starts,
+	// the rest are known (old) and only read for the backlog.
+	unlock := lockRotation(dir, unix.LOCK_SH)
+	defer unlock()
+	paths, err := logFiles(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var readers []io.Reader // newest first
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, p := range slices.Backward(paths) {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
 		fi, err := f.Stat()
 		if err != nil {
 			f.Close()
-			return err
+			continue
 		}
-		lf.f, lf.pos = f, fi.Size()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
+		lf.known = append(lf.known, fi)
+		if p == lf.path {
+			lf.f, lf.pos = f, fi.Size()
+			readers = append(readers, io.NewSectionReader(f, 0, lf.pos))
+			continue
+		}
+		files = append(files, f)
+		readers = append(readers, f)
 	}
+	unlock()
 	if tailN != 0 {
-		if err := lf.backlog(dir, tailN); err != nil {
-			return err
+		lines, err := tail(readers, max(tailN, 0), lf.re)
+		if err == nil {
+			for _, l := range lines {
+				if _, err = io.WriteString(lf.w, l+"\n"); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			lf.close()
+			return nil, err
 		}
 	}
 	if lf.f != nil {
 		if _, err := lf.f.Seek(lf.pos, io.SeekStart); err != nil {
-			return err
+			lf.close()
+			return nil, err
 		}
 	}
+	return lf, nil
+}
 
+// run follows until ctx ends or writing fails. It watches the directory
+// with inotify (retrying while the directory does not exist yet) and looks
+// at the files at least every followBackstop, or every followPoll while
+// there is no watch.
+func (lf *lineFollower) run(ctx context.Context) error {
+	dir := filepath.Dir(lf.path)
+	wt, err := fsnotify.NewWatcher()
+	if err != nil {
+		wt = nil
+	} else {
+		defer wt.Close()
+	}
+	watching := false
 	var events chan fsnotify.Event
 	var errs chan error
-	interval := followPoll
-	if wt, err := fsnotify.NewWatcher(); err == nil {
-		defer wt.Close()
-		if err := wt.Add(dir); err == nil {
-			events, errs, interval = wt.Events, wt.Errors, followBackstop
-		}
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
+		if !watching && wt != nil && wt.Add(dir) == nil {
+			watching, events, errs = true, wt.Events, wt.Errors
+		}
 		if err := lf.step(); err != nil {
 			return err
 		}
+		interval := followPoll
+		if watching {
+			interval = followBackstop
+		}
+		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
-		case <-events:
+		case ev := <-events:
+			if ev.Name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				watching = false // the directory itself went away
+			}
 		case <-errs:
 		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -223,6 +294,10 @@ type lineFollower struct {
 	pos     int64
 	partial []byte
 	buf     []byte
+	// known are the log files that existed when following started and
+	// those read to their end since: when the follower has no file open
+	// (none existed yet), it opens the oldest file not among them.
+	known []os.FileInfo
 }
 
 func (lf *lineFollower) close() {
@@ -231,65 +306,13 @@ func (lf *lineFollower) close() {
 	}
 }
 
-// backlog writes the last n matching lines (all when n < 0) of the rotated
-// files and of the first lf.pos bytes of lf.f.
-func (lf *lineFollower) backlog(dir string, n int) error {
-	paths, err := logFiles(dir)
-	if err != nil {
-		return err
-	}
-	var readers []io.Reader
-	var seen []os.FileInfo
-	if lf.f != nil {
-		fi, err := lf.f.Stat()
-		if err != nil {
-			return err
-		}
-		seen = append(seen, fi)
-		readers = append(readers, io.NewSectionReader(lf.f, 0, lf.pos))
-	}
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	for _, p := range slices.Backward(paths) {
-		f, err := os.Open(p)
-		if err != nil {
-			continue
-		}
-		files = append(files, f)
-		fi, err := f.Stat()
-		if err != nil || slices.ContainsFunc(seen, func(o os.FileInfo) bool { return os.SameFile(o, fi) }) {
-			continue // current.log itself, or rotated since it was opened
-		}
-		seen = append(seen, fi)
-		readers = append(readers, f)
-	}
-	lines, err := tail(readers, max(n, 0), lf.re)
-	if err != nil {
-		return err
-	}
-	for _, l := range lines {
-		if _, err := io.WriteString(lf.w, l+"\n"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // step reads whatever is new, switching to a new current.log after a
 // rotation once the old one is drained. Errors are those of w only; file
 // trouble is retried on the next step.
 func (lf *lineFollower) step() error {
 	for {
-		if lf.f == nil {
-			f, err := os.Open(lf.path)
-			if err != nil {
-				return nil // not there yet
-			}
-			lf.f, lf.pos = f, 0
+		if lf.f == nil && !lf.openFirstNew() {
+			return nil // nothing new yet
 		}
 		if err := lf.drain(); err != nil {
 			return err
@@ -304,7 +327,9 @@ func (lf *lineFollower) step() error {
 			return nil
 		}
 		// Rotated or removed: the writer closed the old file before
-		// renaming it, so one more drain reads its last bytes.
+		// renaming it, so one more drain reads its last bytes. Then go on
+		// with the file that came after it, which need not be current.log
+		// yet when several rotations happened since the last step.
 		if err := lf.drain(); err != nil {
 			return err
 		}
@@ -316,10 +341,76 @@ func (lf *lineFollower) step() error {
 		}
 		lf.f.Close()
 		lf.f = nil
-		if err2 != nil {
-			return nil
+		if err1 == nil {
+			lf.known = append(lf.known, mine)
+		}
+		// Find and open the successor while no rotation shifts the names.
+		unlock := lockRotation(filepath.Dir(lf.path), unix.LOCK_SH)
+		next := lf.path
+		if err1 == nil {
+			next = lf.successor(mine)
+		}
+		f, err := os.Open(next)
+		unlock()
+		if err != nil {
+			return nil // current.log not there (yet); the next step retries
+		}
+		lf.f, lf.pos = f, 0
+	}
+}
+
+// openFirstNew opens the oldest log file not known to the follower.
+func (lf *lineFollower) openFirstNew() bool {
+	dir := filepath.Dir(lf.path)
+	defer lockRotation(dir, unix.LOCK_SH)()
+	paths, err := logFiles(dir)
+	if err != nil {
+		return false
+	}
+	var known []os.FileInfo // those still there; the rest are forgotten
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if slices.ContainsFunc(lf.known, func(k os.FileInfo) bool { return os.SameFile(k, fi) }) {
+			known = append(known, fi)
+			continue
+		}
+		if lf.f != nil {
+			continue
+		}
+		if f, err := os.Open(p); err == nil {
+			lf.f, lf.pos = f, 0
 		}
 	}
+	lf.known = known
+	return lf.f != nil
+}
+
+// successor returns the path of the log file written after the (rotated)
+// file mine: current.log.(k-1) when mine is now current.log.k, current.log
+// when it is current.log.1. When mine is not among the rotated files any
+// more (it was rotated out while this follower lagged behind), every file
+// left is newer, and the oldest one is returned.
+func (lf *lineFollower) successor(mine os.FileInfo) string {
+	name := func(k int) string {
+		if k == 0 {
+			return lf.path
+		}
+		return lf.path + "." + strconv.Itoa(k)
+	}
+	k := 1
+	for ; ; k++ {
+		fi, err := os.Stat(name(k))
+		if err != nil {
+			break
+		}
+		if os.SameFile(fi, mine) {
+			return name(k - 1)
+		}
+	}
+	return name(k - 1)
 }
 
 // drain reads lf.f to its end and writes the complete lines.

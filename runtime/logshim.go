@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -115,6 +116,9 @@ func (r *rotator) write(b []byte) {
 				n = i + 1
 			}
 		} else {
+			if r.f == nil {
+				r.open() // learn the size of an existing current.log
+			}
 			if r.size >= r.max {
 				r.rotate()
 			}
@@ -149,18 +153,36 @@ func (r *rotator) put(b []byte) {
 	}
 }
 
+// rotateLock is the file in a log directory whose flock(2) serialises
+// rotation (exclusive) against readers finding their way through the
+// rotated files (shared).
+const rotateLock = ".rotate.lock"
+
+// lockRotation takes the directory's rotation lock and returns its
+// release (idempotent). Without a lock file (a reader that may not create it) it does
+// nothing.
+func lockRotation(dir string, how int) (unlock func()) {
+	flags := os.O_RDONLY
+	if how == unix.LOCK_EX {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(filepath.Join(dir, rotateLock), flags, 0o640)
+	if err != nil {
+		return func() {}
+	}
+	for unix.Flock(int(f.Fd()), how) == unix.EINTR {
+	}
+	return sync.OnceFunc(func() { f.Close() })
+}
+
 // rotate shifts the rotated files and starts a new current.log. It holds
-// an flock on the directory's .rotate.lock so that two shims appending to
+// the directory's rotation lock exclusively, so that readers never see the
+// names half shifted, and so that two shims appending to
 // one directory (an old process's leftovers still draining while its
 // successor runs) do not rotate twice: whoever comes second finds that
 // current.log is no longer its file and only reopens.
 func (r *rotator) rotate() {
-	lock, err := os.OpenFile(filepath.Join(r.dir, ".rotate.lock"), os.O_RDONLY|os.O_CREATE, 0o640)
-	if err == nil {
-		defer lock.Close()
-		for unix.Flock(int(lock.Fd()), unix.LOCK_EX) == unix.EINTR {
-		}
-	}
+	defer lockRotation(r.dir, unix.LOCK_EX)()
 	if r.f != nil {
 		mine, err1 := r.f.Stat()
 		cur, err2 := os.Stat(r.path())

@@ -99,7 +99,7 @@ func merchantMain() int {
 	if os.Getenv("SPAWN") == "1" {
 		exe, _ := os.Executable()
 		p, err := os.StartProcess(exe, []string{exe}, &os.ProcAttr{
-			Env:   []string{helperEnv + "=sleeper", "IGNORE_TERM=" + os.Getenv("CHILD_IGNORE_TERM")},
+			Env:   []string{helperEnv + "=sleeper", "GORACE=atexit_sleep_ms=0", "IGNORE_TERM=" + os.Getenv("CHILD_IGNORE_TERM")},
 			Files: []*os.File{nil, os.Stdout, os.Stderr},
 		})
 		if err != nil {
@@ -185,7 +185,9 @@ func helperSpec(t testing.TB, mode string, env ...string) Spec {
 		ReleaseDir: filepath.Dir(exe),
 		WorkDir:    filepath.Join(dir, "work"),
 		LogDir:     filepath.Join(dir, "log"),
-		Env:        append([]string{helperEnv + "=" + mode, "MERCHANT=m-" + mode}, env...),
+		// GORACE: a race-enabled helper would otherwise linger for a second
+		// at exit, longer than the grace periods of the tests.
+		Env: append([]string{helperEnv + "=" + mode, "MERCHANT=m-" + mode, "GORACE=atexit_sleep_ms=0"}, env...),
 	}
 }
 

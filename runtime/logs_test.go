@@ -1,0 +1,336 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readLog returns the content of dir's log files, oldest first, and how
+// many files there were.
+func readLog(t *testing.T, dir string) ([]byte, []string) {
+	t.Helper()
+	paths, err := logFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+	}
+	return all, paths
+}
+
+// contiguous checks that lines are "n %08d ...." numbered first..last
+// with no gap, and returns first and last.
+func contiguous(t *testing.T, lines []string) (first, last int) {
+	t.Helper()
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] != "n" || f[2] != strings.Repeat(".", 40) {
+			t.Fatalf("line %d mangled: %q", i, l)
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
+			t.Fatalf("line %d: %q", i, l)
+		}
+		if i == 0 {
+			first = n
+		} else if n != last+1 {
+			t.Fatalf("gap: line %d is %d after %d", i, n, last)
+		}
+		last = n
+	}
+	return first, last
+}
+
+func TestLogRotationUnderLoad(t *testing.T) {
+	const count, maxBytes, keep = 20000, 16 << 10, 5
+	s := helperSpec(t, "counter", "COUNT="+strconv.Itoa(count))
+	s.LogMaxBytes, s.LogKeep = maxBytes, keep
+	m := start(t, s)
+	if es, err := Wait(testCtx(t), m.p); err != nil || es.Code != 0 {
+		t.Fatalf("counter: %+v, %v", es, err)
+	}
+	if _, err := Wait(testCtx(t), m.shim); err != nil { // EOF: everything written
+		t.Fatal(err)
+	}
+	all, paths := readLog(t, s.LogDir)
+	if len(paths) != keep+1 {
+		t.Errorf("%d log files, want %d: %q", len(paths), keep+1, paths)
+	}
+	for _, p := range paths {
+		fi, _ := os.Stat(p)
+		if fi.Size() > maxBytes {
+			t.Errorf("%s has %d bytes, more than %d", filepath.Base(p), fi.Size(), maxBytes)
+		}
+		b, _ := os.ReadFile(p)
+		if len(b) == 0 || b[len(b)-1] != '\n' {
+			t.Errorf("%s does not end at a line boundary", filepath.Base(p))
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(string(all), "\n"), "\n")
+	first, last := contiguous(t, lines)
+	if last != count {
+		t.Errorf("last line %d, want %d", last, count)
+	}
+	// About (keep+1)*maxBytes/52 lines are kept: several rotations dropped
+	// the oldest ones.
+	if first < count/2 {
+		t.Errorf("first kept line %d: rotation did not happen often enough", first)
+	}
+	t.Logf("kept lines %d..%d in %d files", first, last, len(paths))
+}
+
+func TestRotatorLineBoundaries(t *testing.T) {
+	dir := t.TempDir()
+	r := newRotator(dir, 20, 2)
+	// A line split across writes is never split across files; a line longer
+	// than the limit goes whole into one file.
+	for _, chunk := range []string{"aaaa\nbbbb\ncc", "cc\n", "dddddddddddddddddddddddddddddd\neeee\n", "ffff\ngggg\n", "hh", "hh\n"} {
+		r.write([]byte(chunk))
+	}
+	r.close()
+	files := map[string]string{}
+	for _, name := range []string{"current.log", "current.log.1", "current.log.2", "current.log.3"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			files[name] = string(b)
+		}
+	}
+	want := map[string]string{
+		"current.log.2": "aaaa\nbbbb\ncccc\n",
+		"current.log.1": "dddddddddddddddddddddddddddddd\n",
+		"current.log":   "eeee\nffff\ngggg\nhhhh\n", // exactly the limit
+	}
+	for name, w := range want {
+		if files[name] != w {
+			t.Errorf("%s = %q, want %q", name, files[name], w)
+		}
+	}
+	if _, ok := files["current.log.3"]; ok {
+		t.Errorf("current.log.3 kept with keep=2")
+	}
+
+	// keep 0: no rotated files, current.log restarts.
+	dir0 := t.TempDir()
+	r0 := newRotator(dir0, 10, 0)
+	r0.write([]byte("12345678\nabcdefgh\n"))
+	r0.close()
+	if b, _ := os.ReadFile(filepath.Join(dir0, LogFile)); string(b) != "abcdefgh\n" {
+		t.Errorf("keep 0: current.log = %q", b)
+	}
+	if paths, _ := logFiles(dir0); len(paths) != 1 {
+		t.Errorf("keep 0: files %q", paths)
+	}
+
+	// A restarted shim appends to the existing file and counts its size.
+	r2 := newRotator(dir, 20, 2)
+	r2.write([]byte("iiii\njjjjjjjjjjjjjjjj\n"))
+	r2.close()
+	if b, _ := os.ReadFile(filepath.Join(dir, LogFile)); string(b) != "jjjjjjjjjjjjjjjj\n" {
+		t.Errorf("after restart: current.log = %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, LogFile+".1")); string(b) != "iiii\n" {
+		t.Errorf("after restart: current.log.1 = %q", b)
+	}
+}
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTailLines(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"current.log.2":  "1 GET\n2 POST\n3 GET\n",
+		"current.log.1":  "4 GET\n5 POST\n",
+		"current.log":    "6 GET\n7 POST\n8 GET", // last line not finished yet
+		"current.log.x":  "not a log\n",
+		"current.log.10": "", // empty and oldest
+		"other.log":      "x\n",
+	})
+	get := regexp.MustCompile(`GET`)
+	for _, tc := range []struct {
+		n    int
+		re   *regexp.Regexp
+		want []string
+	}{
+		{2, nil, []string{"7 POST", "8 GET"}},
+		{4, nil, []string{"5 POST", "6 GET", "7 POST", "8 GET"}},
+		{0, nil, []string{"1 GET", "2 POST", "3 GET", "4 GET", "5 POST", "6 GET", "7 POST", "8 GET"}},
+		{100, nil, []string{"1 GET", "2 POST", "3 GET", "4 GET", "5 POST", "6 GET", "7 POST", "8 GET"}},
+		{3, get, []string{"4 GET", "6 GET", "8 GET"}},
+		{4, get, []string{"3 GET", "4 GET", "6 GET", "8 GET"}},
+		{1, regexp.MustCompile(`POST`), []string{"7 POST"}},
+		{5, regexp.MustCompile(`PUT`), nil},
+	} {
+		got, err := TailLines(dir, tc.n, tc.re)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("TailLines(%d, %v) = %q, want %q", tc.n, tc.re, got, tc.want)
+		}
+	}
+	if got, err := TailLines(t.TempDir(), 5, nil); err != nil || len(got) != 0 {
+		t.Errorf("empty dir: %q, %v", got, err)
+	}
+	if _, err := TailLines(filepath.Join(dir, "missing"), 5, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing dir: %v", err)
+	}
+}
+
+// collect reads lines from ch until it has n or the deadline passes.
+func collect(t *testing.T, ch lineWriter, n int, timeout time.Duration) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(timeout)
+	for len(got) < n {
+		select {
+		case l := <-ch:
+			got = append(got, l)
+		case <-deadline:
+			if len(got) > 0 && strings.HasPrefix(got[0], "n ") {
+				contiguous(t, got)
+			}
+			t.Fatalf("got %d of %d lines; first %q; last %q", len(got), n, got[:min(len(got), 3)], got[max(0, len(got)-3):])
+		}
+	}
+	return got
+}
+
+func TestFollowAcrossRotation(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"current.log.1": "old 1\n", "current.log": "old 2\nold 3\n"})
+	r := newRotator(dir, 4096, 100) // about 45 rotations, none dropped
+	defer r.close()
+	ch := make(lineWriter, 10000)
+	lf, err := newLineFollower(dir, 0, regexp.MustCompile(`^n `), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lf.run(ctx) }()
+
+	// Lines written in bursts; each burst rotates several times.
+	const count = 3000
+	var want []string
+	var burst bytes.Buffer
+	for i := 1; i <= count; i++ {
+		l := fmt.Sprintf("n %08d %s", i, strings.Repeat(".", 40))
+		want = append(want, l)
+		burst.WriteString(l + "\n")
+		r.write([]byte("noise\n"))
+		if i%100 == 0 {
+			r.write(burst.Bytes())
+			burst.Reset()
+		}
+	}
+	got := collect(t, ch, count, 20*time.Second)
+	if len(got) != count {
+		contiguous(t, got)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("lines differ")
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("run ended with %v", err)
+	}
+	if paths, _ := logFiles(dir); len(paths) < 10 {
+		t.Errorf("only %d files: not enough rotation for the test", len(paths))
+	}
+}
+
+func TestTailFollow(t *testing.T) {
+	dir := t.TempDir()
+	ch := make(lineWriter, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	// The log does not exist yet: Follow waits for it to appear.
+	go func() { done <- TailFollow(ctx, dir, 2, nil, ch) }()
+	r := newRotator(dir, 1<<20, 2)
+	r.write([]byte("a\nb\n"))
+	if got := collect(t, ch, 2, 10*time.Second); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("got %q", got)
+	}
+	r.rotate()
+	r.write([]byte("c\n"))
+	r.close()
+	if got := collect(t, ch, 1, 10*time.Second); !slices.Equal(got, []string{"c"}) {
+		t.Fatalf("got %q", got)
+	}
+	cancel()
+	<-done
+
+	// Backlog then follow: the last 2 lines, then what comes.
+	ch = make(lineWriter, 100)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	lf, err := newLineFollower(dir, 2, nil, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.close()
+	if got := collect(t, ch, 2, 10*time.Second); !slices.Equal(got, []string{"b", "c"}) {
+		t.Fatalf("backlog %q", got)
+	}
+	go func() { done <- lf.run(ctx) }()
+	r = newRotator(dir, 1<<20, 2)
+	r.write([]byte("d\n"))
+	r.close()
+	if got := collect(t, ch, 1, 10*time.Second); !slices.Equal(got, []string{"d"}) {
+		t.Fatalf("got %q", got)
+	}
+	cancel()
+	<-done
+}
+
+// TestFollowMerchant follows a real merchant's log across the shim's
+// rotations.
+func TestFollowMerchant(t *testing.T) {
+	s := helperSpec(t, "merchant", "TICK=1")
+	s.LogMaxBytes, s.LogKeep = 256, 50
+	ch := make(lineWriter, 10000)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- TailFollow(ctx, s.LogDir, -1, regexp.MustCompile(`^tick `), ch) }()
+	m := start(t, s)
+	got := collect(t, ch, 200, 30*time.Second)
+	for i, l := range got {
+		if l != "tick "+strconv.Itoa(i+1) {
+			t.Fatalf("line %d = %q", i, l)
+		}
+	}
+	if err := Stop(testCtx(t), m.p, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if paths, _ := logFiles(s.LogDir); len(paths) < 5 {
+		t.Errorf("only %d log files: the shim did not rotate", len(paths))
+	}
+}
