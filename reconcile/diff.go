@@ -97,19 +97,20 @@ func Diff(d Desired, o Observed) *Plan {
 	if d.Fleet != nil {
 		p.Revision = d.Fleet.Revision
 	}
-	ports := newPortBook(d, st)
+	ports := &lazyPorts{d: d, st: st}
 	var first, rest []Action
 	// Removed merchants first: they free ports.
 	for _, id := range sortedIDs(st.Merchants) {
-		rec := st.Merchants[id]
 		if d.Fleet != nil && d.Fleet.Merchants[id] != nil {
 			continue
 		}
-		if rec.Suspended {
-			rest = append(rest, Action{Kind: Hold, Merchant: id, Reason: "removed from specs, but suspended: resume it to let it be deleted", Before: snapshotOf(rec, o)})
-			continue
+		if a, ok := diffRemoved(o, st.Merchants[id]); ok {
+			if a.Kind == Delete {
+				first = append(first, a)
+			} else {
+				rest = append(rest, a)
+			}
 		}
-		first = append(first, Action{Kind: Delete, Merchant: id, Reason: "removed from specs", Before: snapshotOf(rec, o)})
 	}
 	if d.Fleet != nil {
 		for _, id := range d.Fleet.MerchantIDs() {
@@ -126,7 +127,51 @@ func Diff(d Desired, o Observed) *Plan {
 	return p
 }
 
-func diffMerchant(d Desired, o Observed, st *state.State, ports *portBook, m *spec.Merchant) (Action, bool) {
+// DiffOne computes the action for one merchant, or ok=false when it is
+// converged. It costs O(1) unless the merchant needs a port assigned.
+func DiffOne(d Desired, o Observed, id string) (a Action, ok bool) {
+	st := o.State
+	if st == nil {
+		st = state.New("")
+	}
+	var m *spec.Merchant
+	if d.Fleet != nil {
+		m = d.Fleet.Merchants[id]
+	}
+	if m == nil {
+		if rec := st.Merchants[id]; rec != nil {
+			return diffRemoved(o, rec)
+		}
+		return Action{}, false
+	}
+	return diffMerchant(d, o, st, &lazyPorts{d: d, st: st}, m)
+}
+
+func diffRemoved(o Observed, rec *state.Merchant) (Action, bool) {
+	if rec.Suspended {
+		return Action{Kind: Hold, Merchant: rec.ID, Reason: "removed from specs, but suspended: resume it to let it be deleted", Before: snapshotOf(rec, o)}, true
+	}
+	return Action{Kind: Delete, Merchant: rec.ID, Reason: "removed from specs", Before: snapshotOf(rec, o)}, true
+}
+
+// lazyPorts builds the port book only when a decision needs it.
+type lazyPorts struct {
+	d    Desired
+	st   *state.State
+	book *portBook
+}
+
+func (l *lazyPorts) get() *portBook {
+	if l.book == nil {
+		l.book = newPortBook(l.d, l.st)
+	}
+	return l.book
+}
+
+func (l *lazyPorts) assign(m *spec.Merchant) (int, string) { return l.get().assign(m) }
+func (l *lazyPorts) owner(port int) string                 { return l.get().owner(port) }
+
+func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *spec.Merchant) (Action, bool) {
 	fl := d.Fleet
 	rec := st.Merchants[m.ID]
 	running := o.Running[m.ID]

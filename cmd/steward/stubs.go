@@ -9,6 +9,5 @@ func notYet(name string) func(context.Context, *env, []string) int {
 }
 
 var (
-	cmdRun      = notYet("run")
 	cmdRollback = notYet("rollback")
 )

@@ -1,0 +1,276 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"steward/state"
+)
+
+// Source loads the desired state. An error means the specs are unusable
+// right now (for example a parse error): the daemon keeps the last good
+// desired state in force and reports the error.
+type Source func(ctx context.Context) (Desired, error)
+
+// Daemon runs the reconcile loop: every event (a process exited, the specs
+// changed, a timer, a request) puts merchant ids on one queue, and workers
+// reconcile one merchant at a time. A periodic resync queues every merchant
+// so that no missed notification leaves drift behind.
+type Daemon struct {
+	Exec    *Executor
+	Source  Source
+	Workers int
+	Resync  time.Duration
+	Log     *slog.Logger
+
+	queue   *Queue
+	desired atomic.Pointer[Desired]
+	// srcErr is the last source error, or nil when the last load was good.
+	srcErr atomic.Pointer[error]
+	// watchCtx bounds exit watchers; they end with Run.
+	watchCtx context.Context
+	reloadCh chan struct{}
+	// reconciles counts reconcile passes, for tests and metrics.
+	reconciles atomic.Int64
+}
+
+// Reload asks the daemon to reload the specs and reconcile everything.
+func (dm *Daemon) Reload() {
+	select {
+	case dm.reloadCh <- struct{}{}:
+	default:
+	}
+}
+
+// Enqueue asks for merchant id to be reconciled now.
+func (dm *Daemon) Enqueue(id string) { dm.queue.Add(id) }
+
+// Reconciles is the number of single-merchant reconcile passes so far.
+func (dm *Daemon) Reconciles() int64 { return dm.reconciles.Load() }
+
+// SourceError is the last error loading the specs, or nil.
+func (dm *Daemon) SourceError() error {
+	if p := dm.srcErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Desired is the desired state in force (nil before the first good load).
+func (dm *Daemon) Desired() *Desired { return dm.desired.Load() }
+
+// Init prepares the daemon; Run calls it when it was not called before.
+func (dm *Daemon) Init() {
+	if dm.queue != nil {
+		return
+	}
+	dm.queue = NewQueue()
+	dm.reloadCh = make(chan struct{}, 1)
+	if dm.Workers <= 0 {
+		dm.Workers = 4
+	}
+	if dm.Resync <= 0 {
+		dm.Resync = time.Minute
+	}
+	if dm.Log == nil {
+		dm.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Run reconciles until ctx ends. Merchants are left running when it returns.
+func (dm *Daemon) Run(ctx context.Context) error {
+	dm.Init()
+	x := dm.Exec
+	dm.watchCtx = ctx
+	x.OnStarted = dm.watch
+	dm.load(ctx)
+
+	// Adopt what is running: watch every live recorded process, and note
+	// the ones that died while no steward was watching.
+	x.Observe(ctx)
+	x.mu.Lock()
+	var adopt []struct {
+		id string
+		p  Proc
+	}
+	for id, rec := range x.st.Merchants {
+		if rec.PID != 0 {
+			adopt = append(adopt, struct {
+				id string
+				p  Proc
+			}{id, Proc{rec.PID, rec.StartTime}})
+		}
+	}
+	x.mu.Unlock()
+	for _, a := range adopt {
+		dm.Log.Info("adopted running merchant", "merchant", a.id, "pid", a.p.PID)
+		dm.watch(a.id, a.p)
+	}
+	x.Flush(ctx)
+	dm.enqueueAll()
+
+	// Actions in flight finish even when ctx ends, so that no merchant is
+	// left half-started; they are bounded by their own timeouts.
+	workCtx := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for range dm.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				id, ok := dm.queue.Get()
+				if !ok {
+					return
+				}
+				dm.reconcile(workCtx, id)
+				dm.queue.Done(id)
+			}
+		}()
+	}
+	tick := time.NewTicker(dm.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dm.queue.ShutDown()
+			wg.Wait()
+			x.Flush(workCtx)
+			dm.Log.Info("daemon stopped; merchants keep running")
+			return nil
+		case <-tick.C:
+			dm.load(ctx)
+			dm.enqueueAll()
+		case <-dm.reloadCh:
+			dm.load(ctx)
+			dm.enqueueAll()
+		}
+	}
+}
+
+func (dm *Daemon) load(ctx context.Context) {
+	d, err := dm.Source(ctx)
+	if err != nil {
+		dm.srcErr.Store(&err)
+		if dm.desired.Load() == nil {
+			dm.Log.Error("specs are unusable and there is no last good state; nothing will be reconciled until they are fixed", "err", err)
+		} else {
+			dm.Log.Error("specs are unusable; the last good desired state stays in force", "err", err, "revision", dm.desired.Load().Fleet.Revision)
+		}
+		return
+	}
+	dm.srcErr.Store(nil)
+	old := dm.desired.Swap(&d)
+	if old == nil || old.Fleet.Revision != d.Fleet.Revision {
+		dm.Log.Info("desired state loaded", "revision", d.Fleet.Revision, "merchants", len(d.Fleet.Merchants))
+	}
+}
+
+func (dm *Daemon) enqueueAll() {
+	seen := map[string]bool{}
+	if d := dm.desired.Load(); d != nil {
+		for _, id := range d.Fleet.MerchantIDs() {
+			seen[id] = true
+			dm.queue.Add(id)
+		}
+	}
+	dm.Exec.mu.Lock()
+	ids := sortedIDs(dm.Exec.st.Merchants)
+	dm.Exec.mu.Unlock()
+	for _, id := range ids {
+		if !seen[id] {
+			dm.queue.Add(id)
+		}
+	}
+}
+
+// reconcile converges one merchant.
+func (dm *Daemon) reconcile(ctx context.Context, id string) {
+	dm.reconciles.Add(1)
+	d := dm.desired.Load()
+	if d == nil {
+		return
+	}
+	x := dm.Exec
+	log := dm.Log.With("merchant", id)
+	x.mu.Lock()
+	now := x.Now()
+	rec := x.st.Merchants[id]
+	running := false
+	if rec != nil && rec.PID != 0 {
+		p := Proc{rec.PID, rec.StartTime}
+		running = x.Runtime.Alive(p)
+		if !running && !x.stopping[p] {
+			// Died without its watcher noticing yet: count it the same way.
+			x.Policy.NoteExit(rec, time.Time{}, now)
+			x.pending = append(x.pending, state.Event{Time: now, Merchant: id, Action: "exited", Reason: fmt.Sprintf("process %d found dead", p.PID), Result: "observed", PID: p.PID, Version: rec.Version})
+		}
+	}
+	o := Observed{Now: now, State: x.st, Running: map[string]bool{id: running}, DatabaseDown: map[string]bool{}}
+	for name, db := range x.st.Databases {
+		if !db.Up {
+			o.DatabaseDown[name] = true
+		}
+	}
+	a, ok := DiffOne(*d, o, id)
+	if ok && a.Kind == Create && a.After != nil && a.After.Port != 0 {
+		// Reserve the port now, so that no other worker assigns it too.
+		x.st.Merchants[id] = &state.Merchant{ID: id, Package: a.After.Package, Port: a.After.Port, Phase: PhaseStarting}
+	}
+	x.mu.Unlock()
+	if !ok {
+		dm.queue.Forget(id)
+		return
+	}
+	if a.Kind == Hold {
+		if !a.NotBefore.IsZero() {
+			dm.queue.AddAfter(id, a.NotBefore.Sub(now))
+		}
+		x.hold(a)
+		log.Debug("held", "reason", a.Reason)
+		return
+	}
+	log.Info("reconciling", "action", a.Kind, "reason", a.Reason)
+	if err := x.Do(ctx, *d, a, d.Fleet.Revision); err != nil {
+		dm.queue.AddRateLimited(id)
+		return
+	}
+	dm.queue.Forget(id)
+}
+
+// watch waits for p to exit and then records the exit and queues id. Exits
+// of processes steward ends on purpose are ignored.
+func (dm *Daemon) watch(id string, p Proc) {
+	ctx := dm.watchCtx
+	if ctx == nil {
+		return
+	}
+	go func() {
+		exitedAt, how, err := dm.Exec.Runtime.Wait(ctx, p)
+		if err != nil || ctx.Err() != nil {
+			return
+		}
+		x := dm.Exec
+		x.mu.Lock()
+		rec := x.st.Merchants[id]
+		if x.stopping[p] || rec == nil || rec.PID != p.PID || rec.StartTime != p.StartTime {
+			x.mu.Unlock()
+			return
+		}
+		now := x.Now()
+		loop := x.Policy.NoteExit(rec, exitedAt, now)
+		x.pending = append(x.pending, state.Event{Time: now, Merchant: id, Action: "exited", Reason: fmt.Sprintf("process %d %s", p.PID, how), Result: "observed", PID: p.PID, Version: rec.Version})
+		next := rec.NextAttempt
+		suspended := rec.Suspended
+		x.mu.Unlock()
+		dm.Log.Warn("merchant process exited", "merchant", id, "pid", p.PID, "how", how, "crashloop", loop)
+		x.Flush(context.WithoutCancel(ctx))
+		if suspended {
+			return
+		}
+		dm.queue.AddAfter(id, next.Sub(x.Now()))
+	}()
+}
