@@ -21,7 +21,10 @@
 // pidfd), only without an exit status.
 //
 // The merchant's environment is exactly Spec.Env; its working directory is
-// Spec.WorkDir. Signal dispositions set to "ignore" in steward survive exec
+// Spec.WorkDir. Before each start, every descriptor of steward from 3 up
+// is marked close-on-exec (close_range(2)), so that descriptors steward
+// inherited without that flag from whatever started it do not leak into
+// merchants either. Signal dispositions set to "ignore" in steward survive exec
 // (POSIX), so steward must not ignore signals (use signal.Notify instead of
 // signal.Ignore) or its merchants would inherit that.
 //
@@ -47,8 +50,28 @@
 // children write to LOGDIR/current.log (mode 0640), rotating by size at
 // line boundaries into current.log.1 (newest) .. current.log.N (oldest). It
 // ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE and exits at EOF, that is
-// when every process holding the pipe's write end has exited. TailLines,
-// Follow and TailFollow read those files for `steward logs`.
+// when every process holding the pipe's write end has exited. Rotation
+// holds an exclusive flock(2) on LOGDIR/.rotate.lock; TailLines, Follow and
+// TailFollow, which read those files for `steward logs`, take it shared
+// while they find their way through the names, so that a reader never
+// sees them half shifted and Follow loses no file even when it lags
+// several rotations behind (as long as the files are still kept).
+//
+// # API
+//
+//	Inspect(pid) (Proc, error)            Proc.Alive() bool
+//	(*Runtime).Start(ctx, Spec) (Proc, error)
+//	Stop(ctx, Proc, grace) error          Kill(Proc) error
+//	Wait(ctx, Proc) (ExitStatus, error)
+//	RunLogShim(args, stdin) int           ShimArgs(dir, max, keep) []string
+//	TailLines(dir, n, re) ([]string, error)
+//	Follow(ctx, dir, re, w) error         TailFollow(ctx, dir, n, re, w) error
+//	PortHolder(port) (pid, found, error)  PortFree(port) bool
+//	LookupUser(name) (*syscall.Credential, error)
+//
+// Stop and Kill return an error matching ErrNotAlive when the Proc no
+// longer exists (exited and reaped, or its PID reused): nothing was
+// signalled, and for a caller that wanted it gone that is success.
 //
 // # Ports
 //

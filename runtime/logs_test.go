@@ -66,9 +66,7 @@ func TestLogRotationUnderLoad(t *testing.T) {
 	if es, err := Wait(testCtx(t), m.p); err != nil || es.Code != 0 {
 		t.Fatalf("counter: %+v, %v", es, err)
 	}
-	if _, err := Wait(testCtx(t), m.shim); err != nil { // EOF: everything written
-		t.Fatal(err)
-	}
+	waitShim(t, m) // EOF: everything written
 	all, paths := readLog(t, s.LogDir)
 	if len(paths) != keep+1 {
 		t.Errorf("%d log files, want %d: %q", len(paths), keep+1, paths)

@@ -208,7 +208,7 @@ func start(t testing.TB, s Spec) started {
 		t.Fatal(err)
 	}
 	st := started{p: p, spec: s}
-	st.shim = findShim(t, p)
+	st.shim = findShim(t, s.LogDir)
 	t.Cleanup(func() { cleanupProcs(t, st.p, st.shim) })
 	return st
 }
@@ -228,33 +228,42 @@ func cleanupProcs(t testing.TB, p, shim Proc) {
 	}
 }
 
-// findShim finds the process whose stdin is the pipe p writes its stdout
-// to: p's log shim.
-func findShim(t testing.TB, p Proc) Proc {
+// findShim finds the log shim writing into logDir by its command line
+// (each test has its own log directory). It returns the zero Proc when the
+// shim is gone already: a short-lived merchant's shim exits at EOF.
+func findShim(t testing.TB, logDir string) Proc {
 	t.Helper()
-	pipe, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", p.PID))
-	if err != nil || !strings.HasPrefix(pipe, "pipe:") {
-		t.Fatalf("stdout of %v: %q, %v", p, pipe, err)
-	}
+	want := strings.Join(append([]string{testExe(t), shimArg, "-dir", logDir}, ""), "\x00")
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == p.PID {
+		if err != nil {
 			continue
 		}
-		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); err == nil && l == pipe {
-			shim, err := Inspect(pid)
-			if err != nil {
-				t.Fatal(err)
-			}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.HasPrefix(string(b), want) {
+			continue
+		}
+		if shim, err := Inspect(pid); err == nil {
 			return shim
 		}
 	}
-	t.Fatalf("no log shim reads %s of %v", pipe, p)
 	return Proc{}
+}
+
+// waitShim waits until m's log shim has exited, and so has written all of
+// the log.
+func waitShim(t testing.TB, m started) {
+	t.Helper()
+	if m.shim.PID == 0 {
+		return
+	}
+	if _, err := Wait(testCtx(t), m.shim); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // lineWriter sends every line written to it (Follow writes whole lines) on

@@ -147,7 +147,10 @@ func TestMerchantOutlivesStarter(t *testing.T) {
 				mini.Wait()
 				t.Fatalf("reading the mini steward's Proc: %v", err)
 			}
-			shim := findShim(t, p)
+			shim := findShim(t, s.LogDir)
+			if shim.PID == 0 {
+				t.Fatal("no log shim found")
+			}
 			t.Cleanup(func() { cleanupProcs(t, p, shim) })
 			if !exit {
 				mini.Process.Signal(syscall.SIGKILL)
@@ -304,7 +307,12 @@ func TestZombieNotAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.close()
-	if err := h.waitExited(testCtx(t)); err != nil { // exited, not reaped
+	if h.f == nil {
+		t.Fatal("no pidfd: Wait would fall back to polling /proc")
+	}
+	// Waits in the runtime poller (an unpollable pidfd would fail here),
+	// and does not reap.
+	if err := h.waitPidfd(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	st, err := readStat(m.p.PID)
@@ -423,9 +431,7 @@ func TestEnvExact(t *testing.T) {
 	if _, err := Wait(testCtx(t), m.p); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Wait(testCtx(t), m.shim); err != nil { // all of the log written
-		t.Fatal(err)
-	}
+	waitShim(t, m) // all of the log written
 	lines, err := TailLines(s.LogDir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -497,6 +503,9 @@ func TestShimHoldsNoStrayFDs(t *testing.T) {
 	s := helperSpec(t, "merchant", "TICK=10")
 	m := start(t, s)
 	waitLog(t, s.LogDir, `^tick 2$`, 10*time.Second)
+	if m.shim.PID == 0 {
+		t.Fatal("no log shim found")
+	}
 	dir := fmt.Sprintf("/proc/%d/fd", m.shim.PID)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
