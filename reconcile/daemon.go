@@ -142,6 +142,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 			dm.Log.Info("daemon stopped; merchants keep running")
 			return nil
 		case <-tick.C:
+			dm.Log.Debug("resync")
 			dm.load(ctx)
 			dm.enqueueAll()
 		case <-dm.reloadCh:

@@ -67,6 +67,9 @@ func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.
 	}
 	p, err := r.rt.Start(ctx, runtime.Spec{Merchant: l.Merchant, Argv: l.Argv, ReleaseDir: l.ReleaseDir, WorkDir: work, Env: l.Env,
 		LogDir: logs, LogMaxBytes: r.logMaxBytes, LogKeep: r.logKeep, Credential: r.cred})
+	if errors.Is(err, syscall.EACCES) && r.cred != nil {
+		err = fmt.Errorf("%w (merchants run as uid %d: every directory above the release, the work dir and the steward binary must be readable and searchable by that user)", err, r.cred.Uid)
+	}
 	return reconcile.Proc{PID: p.PID, StartTime: p.StartTime}, err
 }
 

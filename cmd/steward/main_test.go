@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestMain lets the test binary impersonate steward: with STEWARD_TEST_MAIN
+// set it runs the CLI (including the hidden log shim) instead of the tests,
+// so integration tests run real steward processes without building one.
+func TestMain(m *testing.M) {
+	if os.Getenv("STEWARD_TEST_MAIN") == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "__logshim" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	if os.Geteuid() == 0 && os.Getenv("STEWARD_TEST_COPY") == "" {
+		reexecFromReadableCopy()
+	}
+	code := m.Run()
+	if dir := os.Getenv("STEWARD_TEST_COPY"); dir != "" {
+		os.RemoveAll(dir)
+	}
+	if packagesDir != "" {
+		os.RemoveAll(filepath.Dir(packagesDir))
+	}
+	os.Exit(code)
+}
+
+// reexecFromReadableCopy re-executes the test binary from a copy in a
+// world-readable directory. As root, steward runs merchants and their log
+// shims (this binary) as an unprivileged user, who cannot execute a binary
+// inside go test's private build directory.
+func reexecFromReadableCopy() {
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	dir, err := os.MkdirTemp("", "steward-test-bin-")
+	if err != nil {
+		return
+	}
+	os.Chmod(dir, 0o755)
+	dst := filepath.Join(dir, filepath.Base(exe))
+	b, err := os.ReadFile(exe)
+	if err != nil || os.WriteFile(dst, b, 0o755) != nil {
+		os.RemoveAll(dir)
+		return
+	}
+	os.Setenv("STEWARD_TEST_COPY", dir)
+	err = syscall.Exec(dst, append([]string{dst}, os.Args[1:]...), os.Environ())
+	fmt.Fprintln(os.Stderr, "re-executing the test binary:", err)
+	os.RemoveAll(dir)
+}
+
+var packagesDir string
+
+// examplePackages builds the example app's packages once per test binary.
+func examplePackages(t *testing.T) string {
+	t.Helper()
+	if packagesDir != "" {
+		return packagesDir
+	}
+	tmp, err := os.MkdirTemp("", "steward-packages-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(tmp, 0o755)
+	out := filepath.Join(tmp, "packages")
+	cmd := exec.Command("go", "run", "../../examples/pkgbuild", "-out", out, "-versions", "1.0.0,1.1.0,1.2.0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building example packages: %v\n%s", err, b)
+	}
+	packagesDir = out
+	return out
+}
+
+// shellPackage writes a package whose command is a shell script.
+func shellPackage(t *testing.T, dir, name, version, script string) {
+	t.Helper()
+	manifest := `command = ["bin/app", "${port}"]
+health { tcp = true }
+`
+	writeTarball(t, dir, name, version, map[string]string{"package.hcl": manifest, "bin/app": "#!/bin/sh\n" + script})
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func mustRel(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func quote(s string) string { return fmt.Sprintf("%q", s) }
+
+func trimLines(s string) string { return strings.TrimSpace(s) }
