@@ -80,6 +80,15 @@ func settingChanges(applied, desired map[string]string) []string {
 	return out
 }
 
+// WantedVersion is the version m should run: the spec's, unless "steward
+// rollback" overrode it while the spec still asks for the same version.
+func WantedVersion(m *spec.Merchant, rec *state.Merchant) string {
+	if rec != nil && rec.Override != "" && rec.OverrideFor == m.Version {
+		return rec.Override
+	}
+	return m.Version
+}
+
 func versionFrom(m *spec.Merchant) string {
 	if m.Channel != "" {
 		return "channel " + m.Channel
@@ -123,6 +132,9 @@ func Diff(d Desired, o Observed) *Plan {
 			}
 		}
 	}
+	if d.Fleet != nil {
+		rest = gateRollouts(d, st, rest)
+	}
 	p.Actions = append(first, rest...)
 	return p
 }
@@ -144,7 +156,11 @@ func DiffOne(d Desired, o Observed, id string) (a Action, ok bool) {
 		}
 		return Action{}, false
 	}
-	return diffMerchant(d, o, st, &lazyPorts{d: d, st: st}, m)
+	a, ok = diffMerchant(d, o, st, &lazyPorts{d: d, st: st}, m)
+	if ok && (a.Kind == Upgrade || a.Kind == Rollback) {
+		a = gateOne(d, st, a)
+	}
+	return a, ok
 }
 
 func diffRemoved(o Observed, rec *state.Merchant) (Action, bool) {
@@ -208,15 +224,23 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("database %s is down", m.Database), Before: before, After: after}, true
 		}
 	}
-	if m.Version != rec.Version && rec.Version != "" {
-		if contains(rec.BadVersions, m.Version) {
-			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("version %s failed its health gate on this merchant; staying on %s until the spec asks for another version", m.Version, rec.Version), Before: before, After: after}, true
+	want, from := WantedVersion(m, rec), versionFrom(m)
+	if want != m.Version {
+		from = "steward rollback"
+	}
+	after.Version = want
+	if rec.UpgradeFrom != "" && rec.Version == want {
+		return Action{Kind: Upgrade, Merchant: m.ID, Reason: fmt.Sprintf("finish the interrupted change %s → %s: health gate not passed yet", rec.UpgradeFrom, want), Before: before, After: after}, true
+	}
+	if want != rec.Version && rec.Version != "" {
+		if contains(rec.BadVersions, want) {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("version %s failed its health gate on this merchant; staying on %s until the spec asks for another version", want, rec.Version), Before: before, After: after}, true
 		}
 		kind := Upgrade
-		if CompareVersions(m.Version, rec.Version) < 0 {
+		if CompareVersions(want, rec.Version) < 0 {
 			kind = Rollback
 		}
-		return Action{Kind: kind, Merchant: m.ID, Reason: fmt.Sprintf("version %s → %s (%s)", rec.Version, m.Version, versionFrom(m)), Before: before, After: after}, true
+		return Action{Kind: kind, Merchant: m.ID, Reason: fmt.Sprintf("version %s → %s (%s)", rec.Version, want, from), Before: before, After: after}, true
 	}
 	var why []string
 	if after.Port != rec.Port {

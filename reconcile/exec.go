@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -45,6 +46,10 @@ type Runtime interface {
 	// process is merchant's own (it runs in the merchant's working
 	// directory), for adopting a process whose start was never recorded.
 	PortOwner(port int, merchant string) (p Proc, mine, found bool)
+	// Run runs a one-off command (a migration) the way the merchant runs:
+	// its user, work dir and environment. Its output goes to the merchant's
+	// log and is returned (the end of it) for the history.
+	Run(ctx context.Context, l Launch, timeout time.Duration) (output string, err error)
 }
 
 // Release is an installed package version.
@@ -54,6 +59,8 @@ type Release struct {
 	Command func(port int, merchant string) ([]string, error)
 	// HealthHTTP is the manifest's health path; empty means a TCP check.
 	HealthHTTP string
+	// Migrate is the manifest's migrate command (argv[0] absolute), or nil.
+	Migrate []string
 }
 
 // Packages is what the executor needs of the package store.
@@ -178,26 +185,49 @@ type aliveFunc func(pid int, st uint64) bool
 
 func (f aliveFunc) Alive(pid int, st uint64) bool { return f(pid, st) }
 
-// Apply executes the plan's actions: deletes and stops first, then the
-// others, at most Parallel at a time. It records every action with its
-// reason and result and saves state as it goes. It returns the number of
-// actions that failed.
+// ErrHalted is the result of version changes skipped because their
+// rollout halted.
+var ErrHalted = errors.New("rollout halted")
+
+// Apply executes the plan's actions: deletes and stops first, then starts,
+// creates and restarts, then version changes wave by wave (a wave starts
+// when the one before it is done, and a halted rollout's remaining changes
+// are skipped), at most Parallel at a time. It records every action with
+// its reason and result and saves state as it goes. It returns the number
+// of actions that failed or were skipped.
 func (x *Executor) Apply(ctx context.Context, d Desired, p *Plan) (failed int) {
 	var first, rest []Action
+	waves := map[int][]Action{}
+	maxWave := -1
 	for _, a := range p.Actions {
-		if a.Kind == Delete || a.Kind == Stop {
+		switch {
+		case a.Kind == Delete || a.Kind == Stop:
 			first = append(first, a)
-		} else {
+		case (a.Kind == Upgrade || a.Kind == Rollback) && a.Rollout != "":
+			waves[a.Wave] = append(waves[a.Wave], a)
+			maxWave = max(maxWave, a.Wave)
+		default:
 			rest = append(rest, a)
 		}
 	}
+	batches := [][]Action{first, rest}
+	for w := 0; w <= maxWave; w++ {
+		batches = append(batches, waves[w])
+	}
 	var mu sync.Mutex
-	for _, batch := range [][]Action{first, rest} {
+	for _, batch := range batches {
 		sem := make(chan struct{}, x.Parallel)
 		var wg sync.WaitGroup
 		for _, a := range batch {
 			if ctx.Err() != nil {
 				break
+			}
+			if a.Rollout != "" && x.rolloutHalted(a.Rollout) {
+				x.skip(a, revisionOf(p))
+				mu.Lock()
+				failed++
+				mu.Unlock()
+				continue
 			}
 			sem <- struct{}{}
 			wg.Add(1)
@@ -215,6 +245,29 @@ func (x *Executor) Apply(ctx context.Context, d Desired, p *Plan) (failed int) {
 	}
 	x.Flush(context.WithoutCancel(ctx))
 	return failed
+}
+
+func revisionOf(p *Plan) string { return p.Revision }
+
+func (x *Executor) rolloutHalted(key string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ro := x.st.Rollouts[key]
+	return ro != nil && ro.Halted
+}
+
+// skip records a version change that a halted rollout prevented.
+func (x *Executor) skip(a Action, revision string) {
+	x.Hooks.ActionStart(a)
+	x.mu.Lock()
+	reason := ""
+	if ro := x.st.Rollouts[a.Rollout]; ro != nil {
+		reason = ro.Reason
+	}
+	x.mu.Unlock()
+	err := fmt.Errorf("%w: %s", ErrHalted, reason)
+	x.record(state.Event{Time: x.Now(), Merchant: a.Merchant, Action: string(a.Kind), Reason: a.Reason, Result: "skipped", Error: err.Error(), Revision: revision})
+	x.Hooks.ActionDone(a, err, 0)
 }
 
 // Do executes one action and records it.
@@ -437,6 +490,9 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 	}
 	now := x.Now()
 	x.mu.Lock()
+	if rec.Override != "" && rec.OverrideFor != m.Version {
+		rec.Override, rec.OverrideFor = "", "" // the specs moved on
+	}
 	rec.Package, rec.Version, rec.PID, rec.StartTime = m.Package, version, p.PID, p.StartTime
 	rec.Applied = Fingerprints(d.Fleet, m)
 	rec.Phase, rec.StartedAt, rec.Revision = PhaseStarting, now, revision
@@ -455,12 +511,21 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 	x.mu.Lock()
 	if rec.PID == p.PID {
 		rec.Phase = PhaseRunning
-		if !contains(rec.GoodVersions, version) {
-			rec.GoodVersions = append(rec.GoodVersions, version)
+		if rec.UpgradeFrom == "" {
+			markGood(rec, version)
 		}
 	}
 	x.mu.Unlock()
 	return nil
+}
+
+// markGood records version as the merchant's newest good version.
+func markGood(rec *state.Merchant, version string) {
+	rec.GoodVersions = slices.DeleteFunc(rec.GoodVersions, func(v string) bool { return v == version })
+	rec.GoodVersions = append(rec.GoodVersions, version)
+	if n := len(rec.GoodVersions); n > 10 {
+		rec.GoodVersions = rec.GoodVersions[n-10:]
+	}
 }
 
 // waitReady polls the merchant's health until it answers, the process dies,
@@ -517,48 +582,179 @@ func rolloutFor(fl *spec.Fleet, m *spec.Merchant) spec.Rollout {
 	return fl.Rollout
 }
 
-// upgrade moves a merchant to the desired version: the new release is
-// installed before anything is stopped; if the new version does not come up
-// healthy, the old version is started again and the new one marked bad.
+// upgrade moves a merchant to a.After.Version behind a health gate:
+// install (nothing is stopped if that fails), migrate, stop the old
+// process, start the new version on the same port, and require it to be
+// healthy within the rollout's health_deadline and still healthy after
+// min_healthy_time. If the gate fails the new process is stopped, the
+// version is marked bad for this merchant and the previous version is
+// started again. An upgrade interrupted by steward's death (UpgradeFrom is
+// set) resumes at the gate.
 func (x *Executor) upgrade(ctx context.Context, d Desired, m *spec.Merchant, a Action, revision string) (string, error) {
 	if m == nil {
 		return "", fmt.Errorf("merchant %s is not in the specs", a.Merchant)
+	}
+	target := m.Version
+	if a.After != nil && a.After.Version != "" {
+		target = a.After.Version
 	}
 	pkg := d.Fleet.Packages[m.Package]
 	if pkg == nil {
 		return "", fmt.Errorf("package %q is not declared", m.Package)
 	}
-	if _, err := x.Packages.Install(ctx, pkg, m.Version); err != nil {
-		return "", fmt.Errorf("installing %s %s (nothing was stopped): %w", m.Package, m.Version, err)
+	rel, err := x.Packages.Install(ctx, pkg, target)
+	if err != nil {
+		return "", fmt.Errorf("installing %s %s (nothing was stopped): %w", m.Package, target, err)
 	}
+	r := rolloutSettings(d.Fleet, m.Package)
+	key := state.RolloutKey(m.Package, target)
 	x.mu.Lock()
 	rec := x.st.Merchants[m.ID]
-	old, port := rec.Version, rec.Port
+	if rec == nil {
+		x.mu.Unlock()
+		return "", fmt.Errorf("merchant %s has no record to upgrade", m.ID)
+	}
+	from, port := rec.Version, rec.Port
+	resuming := rec.UpgradeFrom != "" && rec.Version == target
+	if resuming {
+		from = rec.UpgradeFrom
+	}
+	if x.st.Rollouts == nil {
+		x.st.Rollouts = map[string]*state.Rollout{}
+	}
+	// Version changes outside a rollout (steward rollback) are not counted
+	// in one.
+	ro := &state.Rollout{}
+	if a.Rollout != "" {
+		if x.st.Rollouts[key] == nil {
+			x.st.Rollouts[key] = &state.Rollout{Package: m.Package, Version: target, StartedAt: x.Now()}
+		}
+		ro = x.st.Rollouts[key]
+	}
+	cur := Proc{rec.PID, rec.StartTime}
 	x.mu.Unlock()
 	if a.After != nil && a.After.Port != 0 {
 		port = a.After.Port
 	}
-	if err := x.stop(ctx, m.ID, grace(m)); err != nil {
-		return "", err
-	}
-	err := x.launch(ctx, d, m, m.Version, port, revision)
-	if err == nil {
-		return m.Version, nil
-	}
-	// Roll back to the last good version.
-	x.stop(context.WithoutCancel(ctx), m.ID, grace(m))
+
+	gateErr := func() error {
+		if resuming && cur.PID != 0 && x.Runtime.Alive(cur) {
+			x.Log.Info("resuming the health gate of an interrupted upgrade", "merchant", m.ID, "from", from, "to", target, "pid", cur.PID)
+			if err := x.waitReady(ctx, d, m, rel, cur, port); err != nil {
+				return err
+			}
+			return x.holdHealthy(ctx, m, rel, cur, port, r.MinHealthyTime)
+		}
+		if !resuming && len(rel.Migrate) > 0 {
+			out, err := x.Runtime.Run(ctx, Launch{Merchant: m.ID, Argv: rel.Migrate, ReleaseDir: rel.Dir, Env: processEnv(d.Fleet, m, port), Port: port}, r.HealthDeadline)
+			if err != nil {
+				return fmt.Errorf("migrate failed (the old version was not stopped): %w: %s", err, tail(out, 400))
+			}
+		}
+		if err := x.stop(ctx, m.ID, grace(m)); err != nil {
+			return err
+		}
+		x.mu.Lock()
+		rec.UpgradeFrom = from
+		x.mu.Unlock()
+		if err := x.launch(ctx, d, m, target, port, revision); err != nil {
+			return err
+		}
+		x.mu.Lock()
+		p := Proc{rec.PID, rec.StartTime}
+		x.mu.Unlock()
+		return x.holdHealthy(ctx, m, rel, p, port, r.MinHealthyTime)
+	}()
+
 	x.mu.Lock()
-	if !contains(rec.BadVersions, m.Version) {
-		rec.BadVersions = append(rec.BadVersions, m.Version)
+	if gateErr == nil {
+		rec.UpgradeFrom = ""
+		rec.Phase = PhaseRunning
+		markGood(rec, target)
+		if !contains(ro.Succeeded, m.ID) {
+			ro.Succeeded = append(ro.Succeeded, m.ID)
+		}
+		x.mu.Unlock()
+		x.Flush(context.WithoutCancel(ctx))
+		return target, nil
+	}
+	if !contains(rec.BadVersions, target) {
+		rec.BadVersions = append(rec.BadVersions, target)
+	}
+	if !contains(ro.Failed, m.ID) {
+		ro.Failed = append(ro.Failed, m.ID)
+	}
+	if !ro.Halted {
+		switch {
+		case a.Wave == 0 && a.Rollout != "":
+			ro.Halted, ro.Reason = true, fmt.Sprintf("canary %s failed: %v", m.ID, gateErr)
+		case len(ro.Failed) >= HaltAfter(r):
+			ro.Halted, ro.Reason = true, fmt.Sprintf("%d merchants failed (max_failures %d); last: %s: %v", len(ro.Failed), r.MaxFailures, m.ID, gateErr)
+		}
+		if ro.Halted {
+			ro.HaltedAt = x.Now()
+			x.Log.Error("rollout halted", "package", m.Package, "version", target, "reason", ro.Reason)
+		}
 	}
 	x.mu.Unlock()
-	if old == "" {
-		return m.Version, err
+	x.Flush(context.WithoutCancel(ctx))
+
+	// Return to the last good version.
+	bg := context.WithoutCancel(ctx)
+	x.stop(bg, m.ID, grace(m))
+	x.mu.Lock()
+	rec.UpgradeFrom = ""
+	x.mu.Unlock()
+	if from == "" || from == target {
+		return target, fmt.Errorf("%s failed its health gate: %w", target, gateErr)
 	}
-	if rerr := x.launch(context.WithoutCancel(ctx), d, m, old, port, rec.Revision); rerr != nil {
-		return old, fmt.Errorf("%s failed (%v) and rolling back to %s failed too: %w", m.Version, err, old, rerr)
+	if err := x.launch(bg, d, m, from, port, rec.Revision); err != nil {
+		return from, fmt.Errorf("%s failed its health gate (%v), and starting %s again failed too: %w", target, gateErr, from, err)
 	}
-	return old, fmt.Errorf("%s failed, rolled back to %s: %w", m.Version, old, err)
+	return from, fmt.Errorf("%s failed its health gate, rolled back to %s: %w", target, from, gateErr)
+}
+
+// holdHealthy requires p to stay alive and healthy for d.
+func (x *Executor) holdHealthy(ctx context.Context, m *spec.Merchant, rel *Release, p Proc, port int, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	path := m.Health.HTTP
+	if path == "" && !m.Health.TCP {
+		path = rel.HealthHTTP
+	}
+	status := m.Health.Status
+	if status == 0 {
+		status = 200
+	}
+	every := min(max(d/5, 50*time.Millisecond), time.Second)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+			if !x.Runtime.Alive(p) {
+				return fmt.Errorf("process %d exited within min_healthy_time (%s)", p.PID, d)
+			}
+			if err := x.Prober.Probe(ctx, port, path, status, max(m.Health.Timeout, time.Second)); err != nil {
+				return fmt.Errorf("unhealthy within min_healthy_time (%s): %v", d, err)
+			}
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
 }
 
 // processEnv is the complete environment of a merchant's process.
@@ -602,4 +798,17 @@ func DatabaseURL(dsn, dbName string) string {
 		parts = append(parts, "dbname="+dbName)
 	}
 	return strings.Join(parts, " ")
+}
+
+// SetOverride pins merchant id to version while the specs ask for specVersion
+// ("steward rollback"); an empty version removes the pin.
+func (x *Executor) SetOverride(id, version, specVersion string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if rec := x.st.Merchants[id]; rec != nil {
+		rec.Override, rec.OverrideFor = version, specVersion
+		if version == "" {
+			rec.OverrideFor = ""
+		}
+	}
 }

@@ -64,6 +64,13 @@ type Action struct {
 	After  *Snapshot `json:"after,omitempty"`
 	// NotBefore is set on holds that wait for a time (crash-loop backoff).
 	NotBefore time.Time `json:"not_before,omitzero"`
+	// Wave orders version changes of one rollout: 0 is the canary wave,
+	// then 1, 2, ... of at most max_parallel merchants each. A wave starts
+	// only when the one before it passed its health gates.
+	Wave int `json:"wave,omitempty"`
+	// Rollout names the rollout a version change belongs to
+	// ("invoicing@1.2.0"); empty for other actions.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // PlanFormat is the version of the saved plan layout.

@@ -17,8 +17,18 @@ func (s *State) Clone() *State {
 	}
 	c.Databases = make(map[string]*Database, len(s.Databases))
 	for k, d := range s.Databases {
+		if d == nil {
+			continue
+		}
 		dd := *d
 		c.Databases[k] = &dd
+	}
+	c.Rollouts = make(map[string]*Rollout, len(s.Rollouts))
+	for k, r := range s.Rollouts {
+		rr := *r
+		rr.Succeeded = slices.Clone(r.Succeeded)
+		rr.Failed = slices.Clone(r.Failed)
+		c.Rollouts[k] = &rr
 	}
 	return &c
 }

@@ -61,6 +61,8 @@ func fullState(lineage string) *State {
 	s.Merchants["bolt"] = &Merchant{ID: "bolt", Port: 8102, Phase: "stopped"}
 	s.Databases["db-east"] = &Database{Name: "db-east", Up: true, Since: at(4), LastError: "connection refused", Latency: 1500 * time.Microsecond}
 	s.Databases["db-west"] = &Database{Name: "db-west"}
+	s.Rollouts[RolloutKey("invoicing", "1.5.0")] = &Rollout{Package: "invoicing", Version: "1.5.0", Succeeded: []string{"acme"},
+		Failed: []string{"bolt"}, Halted: true, Reason: "canary bolt failed", StartedAt: at(5), HaltedAt: at(6)}
 	return s
 }
 
@@ -78,6 +80,12 @@ func normState(s *State) *State {
 		dc := *d
 		dc.Since = dc.Since.UTC()
 		c.Databases[k] = &dc
+	}
+	c.Rollouts = map[string]*Rollout{}
+	for k, r := range s.Rollouts {
+		rc := *r
+		rc.StartedAt, rc.HaltedAt = rc.StartedAt.UTC(), rc.HaltedAt.UTC()
+		c.Rollouts[k] = &rc
 	}
 	return &c
 }

@@ -198,7 +198,10 @@ func (st *FileStore) Save(ctx context.Context, s *State) error {
 	if c.Databases == nil {
 		c.Databases = map[string]*Database{}
 	}
-	data, err := json.MarshalIndent(&c, "", "  ")
+	if c.Rollouts == nil {
+		c.Rollouts = map[string]*Rollout{}
+	}
+	data, err := json.Marshal(&c)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}

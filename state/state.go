@@ -23,7 +23,26 @@ type State struct {
 	Merchants map[string]*Merchant `json:"merchants"`
 	// Databases is keyed by database block name.
 	Databases map[string]*Database `json:"databases,omitempty"`
+	// Rollouts is keyed by RolloutKey(package, version).
+	Rollouts map[string]*Rollout `json:"rollouts,omitempty"`
 }
+
+// Rollout is the progress of moving merchants to one package version.
+type Rollout struct {
+	Package string `json:"package"`
+	Version string `json:"version"`
+	// Succeeded and Failed list merchants that passed or failed the health
+	// gate on this version.
+	Succeeded []string  `json:"succeeded,omitempty"`
+	Failed    []string  `json:"failed,omitempty"`
+	Halted    bool      `json:"halted,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	HaltedAt  time.Time `json:"halted_at,omitzero"`
+}
+
+// RolloutKey is the key of a rollout in State.Rollouts.
+func RolloutKey(pkg, version string) string { return pkg + "@" + version }
 
 // Merchant is the applied record of one merchant.
 type Merchant struct {
@@ -60,6 +79,14 @@ type Merchant struct {
 	BadVersions []string `json:"bad_versions,omitempty"`
 	// Revision is the spec revision this merchant's record was last applied from.
 	Revision string `json:"revision,omitempty"`
+	// UpgradeFrom is set while an upgrade (or rollback) has started the new
+	// version but not yet passed its health gate; it is the version to
+	// return to if the gate fails, also after steward itself was killed.
+	UpgradeFrom string `json:"upgrade_from,omitempty"`
+	// Override is a version set by "steward rollback"; it is in force while
+	// the specs still ask for OverrideFor.
+	Override    string `json:"override,omitempty"`
+	OverrideFor string `json:"override_for,omitempty"`
 }
 
 // Database is the last known reachability of one database server.
@@ -89,5 +116,5 @@ type Event struct {
 
 // New returns an empty state at serial 0 with a fresh lineage.
 func New(lineage string) *State {
-	return &State{Format: FormatVersion, Lineage: lineage, Merchants: map[string]*Merchant{}, Databases: map[string]*Database{}}
+	return &State{Format: FormatVersion, Lineage: lineage, Merchants: map[string]*Merchant{}, Databases: map[string]*Database{}, Rollouts: map[string]*Rollout{}}
 }

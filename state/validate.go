@@ -30,6 +30,9 @@ func decodeState(data []byte) (*State, error) {
 	if s.Databases == nil {
 		s.Databases = map[string]*Database{}
 	}
+	if s.Rollouts == nil {
+		s.Rollouts = map[string]*Rollout{}
+	}
 	return &s, nil
 }
 

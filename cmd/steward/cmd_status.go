@@ -41,9 +41,19 @@ type databaseStatus struct {
 	LastError string     `json:"last_error,omitempty"`
 }
 
+type rolloutStatus struct {
+	Package   string   `json:"package"`
+	Version   string   `json:"version"`
+	Halted    bool     `json:"halted"`
+	Reason    string   `json:"reason,omitempty"`
+	Succeeded []string `json:"succeeded"`
+	Failed    []string `json:"failed"`
+}
+
 type statusDoc struct {
 	Merchants []merchantStatus `json:"merchants"`
 	Databases []databaseStatus `json:"databases"`
+	Rollouts  []rolloutStatus  `json:"rollouts,omitempty"`
 	Revision  string           `json:"revision,omitempty"`
 	Serial    uint64           `json:"serial"`
 	SpecError string           `json:"spec_error,omitempty"`
@@ -124,6 +134,30 @@ func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive fun
 	for n := range st.Databases {
 		names[n] = true
 	}
+	for _, k := range sortedKeysOf(st.Rollouts) {
+		ro := st.Rollouts[k]
+		// Show rollouts the specs still ask for.
+		wanted := false
+		if fl != nil {
+			for _, m := range fl.Merchants {
+				if m.Package == ro.Package && m.Version == ro.Version {
+					wanted = true
+					break
+				}
+			}
+		}
+		if !wanted {
+			continue
+		}
+		rs := rolloutStatus{Package: ro.Package, Version: ro.Version, Halted: ro.Halted, Reason: ro.Reason, Succeeded: ro.Succeeded, Failed: ro.Failed}
+		if rs.Succeeded == nil {
+			rs.Succeeded = []string{}
+		}
+		if rs.Failed == nil {
+			rs.Failed = []string{}
+		}
+		doc.Rollouts = append(doc.Rollouts, rs)
+	}
 	for _, n := range sortedSet(names) {
 		ds := databaseStatus{Name: n, Up: true}
 		if db := st.Databases[n]; db != nil {
@@ -136,6 +170,15 @@ func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive fun
 		doc.Databases = append(doc.Databases, ds)
 	}
 	return doc
+}
+
+func sortedKeysOf[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func sortedSet(m map[string]bool) []string {
@@ -282,6 +325,13 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 				}
 			}
 			fmt.Fprintf(w, "  database %-12s %s\n", d.Name, up)
+		}
+	}
+	for _, r := range doc.Rollouts {
+		if r.Halted {
+			fmt.Fprintf(w, "\n! rollout of %s %s HALTED: %s\n", r.Package, r.Version, r.Reason)
+		} else {
+			fmt.Fprintf(w, "\n  rollout of %s %s: %d passed, %d failed\n", r.Package, r.Version, len(r.Succeeded), len(r.Failed))
 		}
 	}
 	var parts []string

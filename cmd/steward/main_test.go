@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"steward/runtime"
 )
 
 // TestMain lets the test binary impersonate steward: with STEWARD_TEST_MAIN
@@ -110,3 +112,5 @@ func mustRel(t *testing.T, p string) string {
 func quote(s string) string { return fmt.Sprintf("%q", s) }
 
 func trimLines(s string) string { return strings.TrimSpace(s) }
+
+var runtimePortHolder = runtime.PortHolder

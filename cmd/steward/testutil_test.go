@@ -300,3 +300,12 @@ func (f *fleet) merchantPIDs() map[string][]int {
 }
 
 func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+
+// portHolder is the pid listening on port, or 0.
+func portHolder(port int) int {
+	pid, found, err := runtimePortHolder(port)
+	if err != nil || !found {
+		return 0
+	}
+	return pid
+}

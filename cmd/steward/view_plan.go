@@ -49,6 +49,13 @@ func describe(a reconcile.Action) string {
 			}
 		}
 	}
+	if a.Rollout != "" && a.Kind != reconcile.Hold {
+		if a.Wave == 0 {
+			extra = append(extra, "canary")
+		} else {
+			extra = append(extra, fmt.Sprintf("wave %d", a.Wave))
+		}
+	}
 	if a.Before != nil && a.Before.PID != 0 && (a.Kind == reconcile.Delete || a.Kind == reconcile.Stop) {
 		extra = append(extra, fmt.Sprintf("pid %d", a.Before.PID))
 	}

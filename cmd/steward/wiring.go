@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,6 +76,45 @@ func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.
 	return reconcile.Proc{PID: p.PID, StartTime: p.StartTime}, err
 }
 
+func (r *procRuntime) Run(ctx context.Context, l reconcile.Launch, timeout time.Duration) (string, error) {
+	work, logs := merchantDirs(r.root, l.Merchant)
+	for _, d := range []string{work, logs} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return "", err
+		}
+		if r.cred != nil {
+			os.Chown(d, int(r.cred.Uid), int(r.cred.Gid))
+		}
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, l.Argv[0], l.Argv[1:]...)
+	cmd.Dir, cmd.Env = work, l.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cred}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	// The output also goes to the merchant's log, framed so it can be found.
+	if f, ferr := os.OpenFile(filepath.Join(logs, runtime.LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640); ferr == nil {
+		fmt.Fprintf(f, "steward: running %s\n%s", strings.Join(l.Argv, " "), out.String())
+		if err != nil {
+			fmt.Fprintf(f, "steward: %s failed: %v\n", filepath.Base(l.Argv[0]), err)
+		}
+		f.Close()
+		if r.cred != nil {
+			os.Chown(filepath.Join(logs, runtime.LogFile), int(r.cred.Uid), int(r.cred.Gid))
+		}
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("timed out after %s", timeout)
+	}
+	return out.String(), err
+}
+
 func (r *procRuntime) Stop(ctx context.Context, p reconcile.Proc, grace time.Duration) error {
 	err := runtime.Stop(ctx, runtime.Proc{PID: p.PID, StartTime: p.StartTime}, grace)
 	if errors.Is(err, runtime.ErrNotAlive) {
@@ -121,7 +163,7 @@ func (r releases) Install(ctx context.Context, pkg *spec.Package, version string
 	if err != nil {
 		return nil, err
 	}
-	return &reconcile.Release{Dir: rel.Dir, Command: rel.Command, HealthHTTP: rel.Manifest.Health.HTTP}, nil
+	return &reconcile.Release{Dir: rel.Dir, Command: rel.Command, HealthHTTP: rel.Manifest.Health.HTTP, Migrate: rel.MigrateCommand()}, nil
 }
 
 // newLogger logs text on a terminal and JSON otherwise.
