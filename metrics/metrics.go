@@ -1,0 +1,117 @@
+// Package metrics defines steward's Prometheus metrics. The daemon records
+// into them through the small reconcile.Metrics interface; GET /metrics
+// serves the registry.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is steward's metric set, registered in its own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	reconciles      *prometheus.HistogramVec
+	actionFailures  *prometheus.CounterVec
+	exits           prometheus.Counter
+	probes          *prometheus.HistogramVec
+	unhealthy       prometheus.Counter
+	sourceErrors    prometheus.Counter
+	sourceRevision  *prometheus.GaugeVec
+	databaseUp      *prometheus.GaugeVec
+	merchantsByStat *prometheus.GaugeVec
+}
+
+// New creates the metric set in a registry of its own.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.reconciles = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "steward_reconcile_duration_seconds", Help: "Time to carry out one action, by action kind and result.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+	}, []string{"action", "result"})
+	m.actionFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "steward_apply_failures_total", Help: "Actions that failed, by action kind.",
+	}, []string{"action"})
+	// Per-merchant counts are in status and history; labels per merchant
+	// would make thousands of series.
+	m.exits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "steward_merchant_exits_total", Help: "Merchant processes that exited without steward stopping them (each is restarted).",
+	})
+	m.probes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "steward_probe_duration_seconds", Help: "Health probe latency, by result.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"result"})
+	m.unhealthy = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "steward_merchant_unhealthy_total", Help: "Times a merchant failed its health checks past the threshold and was restarted.",
+	})
+	m.sourceErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "steward_source_errors_total", Help: "Spec loads that failed (parse or validation errors, fetch errors); the last good state stayed in force.",
+	})
+	m.sourceRevision = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "steward_source_revision_info", Help: "The spec revision in force (value 1).",
+	}, []string{"revision"})
+	m.databaseUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "steward_database_up", Help: "Whether a database server is reachable (1) or not (0).",
+	}, []string{"database"})
+	m.merchantsByStat = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "steward_merchants", Help: "Merchants by state.",
+	}, []string{"state"})
+	m.Registry.MustRegister(m.reconciles, m.actionFailures, m.exits, m.probes, m.unhealthy, m.sourceErrors, m.sourceRevision,
+		m.databaseUp, m.merchantsByStat, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ActionDone records one executed action.
+func (m *Metrics) ActionDone(kind string, took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+		m.actionFailures.WithLabelValues(kind).Inc()
+	}
+	m.reconciles.WithLabelValues(kind, result).Observe(took.Seconds())
+}
+
+// ProcessExited counts an unexpected exit.
+func (m *Metrics) ProcessExited(merchant string) { m.exits.Inc() }
+
+// Probed records one health probe.
+func (m *Metrics) Probed(took time.Duration, healthy bool) {
+	result := "ok"
+	if !healthy {
+		result = "fail"
+	}
+	m.probes.WithLabelValues(result).Observe(took.Seconds())
+}
+
+// Unhealthy counts a merchant killed for failing its health checks.
+func (m *Metrics) Unhealthy(merchant string) { m.unhealthy.Inc() }
+
+// SourceLoaded records a spec load: the revision in force, or an error.
+func (m *Metrics) SourceLoaded(revision string, err error) {
+	if err != nil {
+		m.sourceErrors.Inc()
+		return
+	}
+	m.sourceRevision.Reset()
+	m.sourceRevision.WithLabelValues(revision).Set(1)
+}
+
+// DatabaseUp records a database's reachability.
+func (m *Metrics) DatabaseUp(name string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.databaseUp.WithLabelValues(name).Set(v)
+}
+
+// MerchantStates sets the merchants-by-state gauge.
+func (m *Metrics) MerchantStates(counts map[string]int) {
+	m.merchantsByStat.Reset()
+	for s, n := range counts {
+		m.merchantsByStat.WithLabelValues(s).Set(float64(n))
+	}
+}
