@@ -43,6 +43,7 @@ type Source interface {
 
 var (
 	_ Source = (*Dir)(nil)
+	_ Source = (*Git)(nil)
 )
 
 // notify sends on ch without blocking.
