@@ -27,10 +27,10 @@ import (
 	"steward/spec"
 )
 
-// Defaults of GitOptions and GitConfig.
+// Defaults of GitOptions; a GitConfig without a poll interval polls every
+// spec.DefaultGitPoll.
 const (
 	DefaultGitTimeout = 60 * time.Second
-	DefaultGitPoll    = 30 * time.Second
 	// TokenUser is the HTTP basic auth user name sent with a token_env
 	// token when the URL names no user; GitHub expects it, most other
 	// hosts accept any name. Put another in the URL (https://oauth2@host/...)
@@ -84,7 +84,7 @@ func NewGit(cfg spec.GitConfig, cacheDir string, opts GitOptions) *Git {
 		opts.Timeout = DefaultGitTimeout
 	}
 	if cfg.Poll <= 0 {
-		cfg.Poll = DefaultGitPoll
+		cfg.Poll = spec.DefaultGitPoll
 	}
 	if cfg.Ref == "" {
 		cfg.Ref = "main"
