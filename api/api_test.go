@@ -32,8 +32,9 @@ func (f *fakeDaemon) Status(context.Context) (any, error) {
 func (f *fakeDaemon) Plan(context.Context) (*reconcile.Plan, error) {
 	return &reconcile.Plan{Serial: f.serial, Revision: f.revision, Actions: []reconcile.Action{{Kind: reconcile.Restart, Merchant: "acme", Reason: "env.LOCALE changed"}}}, nil
 }
-func (f *fakeDaemon) Apply(_ context.Context, serial uint64, rev string, h reconcile.Hooks) (int, error) {
-	if serial != f.serial || rev != f.revision {
+func (f *fakeDaemon) Apply(_ context.Context, req ApplyRequest, h reconcile.Hooks) (int, error) {
+	p, _ := f.Plan(context.Background())
+	if req.Digest != p.Digest() {
 		return 0, fmt.Errorf("%w: state moved on", ErrStale)
 	}
 	h.ActionDone(reconcile.Action{Kind: reconcile.Restart, Merchant: "acme"}, nil, time.Millisecond)
@@ -143,7 +144,7 @@ func TestApplyStreamsProgressAndRefusesStalePlans(t *testing.T) {
 		t.Fatalf("plan: %+v %v", p, err)
 	}
 	var got []string
-	failed, err := c.Apply(context.Background(), p.Serial, p.Revision, func(pr Progress) {
+	failed, err := c.Apply(context.Background(), p, func(pr Progress) {
 		got = append(got, pr.Merchant+":"+pr.Action+":"+pr.Error)
 	})
 	if err != nil || failed != 1 {
@@ -152,7 +153,8 @@ func TestApplyStreamsProgressAndRefusesStalePlans(t *testing.T) {
 	if strings.Join(got, ",") != "acme:restart:,bolt:upgrade:gate failed" {
 		t.Errorf("progress = %q", got)
 	}
-	if _, err := c.Apply(context.Background(), 6, p.Revision, func(Progress) {}); !errors.Is(err, ErrStale) {
+	p.Actions[0].Merchant = "other"
+	if _, err := c.Apply(context.Background(), p, func(Progress) {}); !errors.Is(err, ErrStale) {
 		t.Errorf("stale apply: %v", err)
 	}
 	if code := post(t, ts.URL+"/v1/apply", []byte(`{"serial": "x"}`), nil); code != http.StatusBadRequest {
@@ -161,13 +163,13 @@ func TestApplyStreamsProgressAndRefusesStalePlans(t *testing.T) {
 }
 
 func FuzzDecodeApplyRequest(f *testing.F) {
-	f.Add([]byte(`{"serial": 3, "revision": "abc"}`))
+	f.Add([]byte(`{"serial": 3, "revision": "abc", "digest": "0123"}`))
 	f.Add([]byte(`{"serial": -1}`))
 	f.Add([]byte(`{"revision": "a", "extra": 1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := DecodeApplyRequest(bytes.NewReader(b))
-		if err == nil && req.Revision == "" {
-			t.Fatal("accepted a request without a revision")
+		if err == nil && (req.Revision == "" || req.Digest == "") {
+			t.Fatal("accepted a request without a revision or digest")
 		}
 	})
 }

@@ -98,10 +98,10 @@ func (c *Client) Plan(ctx context.Context) (*reconcile.Plan, error) {
 	return &p, nil
 }
 
-// Apply applies the plan made at serial/revision, calling progress for each
+// Apply applies plan p through the daemon, calling progress for each
 // finished action. It returns the number of failed actions.
-func (c *Client) Apply(ctx context.Context, serial uint64, revision string, progress func(Progress)) (int, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/apply", ApplyRequest{Serial: serial, Revision: revision})
+func (c *Client) Apply(ctx context.Context, p *reconcile.Plan, progress func(Progress)) (int, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/apply", ApplyRequest{Serial: p.Serial, Revision: p.Revision, Digest: p.Digest()})
 	if err != nil {
 		return 0, err
 	}

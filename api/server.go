@@ -32,10 +32,10 @@ var (
 type Daemon interface {
 	Status(ctx context.Context) (any, error)
 	Plan(ctx context.Context) (*reconcile.Plan, error)
-	// Apply applies the plan the daemon makes now, if the state is still at
-	// serial and the specs at revision (ErrStale otherwise). Progress is
+	// Apply applies the plan the daemon makes now, if it is still the plan
+	// the request names (its digest; ErrStale otherwise). Progress is
 	// reported through hooks.
-	Apply(ctx context.Context, serial uint64, revision string, hooks reconcile.Hooks) (failed int, err error)
+	Apply(ctx context.Context, req ApplyRequest, hooks reconcile.Hooks) (failed int, err error)
 	// Sync reloads the specs now and reconciles every merchant; it returns
 	// the revision in force.
 	Sync(ctx context.Context) (revision string, err error)
@@ -73,6 +73,8 @@ func (s *Server) Handler() http.Handler {
 type ApplyRequest struct {
 	Serial   uint64 `json:"serial"`
 	Revision string `json:"revision"`
+	// Digest is reconcile.Plan.Digest of the plan the caller confirmed.
+	Digest string `json:"digest"`
 }
 
 // Progress is one line of the POST /v1/apply stream.
@@ -217,8 +219,8 @@ func DecodeApplyRequest(r io.Reader) (ApplyRequest, error) {
 	if err := dec.Decode(&req); err != nil {
 		return req, fmt.Errorf("bad apply request: %w", err)
 	}
-	if req.Revision == "" {
-		return req, errors.New("bad apply request: revision is required")
+	if req.Revision == "" || req.Digest == "" {
+		return req, errors.New("bad apply request: revision and digest are required")
 	}
 	return req, nil
 }
@@ -263,7 +265,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	hooks := &streamHooks{w: w, fl: fl}
 	// A stale plan is refused before any progress is written, so the
 	// status code can still say so. The apply goes on if the client goes.
-	failed, err := s.Daemon.Apply(context.WithoutCancel(r.Context()), req.Serial, req.Revision, hooks)
+	failed, err := s.Daemon.Apply(context.WithoutCancel(r.Context()), req, hooks)
 	if err != nil && errors.Is(err, ErrStale) {
 		fail(w, err)
 		return

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -26,6 +27,13 @@ type Daemon struct {
 	Workers int
 	Resync  time.Duration
 	Log     *slog.Logger
+	// Fetch, when set, is called by SyncNow before the specs are reloaded
+	// (a git source fetches).
+	Fetch func(ctx context.Context) error
+
+	// pause lets an API apply or restart act on merchants without racing
+	// the workers: workers hold it shared, Exclusive holds it alone.
+	pause sync.RWMutex
 
 	queue   *Queue
 	desired atomic.Pointer[Desired]
@@ -126,7 +134,9 @@ func (dm *Daemon) Run(ctx context.Context) error {
 				if !ok {
 					return
 				}
+				dm.pause.RLock()
 				dm.reconcile(workCtx, id)
+				dm.pause.RUnlock()
 				dm.queue.Done(id)
 			}
 		}()
@@ -154,6 +164,13 @@ func (dm *Daemon) Run(ctx context.Context) error {
 
 func (dm *Daemon) load(ctx context.Context) {
 	d, err := dm.Source(ctx)
+	if dm.Exec.Metrics != nil {
+		rev := ""
+		if err == nil {
+			rev = d.Fleet.Revision
+		}
+		dm.Exec.Metrics.SourceLoaded(rev, err)
+	}
 	if err != nil {
 		dm.srcErr.Store(&err)
 		if dm.desired.Load() == nil {
@@ -268,10 +285,90 @@ func (dm *Daemon) watch(id string, p Proc) {
 		suspended := rec.Suspended
 		x.mu.Unlock()
 		dm.Log.Warn("merchant process exited", "merchant", id, "pid", p.PID, "how", how, "crashloop", loop)
+		if x.Metrics != nil {
+			x.Metrics.ProcessExited(id)
+		}
 		x.Flush(context.WithoutCancel(ctx))
 		if suspended {
 			return
 		}
 		dm.queue.AddAfter(id, next.Sub(x.Now()))
 	}()
+}
+
+// Plan is the plan the daemon would apply to the whole fleet now.
+func (dm *Daemon) Plan(ctx context.Context) (*Plan, error) {
+	d := dm.desired.Load()
+	if d == nil {
+		return nil, fmt.Errorf("no usable specs yet: %v", dm.SourceError())
+	}
+	return Diff(*d, dm.Exec.Observe(ctx)), nil
+}
+
+// ErrPlanChanged is returned by ApplyPlan when the plan is no longer the
+// one the caller saw.
+var ErrPlanChanged = errors.New("the plan changed")
+
+// ApplyPlan applies the whole-fleet plan, provided it is still the plan
+// with the given digest, while the workers are paused.
+func (dm *Daemon) ApplyPlan(ctx context.Context, digest string, hooks Hooks) (int, error) {
+	dm.pause.Lock()
+	defer dm.pause.Unlock()
+	p, err := dm.Plan(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if p.Digest() != digest {
+		return 0, fmt.Errorf("%w since it was shown (specs %s now); make a new plan", ErrPlanChanged, p.Revision)
+	}
+	d := dm.desired.Load()
+	failed := dm.Exec.ApplyWith(ctx, *d, p, hooks)
+	dm.enqueueAll()
+	return failed, nil
+}
+
+// RestartMerchant restarts one merchant while the workers are paused.
+func (dm *Daemon) RestartMerchant(ctx context.Context, id string) error {
+	d := dm.desired.Load()
+	if d == nil || d.Fleet.Merchants[id] == nil {
+		return fmt.Errorf("merchant %q is not in the specs", id)
+	}
+	dm.pause.Lock()
+	defer dm.pause.Unlock()
+	x := dm.Exec
+	x.mu.Lock()
+	rec := x.st.Merchants[id]
+	var port int
+	var version string
+	if rec != nil {
+		port, version = rec.Port, rec.Version
+	}
+	suspended := rec != nil && rec.Suspended
+	x.mu.Unlock()
+	switch {
+	case rec == nil || port == 0:
+		return fmt.Errorf("merchant %q has never been started", id)
+	case suspended:
+		return fmt.Errorf("merchant %q is suspended; resume it first", id)
+	}
+	a := Action{Kind: Restart, Merchant: id, Reason: "restart requested", After: &Snapshot{Port: port, Version: version}}
+	return x.Do(ctx, *d, a, d.Fleet.Revision)
+}
+
+// SyncNow fetches (git), reloads the specs and queues every merchant. It
+// returns the revision in force and the load error, if any.
+func (dm *Daemon) SyncNow(ctx context.Context) (string, error) {
+	dm.Init()
+	if dm.Fetch != nil {
+		if err := dm.Fetch(ctx); err != nil {
+			return "", err
+		}
+	}
+	dm.load(ctx)
+	dm.enqueueAll()
+	rev := ""
+	if d := dm.desired.Load(); d != nil {
+		rev = d.Fleet.Revision
+	}
+	return rev, dm.SourceError()
 }

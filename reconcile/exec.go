@@ -108,12 +108,22 @@ type Executor struct {
 	// stopping holds processes steward is ending on purpose, so that exit
 	// watchers do not mistake them for crashes.
 	stopping map[Proc]bool
+	// Metrics, when set, records what the executor does.
+	Metrics Metrics
 	// OnStarted is called (without locks held) after a process started;
 	// the daemon watches it for exits.
 	OnStarted func(id string, p Proc)
 
 	saveMu  sync.Mutex
 	pending []state.Event
+}
+
+// Metrics is what the executor and daemon record; package metrics
+// implements it with Prometheus.
+type Metrics interface {
+	ActionDone(kind string, took time.Duration, err error)
+	ProcessExited(merchant string)
+	SourceLoaded(revision string, err error)
 }
 
 // ErrPortTaken is returned when a merchant's port is held by a foreign process.
@@ -196,6 +206,14 @@ var ErrHalted = errors.New("rollout halted")
 // its reason and result and saves state as it goes. It returns the number
 // of actions that failed or were skipped.
 func (x *Executor) Apply(ctx context.Context, d Desired, p *Plan) (failed int) {
+	return x.ApplyWith(ctx, d, p, x.Hooks)
+}
+
+// ApplyWith is Apply reporting progress to hooks instead of x.Hooks.
+func (x *Executor) ApplyWith(ctx context.Context, d Desired, p *Plan, hooks Hooks) (failed int) {
+	if hooks == nil {
+		hooks = NopHooks{}
+	}
 	var first, rest []Action
 	waves := map[int][]Action{}
 	maxWave := -1
@@ -223,7 +241,7 @@ func (x *Executor) Apply(ctx context.Context, d Desired, p *Plan) (failed int) {
 				break
 			}
 			if a.Rollout != "" && x.rolloutHalted(a.Rollout) {
-				x.skip(a, revisionOf(p))
+				x.skip(a, revisionOf(p), hooks)
 				mu.Lock()
 				failed++
 				mu.Unlock()
@@ -234,7 +252,7 @@ func (x *Executor) Apply(ctx context.Context, d Desired, p *Plan) (failed int) {
 			go func(a Action) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				if err := x.Do(ctx, d, a, p.Revision); err != nil {
+				if err := x.DoWith(ctx, d, a, p.Revision, hooks); err != nil {
 					mu.Lock()
 					failed++
 					mu.Unlock()
@@ -257,8 +275,8 @@ func (x *Executor) rolloutHalted(key string) bool {
 }
 
 // skip records a version change that a halted rollout prevented.
-func (x *Executor) skip(a Action, revision string) {
-	x.Hooks.ActionStart(a)
+func (x *Executor) skip(a Action, revision string, hooks Hooks) {
+	hooks.ActionStart(a)
 	x.mu.Lock()
 	reason := ""
 	if ro := x.st.Rollouts[a.Rollout]; ro != nil {
@@ -267,13 +285,18 @@ func (x *Executor) skip(a Action, revision string) {
 	x.mu.Unlock()
 	err := fmt.Errorf("%w: %s", ErrHalted, reason)
 	x.record(state.Event{Time: x.Now(), Merchant: a.Merchant, Action: string(a.Kind), Reason: a.Reason, Result: "skipped", Error: err.Error(), Revision: revision})
-	x.Hooks.ActionDone(a, err, 0)
+	hooks.ActionDone(a, err, 0)
 }
 
 // Do executes one action and records it.
 func (x *Executor) Do(ctx context.Context, d Desired, a Action, revision string) error {
+	return x.DoWith(ctx, d, a, revision, x.Hooks)
+}
+
+// DoWith is Do reporting progress to hooks.
+func (x *Executor) DoWith(ctx context.Context, d Desired, a Action, revision string, hooks Hooks) error {
 	start := x.Now()
-	x.Hooks.ActionStart(a)
+	hooks.ActionStart(a)
 	var m *spec.Merchant
 	if d.Fleet != nil {
 		m = d.Fleet.Merchants[a.Merchant]
@@ -283,7 +306,7 @@ func (x *Executor) Do(ctx context.Context, d Desired, a Action, revision string)
 	switch a.Kind {
 	case Hold:
 		x.hold(a)
-		x.Hooks.ActionDone(a, nil, x.Now().Sub(start))
+		hooks.ActionDone(a, nil, x.Now().Sub(start))
 		return nil
 	case Delete:
 		err = x.remove(ctx, a.Merchant)
@@ -318,7 +341,11 @@ func (x *Executor) Do(ctx context.Context, d Desired, a Action, revision string)
 		x.Log.Info("action done", "merchant", a.Merchant, "action", a.Kind, "reason", a.Reason, "pid", ev.PID, "version", version)
 	}
 	x.record(ev)
-	x.Hooks.ActionDone(a, err, x.Now().Sub(start))
+	took := x.Now().Sub(start)
+	hooks.ActionDone(a, err, took)
+	if x.Metrics != nil {
+		x.Metrics.ActionDone(string(a.Kind), took, err)
+	}
 	return err
 }
 

@@ -1,6 +1,11 @@
 package reconcile
 
-import "time"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+)
 
 // Kind is what an action does to a merchant.
 type Kind string
@@ -88,6 +93,24 @@ type Plan struct {
 	Revision  string    `json:"revision"`
 	CreatedAt time.Time `json:"created_at"`
 	Actions   []Action  `json:"actions"`
+}
+
+// Digest identifies what the plan would do: its actions' kinds, merchants,
+// versions and ports, and the spec revision. Two plans with the same
+// digest do the same thing, whatever serial they were made at.
+func (p *Plan) Digest() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n", p.Revision)
+	for _, a := range p.Actions {
+		fmt.Fprintf(h, "%s %s %s|", a.Kind, a.Merchant, a.Rollout)
+		for _, s := range []*Snapshot{a.Before, a.After} {
+			if s != nil {
+				fmt.Fprintf(h, "%s %s %d|", s.Package, s.Version, s.Port)
+			}
+		}
+		fmt.Fprintln(h)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Summary counts actions the way people read them.

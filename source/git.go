@@ -489,3 +489,6 @@ func redactURL(u string) string {
 	}
 	return u
 }
+
+// Redact hides a password or token in a URL, for messages.
+func Redact(u string) string { return redactURL(u) }

@@ -48,13 +48,16 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 			*config = sp.Config
 		}
 	}
-	l := e.load(*config)
+	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		fmt.Fprintln(e.stderr, "\nThe specs are invalid; nothing was changed.")
 		return exitError
 	}
 	s, err := e.openStack(ctx, l, "steward apply", *lockWait, newLogger(io.Discard, slog.LevelInfo))
+	if c := daemonClient(l, err); c != nil {
+		return e.applyViaDaemon(ctx, c, saved, *auto)
+	}
 	if err != nil {
 		return e.errorf("%s", err)
 	}
@@ -83,19 +86,9 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 			x.Flush(ctx)
 			return exitOK
 		}
-		if !*auto {
-			f, isFile := e.stdin.(*os.File)
-			if !isFile || !isTerminal(f) {
-				return e.errorf("not applying: confirmation needs a terminal; pass -auto-approve to apply without asking")
-			}
-			fmt.Fprint(e.stdout, "\nApply these actions? Only 'yes' is accepted: ")
-			line, _ := bufio.NewReader(e.stdin).ReadString('\n')
-			if strings.TrimSpace(line) != "yes" {
-				fmt.Fprintln(e.stdout, "Apply cancelled; nothing was changed.")
-				return exitError
-			}
+		if code, ok := e.confirm(*auto); !ok {
+			return code
 		}
-		fmt.Fprintln(e.stdout)
 	}
 	pr := &progress{w: e.stdout, total: countChanges(p), start: time.Now()}
 	x.Hooks = pr
@@ -112,6 +105,24 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 	}
 	fmt.Fprintf(e.stdout, "\nApply complete in %s: %d created, %d changed, %d deleted.\n", time.Since(pr.start).Round(time.Millisecond), sum.Create, sum.Change, sum.Delete)
 	return exitOK
+}
+
+// confirm asks for "yes" on a terminal unless auto.
+func (e *env) confirm(auto bool) (int, bool) {
+	if !auto {
+		f, isFile := e.stdin.(*os.File)
+		if !isFile || !isTerminal(f) {
+			return e.errorf("not applying: confirmation needs a terminal; pass -auto-approve to apply without asking"), false
+		}
+		fmt.Fprint(e.stdout, "\nApply these actions? Only 'yes' is accepted: ")
+		line, _ := bufio.NewReader(e.stdin).ReadString('\n')
+		if strings.TrimSpace(line) != "yes" {
+			fmt.Fprintln(e.stdout, "Apply cancelled; nothing was changed.")
+			return exitError, false
+		}
+	}
+	fmt.Fprintln(e.stdout)
+	return 0, true
 }
 
 func countChanges(p *reconcile.Plan) int {

@@ -38,7 +38,7 @@ The restart is recorded with the reason "restart requested".`)
 	if !ok {
 		return exitError
 	}
-	l := e.load(*config)
+	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		return exitError
@@ -47,6 +47,14 @@ The restart is recorded with the reason "restart requested".`)
 		return e.errorf("merchant %q is not in the specs", id)
 	}
 	s, err := e.openStack(ctx, l, "steward restart "+id, *lockWait, newLogger(io.Discard, slog.LevelInfo))
+	if c := daemonClient(l, err); c != nil {
+		start := time.Now()
+		if err := c.Restart(ctx, id); err != nil {
+			return e.errorf("restarting %s through the daemon: %s", id, err)
+		}
+		fmt.Fprintf(e.stdout, "%s restarted by the daemon (%s).\n", id, time.Since(start).Round(time.Millisecond))
+		return exitOK
+	}
 	if err != nil {
 		return e.errorf("%s", err)
 	}

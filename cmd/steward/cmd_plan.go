@@ -52,7 +52,7 @@ which refuses it if the state or the specs have changed in between.`)
 	if *output != "text" && *output != "json" {
 		return e.errorf("-o must be text or json, not %q", *output)
 	}
-	l := e.load(*config)
+	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		fmt.Fprintln(e.stderr, "\nThe specs are invalid; no plan was made. Run \"steward validate\" after fixing them.")

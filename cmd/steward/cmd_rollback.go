@@ -28,7 +28,7 @@ the specs ends the rollback. The rollback is recorded in the history.`)
 	if !ok {
 		return exitError
 	}
-	l := e.load(*config)
+	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		return exitError

@@ -10,8 +10,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
+	"steward/api"
+	"steward/metrics"
+	"steward/probe"
 	"steward/reconcile"
+	"steward/source"
+	"steward/spec"
 )
 
 func cmdRun(ctx context.Context, e *env, args []string) int {
@@ -21,6 +27,11 @@ process start time), then keeps every merchant converged on the specs. A
 process that exits is restarted at once, then with backoff if it keeps
 failing (crashloop); spec changes are picked up on every resync and on
 SIGHUP, which also reloads the host config.
+
+The daemon serves its API on api.listen: GET /v1/status, GET /v1/plan,
+POST /v1/apply, POST /v1/sync (reconcile now; usable as a git webhook),
+POST /v1/merchants/ID/restart and GET /metrics (Prometheus). While it runs,
+"steward apply" and "steward restart" go through it.
 
 SIGTERM or SIGINT stops the daemon gracefully and leaves every merchant
 running; the next "steward run" adopts them. Logs are structured (text on a
@@ -38,7 +49,7 @@ terminal, JSON otherwise) on stderr.`)
 		return e.errorf("-log-level: %s", err)
 	}
 	log := newLogger(e.stderr, lv)
-	l := e.load(*config)
+	l := e.load(ctx, *config)
 	if l.host == nil {
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		return exitError
@@ -49,26 +60,61 @@ terminal, JSON otherwise) on stderr.`)
 	}
 	defer s.close()
 	host := l.host
+	first := true
 	dm := &reconcile.Daemon{Exec: s.exec, Workers: host.Daemon.Workers, Resync: host.Daemon.Resync, Log: log}
 	if *workers > 0 {
 		dm.Workers = *workers
 	}
 	dm.Source = func(ctx context.Context) (reconcile.Desired, error) {
-		nl := l
-		if nl == nil {
-			nl = e.load(*config)
+		if first {
+			first = false
+		} else {
+			// Re-read the host config (SIGHUP) and the specs from the same source.
+			h, files, diags := e.loadHost(*config, false)
+			switch {
+			case diags.HasErrors():
+				var b bytes.Buffer
+				renderDiagnostics(&b, files, diags)
+				return reconcile.Desired{}, errors.New(strings.TrimSpace(b.String()))
+			case !sameSource(h, host):
+				log.Warn("source, state.path and runtime.root changes take effect only when the daemon is restarted")
+			default:
+				l.host = h
+			}
+			l.diags = diags
+			l.reload(ctx)
 		}
-		l = nil // the first load is used once; later ones read the files again
-		if nl.host != nil && (nl.host.State.Path != host.State.Path || nl.host.Runtime.Root != host.Runtime.Root) {
-			log.Warn("state.path and runtime.root changes take effect only when the daemon is restarted")
-		}
-		if nl.diags.HasErrors() {
+		if l.diags.HasErrors() {
 			var b bytes.Buffer
-			renderDiagnostics(&b, nl.files, nl.diags)
+			renderDiagnostics(&b, l.files, l.diags)
 			return reconcile.Desired{}, errors.New(strings.TrimSpace(b.String()))
 		}
-		return reconcile.Desired{Fleet: nl.fleet, Ports: nl.host.Runtime.Ports}, nil
+		return reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, nil
 	}
+	if g, ok := l.src.(*source.Git); ok {
+		dm.Fetch = func(ctx context.Context) error {
+			_, err := g.Sync(ctx)
+			return err
+		}
+	}
+	// Spec changes (files written, commits pushed) trigger a reload.
+	changed := make(chan struct{}, 1)
+	go func() {
+		if err := l.src.Watch(ctx, changed); err != nil {
+			log.Error("watching the spec source failed; changes are picked up on each resync only", "err", err)
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				log.Info("specs changed")
+				dm.Reload()
+			}
+		}
+	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -83,10 +129,32 @@ terminal, JSON otherwise) on stderr.`)
 			}
 		}
 	}()
-	log.Info("steward daemon starting", "version", version, "config", host.File, "pid", os.Getpid(), "workers", dm.Workers, "resync", dm.Resync.String())
+	m := metrics.New()
+	s.exec.Metrics = m
+	dapi := &daemonAPI{dm: dm, x: s.exec, prober: probe.New()}
+	dm.Init()
+	addr, err := serveAPI(ctx, host.API.Listen, &api.Server{Daemon: dapi, Token: host.API.Token.Reveal(),
+		WebhookSecret: host.API.WebhookSecret.Reveal(), Registry: m.Registry, Log: log})
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	go recordStates(ctx, dapi, m, 5*time.Second)
+	log.Info("steward daemon starting", "api", addr, "version", version, "config", host.File, "pid", os.Getpid(), "workers", dm.Workers, "resync", dm.Resync.String())
 	if err := dm.Run(ctx); err != nil {
 		return e.errorf("%s", err)
 	}
 	fmt.Fprint(e.stderr, "")
 	return exitOK
+}
+
+// sameSource reports whether two host configs read specs from the same place
+// and keep state and processes in the same directories.
+func sameSource(a, b *spec.Host) bool {
+	if a.State.Path != b.State.Path || a.Runtime.Root != b.Runtime.Root || a.Source.Path != b.Source.Path {
+		return false
+	}
+	if (a.Source.Git == nil) != (b.Source.Git == nil) {
+		return false
+	}
+	return a.Source.Git == nil || *a.Source.Git == *b.Source.Git
 }

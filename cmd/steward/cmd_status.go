@@ -224,7 +224,7 @@ for programs.`)
 	if *output != "text" && *output != "json" {
 		return e.errorf("-o must be text or json, not %q", *output)
 	}
-	l := e.load(*config)
+	l := e.load(ctx, *config)
 	if l.host == nil {
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		return exitError

@@ -36,7 +36,7 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		diags hcl.Diagnostics
 	)
 	if len(paths) == 0 {
-		l := e.load(*config)
+		l := e.load(ctx, *config)
 		fleet, files, diags = l.fleet, l.files, l.diags
 	} else {
 		h, hfiles, hdiags := e.loadHost(*config, true)

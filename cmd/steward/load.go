@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
 
+	"steward/source"
 	"steward/spec"
 )
 
@@ -14,6 +17,8 @@ import (
 type loaded struct {
 	host  *spec.Host
 	fleet *spec.Fleet
+	src   source.Source
+	snap  *source.Snapshot
 	files map[string]*hcl.File
 	diags hcl.Diagnostics
 }
@@ -45,8 +50,16 @@ func (e *env) loadHost(configFlag string, allowMissing bool) (*spec.Host, map[st
 	return spec.LoadHost(path)
 }
 
-// load reads the host config and the fleet it names.
-func (e *env) load(configFlag string) *loaded {
+// newSource returns the spec source the host config names.
+func newSource(h *spec.Host) source.Source {
+	if h.Source.Git != nil {
+		return source.NewGit(*h.Source.Git, filepath.Join(h.State.Path, "git"), source.GitOptions{})
+	}
+	return source.NewDir(h.Source.Path, source.DirOptions{})
+}
+
+// load reads the host config and the fleet its source holds.
+func (e *env) load(ctx context.Context, configFlag string) *loaded {
 	l := &loaded{}
 	h, files, diags := e.loadHost(configFlag, false)
 	l.files, l.diags = mergeFiles(nil, files), diags
@@ -54,16 +67,36 @@ func (e *env) load(configFlag string) *loaded {
 		return l
 	}
 	l.host = h
-	if h.Source.Git != nil {
-		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Git sources are not supported yet",
-			Detail: fmt.Sprintf("%s configures a git source; use source { path = \"DIR\" } for now.", displayPath(h.File))})
-		return l
+	l.src = newSource(h)
+	l.reload(ctx)
+	return l
+}
+
+// reload reads the specs again from l's source.
+func (l *loaded) reload(ctx context.Context) {
+	l.fleet, l.snap = nil, nil
+	hostDiags := hcl.Diagnostics{}
+	for _, d := range l.diags {
+		if d.Subject != nil && d.Subject.Filename == l.host.File {
+			hostDiags = append(hostDiags, d)
+		}
 	}
-	fl, ffiles, fdiags := spec.LoadDir(h.Source.Path, spec.Options{Ports: h.Runtime.Ports})
+	l.diags = hostDiags
+	snap, err := l.src.Load(ctx)
+	if err != nil {
+		what := "the spec directory " + displayPath(l.host.Source.Path)
+		if g := l.host.Source.Git; g != nil {
+			what = fmt.Sprintf("git %s (ref %s)", source.Redact(g.URL), g.Ref)
+		}
+		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot read specs", Detail: fmt.Sprintf("Reading %s: %s.", what, err)})
+		return
+	}
+	l.snap = snap
+	fl, ffiles, fdiags := spec.Load(snap.Sources, spec.Options{Ports: l.host.Runtime.Ports})
+	fl.Revision = snap.Revision
 	l.files = mergeFiles(l.files, ffiles)
 	l.diags = append(l.diags, fdiags...)
 	if !fdiags.HasErrors() {
 		l.fleet = fl
 	}
-	return l
 }

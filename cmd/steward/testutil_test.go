@@ -92,12 +92,13 @@ func freePorts(t *testing.T, n int) int {
 
 // fleet is a temporary steward setup: host config, specs, state, runtime.
 type fleet struct {
-	t      *testing.T
-	dir    string
-	specs  string
-	config string
-	low    int
-	high   int
+	t       *testing.T
+	dir     string
+	specs   string
+	config  string
+	low     int
+	high    int
+	apiPort int
 }
 
 func newFleet(t *testing.T, nports int) *fleet {
@@ -112,7 +113,7 @@ func newFleetPorts(t *testing.T, low, high int) *fleet {
 	// Merchants run as an unprivileged user when the tests run as root.
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755)
-	f := &fleet{t: t, dir: dir, specs: filepath.Join(dir, "specs"), low: low, high: high}
+	f := &fleet{t: t, dir: dir, specs: filepath.Join(dir, "specs"), low: low, high: high, apiPort: freePorts(t, 1)}
 	os.MkdirAll(f.specs, 0o755)
 	f.config = filepath.Join(dir, "steward.hcl")
 	host := fmt.Sprintf(`source { path = "specs" }
@@ -124,7 +125,8 @@ runtime {
   user       = "nobody"
 }
 daemon { resync = "2s" }
-`, f.low, f.high)
+api { listen = "127.0.0.1:%d" }
+`, f.low, f.high, f.apiPort)
 	if err := os.WriteFile(f.config, []byte(host), 0o644); err != nil {
 		t.Fatal(err)
 	}

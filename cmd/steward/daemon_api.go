@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"steward/api"
+	"steward/metrics"
+	"steward/reconcile"
+	"steward/state"
+)
+
+// daemonAPI adapts the running daemon to api.Daemon.
+type daemonAPI struct {
+	dm     *reconcile.Daemon
+	x      *reconcile.Executor
+	prober reconcile.Prober
+}
+
+var _ api.Daemon = (*daemonAPI)(nil)
+
+func (a *daemonAPI) Status(ctx context.Context) (any, error) { return a.status(ctx, true), nil }
+
+func (a *daemonAPI) status(ctx context.Context, probe bool) statusDoc {
+	d := a.dm.Desired()
+	var doc statusDoc
+	st := a.x.State()
+	alive := func(p reconcile.Proc) bool { return procChecker{}.Alive(p.PID, p.StartTime) }
+	var pr reconcile.Prober
+	if probe {
+		pr = a.prober
+	}
+	if d != nil {
+		doc = buildStatus(ctx, st, d.Fleet, alive, pr, time.Now())
+		doc.Revision = d.Fleet.Revision
+	} else {
+		doc = buildStatus(ctx, st, nil, alive, pr, time.Now())
+	}
+	if err := a.dm.SourceError(); err != nil {
+		doc.SpecError = err.Error()
+	}
+	return doc
+}
+
+func (a *daemonAPI) Plan(ctx context.Context) (*reconcile.Plan, error) { return a.dm.Plan(ctx) }
+
+func (a *daemonAPI) Apply(ctx context.Context, req api.ApplyRequest, hooks reconcile.Hooks) (int, error) {
+	n, err := a.dm.ApplyPlan(ctx, req.Digest, hooks)
+	if errors.Is(err, reconcile.ErrPlanChanged) {
+		return 0, fmt.Errorf("%w: %v", api.ErrStale, err)
+	}
+	return n, err
+}
+
+func (a *daemonAPI) Sync(ctx context.Context) (string, error) { return a.dm.SyncNow(ctx) }
+
+func (a *daemonAPI) Restart(ctx context.Context, id string) error {
+	if d := a.dm.Desired(); d == nil || d.Fleet.Merchants[id] == nil {
+		return fmt.Errorf("%w: merchant %q is not in the specs", api.ErrNotFound, id)
+	}
+	return a.dm.RestartMerchant(ctx, id)
+}
+
+// serveAPI serves the daemon's API on listen until ctx ends.
+func serveAPI(ctx context.Context, listen string, srv *api.Server) (string, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", fmt.Errorf("api.listen %s: %w", listen, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		hs.Shutdown(sctx)
+	}()
+	return ln.Addr().String(), nil
+}
+
+// recordStates keeps the merchants-by-state gauge current.
+func recordStates(ctx context.Context, a *daemonAPI, m *metrics.Metrics, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		doc := a.status(ctx, false)
+		counts := map[string]int{}
+		for _, ms := range doc.Merchants {
+			counts[ms.State]++
+		}
+		m.MerchantStates(counts)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// daemonClient returns a client for the daemon that holds the state lock,
+// or nil when err is not "locked by steward run".
+func daemonClient(l *loaded, err error) *api.Client {
+	var le *state.LockError
+	if !errors.As(err, &le) || le.Who != "steward run" {
+		return nil
+	}
+	return api.NewClient(l.host.API.Listen, l.host.API.Token.Reveal())
+}
+
+// applyViaDaemon shows the daemon's plan, asks, and has the daemon apply it.
+func (e *env) applyViaDaemon(ctx context.Context, c *api.Client, saved *savedPlan, auto bool) int {
+	fmt.Fprintf(e.stdout, "A steward daemon is running; applying through it (%s).\n\n", c.Base)
+	p, err := c.Plan(ctx)
+	if err != nil {
+		return e.errorf("asking the daemon for its plan: %s", err)
+	}
+	if saved != nil {
+		if saved.Digest() != p.Digest() {
+			return e.errorf("the saved plan is stale: the daemon's plan now differs (specs %s); run \"steward plan\" again", p.Revision)
+		}
+	} else {
+		renderPlan(e.stdout, p)
+		if !p.HasChanges() {
+			return exitOK
+		}
+		if code, ok := e.confirm(auto); !ok {
+			return code
+		}
+	}
+	start := time.Now()
+	total, done := countChanges(p), 0
+	failed, err := c.Apply(ctx, p, func(pr api.Progress) {
+		done++
+		took := time.Duration(pr.Seconds * float64(time.Second)).Round(time.Millisecond)
+		if pr.Error != "" {
+			fmt.Fprintf(e.stdout, "[%d/%d] %s: %s failed after %s: %s\n", done, total, pr.Merchant, pr.Action, took, pr.Error)
+			return
+		}
+		fmt.Fprintf(e.stdout, "[%d/%d] %s: %s done in %s\n", done, total, pr.Merchant, pr.Action, took)
+	})
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	if failed > 0 {
+		fmt.Fprintf(e.stdout, "\nApply finished with %s in %s: see the messages above and \"steward history MERCHANT\".\n", plural(failed, "failure"), time.Since(start).Round(time.Millisecond))
+		return exitError
+	}
+	s := p.Summary()
+	fmt.Fprintf(e.stdout, "\nApply complete in %s: %d created, %d changed, %d deleted.\n", time.Since(start).Round(time.Millisecond), s.Create, s.Change, s.Delete)
+	return exitOK
+}
