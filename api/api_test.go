@@ -56,6 +56,13 @@ func (f *fakeDaemon) Restart(_ context.Context, id string) error {
 	return nil
 }
 
+func (f *fakeDaemon) Suspend(_ context.Context, id string, on bool) error {
+	if id != "acme" {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return nil
+}
+
 func newServer(t *testing.T, token, secret string) (*httptest.Server, *fakeDaemon) {
 	d := &fakeDaemon{serial: 7, revision: "rev1"}
 	s := &Server{Daemon: d, Token: token, WebhookSecret: secret, Log: slog.New(slog.DiscardHandler)}

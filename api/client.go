@@ -152,3 +152,19 @@ func (c *Client) Restart(ctx context.Context, id string) error {
 	resp.Body.Close()
 	return nil
 }
+
+// Suspend suspends (true) or resumes (false) a merchant through the daemon.
+func (c *Client) Suspend(ctx context.Context, id string, suspend bool) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	verb := "resume"
+	if suspend {
+		verb = "suspend"
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/merchants/"+url.PathEscape(id)+"/"+verb, struct{}{})
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}

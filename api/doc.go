@@ -5,6 +5,8 @@
 //	POST /v1/apply                  apply the plan made at {"serial", "revision"}; progress streams as JSON lines
 //	POST /v1/sync                   reload the specs now (git: fetch first); usable as a git webhook
 //	POST /v1/merchants/ID/restart   restart one merchant
+//	POST /v1/merchants/ID/suspend   leave one merchant exactly as it is
+//	POST /v1/merchants/ID/resume    hand it back to the reconcile loop
 //	GET  /metrics                   Prometheus metrics
 //
 // Writes need "Authorization: Bearer TOKEN" when a token is configured.

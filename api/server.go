@@ -41,6 +41,8 @@ type Daemon interface {
 	Sync(ctx context.Context) (revision string, err error)
 	// Restart restarts one merchant and returns when it answers again.
 	Restart(ctx context.Context, id string) error
+	// Suspend suspends (true) or resumes (false) one merchant.
+	Suspend(ctx context.Context, id string, suspend bool) error
 }
 
 // Server serves the API.
@@ -63,6 +65,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/apply", s.writer(s.apply))
 	mux.HandleFunc("POST /v1/sync", s.sync)
 	mux.HandleFunc("POST /v1/merchants/{id}/restart", s.writer(s.restart))
+	mux.HandleFunc("POST /v1/merchants/{id}/suspend", s.writer(s.suspend(true)))
+	mux.HandleFunc("POST /v1/merchants/{id}/resume", s.writer(s.suspend(false)))
 	if s.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	}
@@ -209,6 +213,17 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"restarted": id})
+}
+
+func (s *Server) suspend(on bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if err := s.Daemon.Suspend(r.Context(), id, on); err != nil {
+			fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"merchant": id, "suspended": on})
+	}
 }
 
 // DecodeApplyRequest reads an apply request body (untrusted input).

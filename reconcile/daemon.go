@@ -31,6 +31,12 @@ type Daemon struct {
 	// (a git source fetches).
 	Fetch func(ctx context.Context) error
 
+	// Watchdog, when positive, makes Run call Heartbeat at that interval
+	// from its main loop, so a stuck loop stops the heartbeats (systemd's
+	// WatchdogSec then restarts steward; merchants keep running).
+	Watchdog  time.Duration
+	Heartbeat func()
+
 	// pause lets an API apply or restart act on merchants without racing
 	// the workers: workers hold it shared, Exclusive holds it alone.
 	pause sync.RWMutex
@@ -143,8 +149,17 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(dm.Resync)
 	defer tick.Stop()
+	var beat <-chan time.Time
+	if dm.Watchdog > 0 && dm.Heartbeat != nil {
+		t := time.NewTicker(dm.Watchdog)
+		defer t.Stop()
+		beat = t.C
+		dm.Heartbeat()
+	}
 	for {
 		select {
+		case <-beat:
+			dm.Heartbeat()
 		case <-ctx.Done():
 			dm.queue.ShutDown()
 			wg.Wait()
@@ -371,4 +386,17 @@ func (dm *Daemon) SyncNow(ctx context.Context) (string, error) {
 		rev = d.Fleet.Revision
 	}
 	return rev, dm.SourceError()
+}
+
+// SetSuspended suspends or resumes a merchant. A suspended merchant is left
+// exactly as it is: no restarts, no upgrades, no drift correction.
+func (dm *Daemon) SetSuspended(ctx context.Context, id string, suspend bool) error {
+	dm.pause.Lock()
+	defer dm.pause.Unlock()
+	if err := dm.Exec.SetSuspended(id, suspend); err != nil {
+		return err
+	}
+	dm.Exec.Flush(ctx)
+	dm.queue.Add(id)
+	return nil
 }

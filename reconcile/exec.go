@@ -839,3 +839,28 @@ func (x *Executor) SetOverride(id, version, specVersion string) {
 		}
 	}
 }
+
+// ErrUnknownMerchant is returned for a merchant steward has no record of.
+var ErrUnknownMerchant = errors.New("no record of that merchant")
+
+// SetSuspended marks merchant id suspended or not, and records the event.
+func (x *Executor) SetSuspended(id string, suspend bool) error {
+	x.mu.Lock()
+	rec := x.st.Merchants[id]
+	if rec == nil {
+		x.mu.Unlock()
+		return fmt.Errorf("%w: %s; only merchants steward has started can be suspended or resumed", ErrUnknownMerchant, id)
+	}
+	if rec.Suspended == suspend {
+		x.mu.Unlock()
+		return nil
+	}
+	rec.Suspended = suspend
+	action := "resume"
+	if suspend {
+		action = "suspend"
+	}
+	x.pending = append(x.pending, state.Event{Time: x.Now(), Merchant: id, Action: action, Reason: action + " requested", Result: "ok", PID: rec.PID, Version: rec.Version})
+	x.mu.Unlock()
+	return nil
+}

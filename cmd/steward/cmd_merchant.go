@@ -120,6 +120,13 @@ maintenance by hand without fighting the reconcile loop.`
 	}
 	defer store.Close()
 	unlock, err := store.Lock(ctx, "steward "+name+" "+id, *lockWait)
+	if c := daemonClient(&loaded{host: h}, err); c != nil {
+		if err := c.Suspend(ctx, id, suspend); err != nil {
+			return e.errorf("%s %s through the daemon: %s", name, id, err)
+		}
+		e.suspendedMessage(id, suspend)
+		return exitOK
+	}
 	if err != nil {
 		return e.errorf("%s", err)
 	}
@@ -141,12 +148,16 @@ maintenance by hand without fighting the reconcile loop.`
 		return e.errorf("saving state: %s", err)
 	}
 	store.AppendEvent(ctx, state.Event{Time: time.Now(), Merchant: id, Action: name, Reason: name + " requested", Result: "ok", PID: rec.PID, Version: rec.Version})
+	e.suspendedMessage(id, suspend)
+	return exitOK
+}
+
+func (e *env) suspendedMessage(id string, suspend bool) {
 	if suspend {
 		fmt.Fprintf(e.stdout, "%s suspended: steward leaves it exactly as it is until \"steward resume %s\".\n", id, id)
 	} else {
 		fmt.Fprintf(e.stdout, "%s resumed: the next apply or reconcile converges it on the specs.\n", id)
 	}
-	return exitOK
 }
 
 func cmdHistory(ctx context.Context, e *env, args []string) int {

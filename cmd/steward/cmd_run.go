@@ -139,6 +139,16 @@ terminal, JSON otherwise) on stderr.`)
 		return e.errorf("%s", err)
 	}
 	go recordStates(ctx, dapi, m, 5*time.Second)
+	// Under systemd (Type=notify): READY once the API listens and state is
+	// loaded, and watchdog pings from the daemon's main loop.
+	if d := watchdogInterval(e.getenv); d > 0 {
+		dm.Watchdog = d
+		dm.Heartbeat = func() { sdNotify(e.getenv, "WATCHDOG=1") }
+	}
+	if err := sdNotify(e.getenv, "READY=1"); err != nil {
+		log.Warn("notifying systemd failed", "err", err)
+	}
+	defer sdNotify(e.getenv, "STOPPING=1")
 	log.Info("steward daemon starting", "api", addr, "version", version, "config", host.File, "pid", os.Getpid(), "workers", dm.Workers, "resync", dm.Resync.String())
 	if err := dm.Run(ctx); err != nil {
 		return e.errorf("%s", err)

@@ -65,6 +65,14 @@ func (a *daemonAPI) Restart(ctx context.Context, id string) error {
 	return a.dm.RestartMerchant(ctx, id)
 }
 
+func (a *daemonAPI) Suspend(ctx context.Context, id string, on bool) error {
+	err := a.dm.SetSuspended(ctx, id, on)
+	if errors.Is(err, reconcile.ErrUnknownMerchant) {
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	return err
+}
+
 // serveAPI serves the daemon's API on listen until ctx ends.
 func serveAPI(ctx context.Context, listen string, srv *api.Server) (string, error) {
 	ln, err := net.Listen("tcp", listen)
