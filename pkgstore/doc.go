@@ -1,9 +1,14 @@
-// Package pkgstore verifies, unpacks and describes package releases.
+// Package pkgstore fetches, verifies, unpacks and describes package releases.
 //
-// A package release is a tarball NAME-VERSION.tar.gz with a sha256sum-format
-// file NAME-VERSION.tar.gz.sha256 beside it, in a source directory (a path
-// or a file:// URL, see SourceDir). The tarball's root holds the app and a
-// manifest, package.hcl:
+// A package release is a tarball NAME-VERSION.tar.gz in a source: a local
+// directory (a path or a file:// URL, see SourceDir) or an http:// or
+// https:// base URL, the tarball being at BASE/NAME-VERSION.tar.gz. Its
+// sha256 is given by NAME-VERSION.tar.gz.sha256 beside it or, when there
+// is none, by its line in a SHA256SUMS list in the same place (both in
+// sha256sum format; a line names the file by its base name). A .sha256
+// that exists but does not list the tarball is an error, not a reason to
+// look in SHA256SUMS. The tarball's root holds the app and a manifest,
+// package.hcl:
 //
 //	command = ["bin/invoicing", "--port=${port}"]  # ${port} and ${merchant} are bound per merchant
 //	health { http = "/health" }                    # or: tcp = true; no block means tcp
@@ -15,12 +20,24 @@
 // A Store keeps releases under its directory as <dir>/<name>/<version>/,
 // each unpacked once and shared by every merchant running it. The contract:
 //
-//   - Install checks the tarball's digest against its .sha256 before it
-//     writes anything, and hashes the stream again while unpacking.
+//   - Install knows the tarball's digest before it unpacks anything, checks
+//     the tarball against it, and hashes the stream again while unpacking.
+//     A local tarball is checked before anything is written. An HTTP
+//     tarball is downloaded, under the version's lock, into
+//     <dir>/<name>/.tmp-<version>-download, hashed while it is written and
+//     refused beyond Limits.MaxBytes; it is unpacked only once its digest
+//     matches, and removed afterwards, whatever happened.
+//   - HTTP requests go through Store.HTTPClient (see NewHTTPClient: 10s to
+//     connect, 1m for response headers, DefaultHTTPTimeout per request)
+//     and end with the context of the call. Userinfo in a source URL is
+//     sent as basic auth. Errors name URLs without userinfo, query or
+//     fragment: "GET https://pkgs.example/invoicing-1.2.0.tar.gz: 404 Not
+//     Found".
 //   - A release appears under its final name only complete: it is unpacked
 //     into a temporary directory beside it and renamed into place. Installs
 //     of one version are serialised by an flock'd lock file, so goroutines
-//     and processes may install concurrently; one of them unpacks.
+//     and processes may install concurrently; one of them downloads (for an
+//     HTTP source) and unpacks, the others find the release in place.
 //   - Unpacking refuses absolute names, ".." components, symlinks leading
 //     out of the release (or using ".." anywhere but at their start),
 //     hard links to anything but a regular file unpacked before, devices,
@@ -30,13 +47,22 @@
 //     All writes go through an os.Root on the temporary directory as well.
 //   - An installed release is read-only: directories 0555, files 0444 plus
 //     their execute bits; set-id bits are dropped.
-//   - Errors caused by the package itself (missing or malformed .sha256,
-//     digest mismatch, corrupt archive, refused entry, bad manifest) match
-//     ErrBadPackage; bad manifests are *ManifestError with hcl.Diagnostics
-//     whose ranges name "NAME-VERSION.tar.gz/package.hcl". A missing
-//     tarball or release wraps fs.ErrNotExist.
+//   - Errors caused by the package itself (no digest, a malformed .sha256
+//     or SHA256SUMS, digest mismatch, a download beyond Limits.MaxBytes,
+//     corrupt archive, refused entry, bad manifest) match ErrBadPackage;
+//     bad manifests are *ManifestError with hcl.Diagnostics whose ranges
+//     name "NAME-VERSION.tar.gz/package.hcl". A missing tarball or release
+//     (an HTTP 404 or 410 included) wraps fs.ErrNotExist, and so does a
+//     tarball no digest file lists, since often it was not published at
+//     all. Other HTTP statuses and network errors are neither: retrying
+//     may help.
+//
+// AvailableVersions lists a local source's tarballs; over HTTP, where a
+// directory cannot be listed, it lists what the source's SHA256SUMS lists,
+// and is an error without one.
 //
 // Besides releases, a name directory holds files starting with ".": lock
-// files, digest records (.VERSION.sha256) and temporary directories, which
+// files (.VERSION.lock, never removed), digest records (.VERSION.sha256)
+// and temporary entries (.tmp-VERSION-SUFFIX, SUFFIX without "-"), which
 // the next Install or Remove of that version cleans up after a crash.
 package pkgstore

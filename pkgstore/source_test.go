@@ -23,7 +23,9 @@ func TestSourceDir(t *testing.T) {
 		{"file://localhost/srv/packages", "/srv/packages", ""},
 		{"file://../packages", "../packages", ""},
 		{"file:///srv/my%20packages", "/srv/my packages", ""},
-		{"https://example.com/packages", "", `scheme "https" is not supported`},
+		{"https://example.com/packages", "", `package source https://example.com/packages is an HTTP URL, not a directory`},
+		{"https://user:secret@example.com/packages?token=t", "", `package source https://example.com/packages is an HTTP URL`},
+		{"ftp://example.com/packages", "", `scheme "ftp" is not supported`},
 		{"", "", "empty package source"},
 		{"file://", "", "invalid file URL"},
 	}

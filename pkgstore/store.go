@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,8 +48,15 @@ func (*ManifestError) Is(t error) bool { return t == ErrBadPackage }
 type Store struct {
 	dir string
 
-	// Limits bound each unpack; set before the first Install.
+	// Limits bound each unpack, and MaxBytes each download too; set
+	// before the first Install.
 	Limits Limits
+
+	// HTTPClient fetches from http:// and https:// sources. Open sets
+	// NewHTTPClient(DefaultHTTPTimeout); replace it (or change its
+	// Timeout) before the first Install. Each request is also bounded by
+	// the context of the call making it.
+	HTTPClient *http.Client
 
 	unpacks atomic.Int64 // releases unpacked by this Store, for tests
 }
@@ -62,7 +70,7 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("releases directory: %w", err)
 	}
-	return &Store{dir: abs}, nil
+	return &Store{dir: abs, HTTPClient: NewHTTPClient(DefaultHTTPTimeout)}, nil
 }
 
 // Dir returns the absolute releases directory.
@@ -157,18 +165,27 @@ func (s *Store) digestRecord(name, version string) string {
 }
 
 // Install makes name@version available and returns it. When it is already
-// unpacked it returns at once. Otherwise it reads Tarball(name, version)
-// and its .sha256 from source (see SourceDir), checks the digest before
-// writing anything, unpacks into a temporary directory beside the final one
-// (refusing unsafe entries, see UnsafeEntryError and Limits), checks the
-// manifest, makes the tree read-only and renames it into place. Installs of
-// one version are serialised by a lock file, across processes too.
+// unpacked it returns at once. Otherwise it fetches Tarball(name, version)
+// from source, checks its sha256 against the digest the source gives (its
+// .sha256, or its line in SHA256SUMS), unpacks it into a temporary
+// directory beside the final one (refusing unsafe entries, see
+// UnsafeEntryError and Limits), checks the manifest, makes the tree
+// read-only and renames it into place. Installs of one version are
+// serialised by a lock file, across processes too.
+//
+// source is a local directory (see SourceDir), whose tarball is verified
+// before anything is written, or an http:// or https:// base URL, whose
+// tarball is downloaded under the version's lock into a file beside the
+// release, at most Limits.MaxBytes, and verified before it is unpacked.
 func (s *Store) Install(ctx context.Context, source, name, version string) (*Release, error) {
 	if err := checkNameVersion(name, version); err != nil {
 		return nil, err
 	}
 	if r, err := s.Get(name, version); !errors.Is(err, fs.ErrNotExist) {
 		return r, err
+	}
+	if isHTTP(source) {
+		return s.installHTTP(ctx, source, name, version)
 	}
 	srcDir, err := SourceDir(source)
 	if err != nil {
@@ -184,7 +201,9 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 		return nil, err
 	}
 	defer f.Close()
-	want, err := readDigestFile(tarPath+".sha256", tarName)
+	want, err := sourceDigest(tarName, func(file string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(srcDir, file))
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -196,12 +215,56 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 		return nil, badPackage{fmt.Errorf("sha256 mismatch for %s: got %s, want %s", tarName, got, want)}
 	}
 
-	// The tarball is what its .sha256 says: from here on we write.
+	// The tarball is what its digest says: from here on we write.
+	return s.install(ctx, name, version, func(ctx context.Context, nameDir string) (*tarball, error) {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		return &tarball{f: f, path: tarPath, sum: want}, nil
+	})
+}
+
+// installHTTP fetches the digest and the tarball under the version's lock,
+// so that concurrent installs of one version download it once.
+func (s *Store) installHTTP(ctx context.Context, source, name, version string) (*Release, error) {
+	src, err := newHTTPSource(s.HTTPClient, source)
+	if err != nil {
+		return nil, err
+	}
+	tarName := Tarball(name, version)
+	return s.install(ctx, name, version, func(ctx context.Context, nameDir string) (*tarball, error) {
+		want, err := src.digest(ctx, tarName)
+		if err != nil {
+			return nil, err
+		}
+		spool := filepath.Join(nameDir, ".tmp-"+version+"-download")
+		f, err := src.download(ctx, tarName, spool, want, s.Limits.withDefaults().MaxBytes)
+		if err != nil {
+			return nil, err
+		}
+		return &tarball{f: f, path: spool, sum: want, cleanup: func() {
+			f.Close()
+			os.Remove(spool)
+		}}, nil
+	})
+}
+
+// tarball is a package tarball whose digest was checked, open at its start.
+type tarball struct {
+	f       *os.File
+	path    string // for errors
+	sum     string
+	cleanup func() // if not nil, called when the install is done with it
+}
+
+// install takes the version's lock and, unless the release appeared while
+// it waited, gets the tarball from fetch and unpacks it into place.
+func (s *Store) install(ctx context.Context, name, version string, fetch func(ctx context.Context, nameDir string) (*tarball, error)) (*Release, error) {
 	nameDir := filepath.Join(s.dir, name)
 	if err := os.MkdirAll(nameDir, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(ctx, filepath.Join(nameDir, "."+version+".lock"))
+	unlock, err := lockFile(ctx, s.lockPath(name, version))
 	if err != nil {
 		return nil, fmt.Errorf("locking %s %s: %w", name, version, err)
 	}
@@ -212,6 +275,14 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 	if err := removeStale(nameDir, version); err != nil {
 		return nil, err
 	}
+	tb, err := fetch(ctx, nameDir)
+	if err != nil {
+		return nil, err
+	}
+	if tb.cleanup != nil {
+		defer tb.cleanup()
+	}
+	tarName := Tarball(name, version)
 	tmp, err := os.MkdirTemp(nameDir, ".tmp-"+version+"-")
 	if err != nil {
 		return nil, err
@@ -223,21 +294,18 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 		}
 	}()
 
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	// Hash again while unpacking, so a tarball rewritten since the check
-	// above is caught rather than installed.
-	h.Reset()
-	tee := io.TeeReader(ctxReader{ctx, f}, h)
+	// Hash again while unpacking, so a tarball rewritten since it was
+	// checked is caught rather than installed.
+	h := sha256.New()
+	tee := io.TeeReader(ctxReader{ctx, tb.f}, h)
 	if err := unpack(ctx, tee, tmp, s.Limits); err != nil {
 		return nil, fmt.Errorf("unpacking %s: %w", tarName, err)
 	}
 	if _, err := io.Copy(io.Discard, tee); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", tarName, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return nil, fmt.Errorf("%s changed while it was being unpacked", tarPath)
+	if got := hex.EncodeToString(h.Sum(nil)); got != tb.sum {
+		return nil, fmt.Errorf("%s changed while it was being unpacked", tb.path)
 	}
 	m, err := loadManifest(tmp, tarName+"/"+ManifestFile)
 	if err != nil {
@@ -246,7 +314,7 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 	if err := makeReadOnly(tmp); err != nil {
 		return nil, err
 	}
-	if err := writeDigestRecord(s.digestRecord(name, version), want, tarName); err != nil {
+	if err := writeDigestRecord(s.digestRecord(name, version), tb.sum, tarName); err != nil {
 		return nil, err
 	}
 	final := filepath.Join(nameDir, version)
@@ -260,7 +328,11 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 	}
 	done = true
 	s.unpacks.Add(1)
-	return &Release{Name: name, Version: version, Dir: final, SHA256: want, Manifest: m}, nil
+	return &Release{Name: name, Version: version, Dir: final, SHA256: tb.sum, Manifest: m}, nil
+}
+
+func (s *Store) lockPath(name, version string) string {
+	return filepath.Join(s.dir, name, "."+version+".lock")
 }
 
 // Remove deletes an installed release. Removing one that is not installed
@@ -273,7 +345,7 @@ func (s *Store) Remove(ctx context.Context, name, version string) error {
 	if _, err := os.Stat(nameDir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	unlock, err := lockFile(ctx, filepath.Join(nameDir, "."+version+".lock"))
+	unlock, err := lockFile(ctx, s.lockPath(name, version))
 	if err != nil {
 		return fmt.Errorf("locking %s %s: %w", name, version, err)
 	}
@@ -350,19 +422,44 @@ func firstOr(s []string) string {
 	return s[0]
 }
 
-// removeStale removes temporary directories a crashed Install or Remove of
-// version left behind. The caller holds the version's lock.
+// removeStale removes what a crashed Install or Remove of version left
+// behind: temporary directories, a partial download, a digest record being
+// written. The caller holds the version's lock.
 func removeStale(nameDir, version string) error {
-	stale, err := filepath.Glob(filepath.Join(nameDir, ".tmp-"+version+"-*"))
+	entries, err := os.ReadDir(nameDir)
 	if err != nil {
 		return err
 	}
-	for _, d := range stale {
-		if err := removeAllWritable(d); err != nil {
+	for _, e := range entries {
+		if v, ok := staleVersion(e.Name()); !ok || v != version {
+			continue
+		}
+		if err := removeAllWritable(filepath.Join(nameDir, e.Name())); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// staleVersion returns the version a temporary entry of a name directory
+// belongs to: ".tmp-VERSION-SUFFIX" (an unpack in progress or left by a
+// crash, a release being removed, a download), or ".VERSION.sha256.tmp".
+// SUFFIX never holds a "-", so ".tmp-1.0.0-rc1-123" is 1.0.0-rc1's and
+// not 1.0.0's, although versions may hold "-" themselves.
+func staleVersion(entry string) (string, bool) {
+	if rest, ok := strings.CutPrefix(entry, ".tmp-"); ok {
+		i := strings.LastIndex(rest, "-")
+		if i <= 0 || i == len(rest)-1 || CheckVersion(rest[:i]) != nil {
+			return "", false
+		}
+		return rest[:i], true
+	}
+	if rest, ok := strings.CutPrefix(entry, "."); ok {
+		if v, ok := strings.CutSuffix(rest, ".sha256.tmp"); ok && CheckVersion(v) == nil {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func writeDigestRecord(p, sum, tarName string) error {
@@ -376,10 +473,23 @@ func writeDigestRecord(p, sum, tarName string) error {
 // lockFile takes an exclusive flock on p, waiting until it is free or ctx
 // is done. The lock is tied to the open file, so it is exclusive between
 // goroutines as well as processes, and a crashed holder releases it.
+// Lock files are never removed: a waiter holding the old file open would
+// otherwise lock a different file than the next opener.
 func lockFile(ctx context.Context, p string) (unlock func(), err error) {
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
+	}
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err == nil {
+		return func() { f.Close() }, nil
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		f.Close()
+		return nil, err
+	}
+	if lockWaitHook != nil {
+		lockWaitHook(p)
 	}
 	got := make(chan error, 1)
 	go func() { got <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
@@ -396,6 +506,29 @@ func lockFile(ctx context.Context, p string) (unlock func(), err error) {
 		return nil, ctx.Err()
 	}
 }
+
+// tryLockFile takes the flock on p if it is free; ok is false when another
+// holds it.
+func tryLockFile(p string) (unlock func(), ok bool, err error) {
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, false, err
+	}
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		f.Close()
+		return nil, false, nil
+	}
+	if err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	return func() { f.Close() }, true, nil
+}
+
+// lockWaitHook, when set (by tests), is called when lockFile finds p
+// locked and is about to wait for it.
+var lockWaitHook func(p string)
 
 // ctxReader stops a long read when its context is done.
 type ctxReader struct {

@@ -205,7 +205,7 @@ func TestInstallErrors(t *testing.T) {
 				writePackage(t, src, "app", "1.0.0", appEntries(goodManifest))
 				os.Remove(filepath.Join(src, tarName+".sha256"))
 			},
-			want: tarName + ".sha256 not found",
+			want: "no digest for " + tarName + ": neither " + tarName + ".sha256 nor SHA256SUMS lists it",
 			bad:  true, notExist: true,
 		},
 		{
@@ -480,5 +480,107 @@ func TestInstallCancelledWhileLocked(t *testing.T) {
 	unlock()
 	if _, err := s.Install(testContext(t), src, "app", "1.0.0"); err != nil {
 		t.Errorf("Install after unlock: %v", err)
+	}
+}
+
+// A local source may give digests in a SHA256SUMS instead of .sha256 files.
+// A .sha256 that is there wins, even when it is wrong: it is not a reason
+// to look further.
+func TestInstallLocalSums(t *testing.T) {
+	ctx := testContext(t)
+	src := t.TempDir()
+	digest := writePackage(t, src, "app", "1.0.0", appEntries(goodManifest))
+	writePackage(t, src, "app", "1.1.0", appEntries(goodManifest))
+	writePackage(t, src, "app", "1.2.0", appEntries(goodManifest))
+	writeSums(t, src)
+	s := openStore(t)
+
+	r, err := s.Install(ctx, "file://"+src, "app", "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.SHA256 != digest {
+		t.Errorf("SHA256 = %s, want %s", r.SHA256, digest)
+	}
+
+	// A .sha256 of its own that does not list the tarball is an error.
+	const tarName = "app-1.1.0.tar.gz"
+	if err := os.WriteFile(filepath.Join(src, tarName+".sha256"), []byte(strings.Repeat("a", 64)+"  other.tar.gz\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Install(ctx, src, "app", "1.1.0")
+	if want := tarName + ".sha256: no digest for " + tarName + " (it lists other.tar.gz)"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrBadPackage) {
+		t.Errorf("Install with a stray .sha256 = %v, want %q", err, want)
+	}
+
+	// A list that names a tarball twice with different digests is refused.
+	sums, err := os.ReadFile(filepath.Join(src, SumsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums = append(sums, []byte(strings.Repeat("b", 64)+"  dist/app-1.2.0.tar.gz\n")...)
+	if err := os.WriteFile(filepath.Join(src, SumsFile), sums, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Install(ctx, src, "app", "1.2.0")
+	if want := "SHA256SUMS lists app-1.2.0.tar.gz twice with different digests"; err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrBadPackage) {
+		t.Errorf("Install with an ambiguous list = %v, want %q", err, want)
+	}
+	if vs, _ := s.Installed("app"); !slices.Equal(vs, []string{"1.0.0"}) {
+		t.Errorf("Installed = %q", vs)
+	}
+}
+
+// Cleaning up after a crashed install of 1.0.0 must not touch 1.0.0-rc1's
+// temporary directory: another Install may be unpacking into it.
+func TestInstallStaleCleanupSparesOtherVersions(t *testing.T) {
+	src := t.TempDir()
+	writePackage(t, src, "app", "1.0.0", appEntries(goodManifest))
+	s := openStore(t)
+	nameDir := filepath.Join(s.Dir(), "app")
+	others := []string{".tmp-1.0.0-rc1-123", ".tmp-1.0.0-5-77", ".tmp-1.0.0--9", ".1.0.0-rc1.sha256.tmp"}
+	own := []string{".tmp-1.0.0-123", ".tmp-1.0.0-removed", ".tmp-1.0.0-download", ".1.0.0.sha256.tmp"}
+	for _, p := range append(slices.Clone(others), own...) {
+		if err := os.MkdirAll(filepath.Join(nameDir, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Install(testContext(t), src, "app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range others {
+		if _, err := os.Stat(filepath.Join(nameDir, p)); err != nil {
+			t.Errorf("another version's %s: %v", p, err)
+		}
+	}
+	for _, p := range own {
+		if _, err := os.Stat(filepath.Join(nameDir, p)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stale %s still there: %v", p, err)
+		}
+	}
+}
+
+func TestStaleVersion(t *testing.T) {
+	for entry, want := range map[string]string{
+		".tmp-1.0.0-123":          "1.0.0",
+		".tmp-1.0.0-rc1-123":      "1.0.0-rc1",
+		".tmp-1.0.0--9":           "1.0.0-",
+		".tmp-1.0.0-removed":      "1.0.0",
+		".tmp-v2-download":        "v2",
+		".1.0.0.sha256.tmp":       "1.0.0",
+		".1.0.0.lock":             "",
+		".1.0.0.sha256":           "",
+		".tmp-1.0.0-":             "",
+		".tmp--1":                 "",
+		".tmp-x-1":                "",
+		"1.0.0":                   "",
+		".tmp-1.0.0":              "",
+		".tmp-../../etc-1":        "",
+		".tmp-1.0.0-rc1-download": "1.0.0-rc1",
+	} {
+		got, ok := staleVersion(entry)
+		if got != want || ok != (want != "") {
+			t.Errorf("staleVersion(%q) = %q, %v; want %q", entry, got, ok, want)
+		}
 	}
 }
