@@ -94,6 +94,12 @@ func AvailableVersions(source, name string) ([]string, error) {
 	return availableVersions(context.Background(), defaultClient, source, name)
 }
 
+// AvailableVersions is the package-level AvailableVersions with a context,
+// using the Store's HTTP client for HTTP sources.
+func (s *Store) AvailableVersions(ctx context.Context, source, name string) ([]string, error) {
+	return availableVersions(ctx, s.HTTPClient, source, name)
+}
+
 func availableVersions(ctx context.Context, client *http.Client, source, name string) ([]string, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
