@@ -11,4 +11,11 @@
 // OnUnhealthy once per unhealthy spell. HTTP probes time out on a stopped or
 // wedged process; TCP probes cannot see one (the kernel accepts into the
 // listen backlog), so prefer an HTTP health path.
+//
+// DBWatcher watches a few database servers, one goroutine each, with
+// hysteresis (DownAfter failures, UpAfter successes) and flap damping, and
+// calls OnChange on each transition. CheckDB is one check: a fresh
+// connection (never a pooled one), ping and SELECT 1, bounded by a timeout
+// at the socket level. DSNs are secrets: they are never logged, and every
+// error text passes through RedactDSN.
 package probe

@@ -82,7 +82,10 @@ type MonitorOptions struct {
 	// [Interval*(1-Jitter), Interval*(1+Jitter)] (default 0.1; negative
 	// means none), so that targets added together do not stay in step.
 	Jitter float64
-	// Now is the clock (default time.Now).
+	// Now is the clock for due times, grace and results (default
+	// time.Now). Run waits on a real timer for the durations it computes
+	// from Now, so a clock that does not advance with real time suits
+	// tests of the policy, not of Run.
 	Now func() time.Time
 	// Rand returns a number in [0, 1); it draws the jitter and each new
 	// target's first delay (a fraction of its Interval). Default
