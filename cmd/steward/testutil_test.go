@@ -125,7 +125,9 @@ runtime {
   user       = "nobody"
 }
 daemon { resync = "2s" }
-api { listen = "127.0.0.1:%d" }
+api {
+  listen = "127.0.0.1:%d"
+}
 `, f.low, f.high, f.apiPort)
 	if err := os.WriteFile(f.config, []byte(host), 0o644); err != nil {
 		t.Fatal(err)
