@@ -24,7 +24,7 @@ rollout {
   canary           = 1
   max_parallel     = 2
   max_failures     = 1
-  health_deadline  = "30s"
+  health_deadline  = "10s"
   min_healthy_time = "2s"
 }
 
