@@ -61,8 +61,16 @@
 // directory cannot be listed, it lists what the source's SHA256SUMS lists,
 // and is an error without one.
 //
+// GC removes the releases of a package that the caller's keep function
+// rejects (pkgstore does not know which versions merchants run). Each is
+// removed under its version's lock, so never while an Install of it holds
+// the lock: GC waits for it, bounded by its context. GC also removes what
+// crashes left behind for any version whose lock is free at that moment.
+//
 // Besides releases, a name directory holds files starting with ".": lock
-// files (.VERSION.lock, never removed), digest records (.VERSION.sha256)
-// and temporary entries (.tmp-VERSION-SUFFIX, SUFFIX without "-"), which
-// the next Install or Remove of that version cleans up after a crash.
+// files (.VERSION.lock, never removed: a waiter holding a removed one open
+// would lock a different file than the next opener), digest records
+// (.VERSION.sha256) and temporary entries (.tmp-VERSION-SUFFIX, SUFFIX
+// without "-"), which the next Install or Remove of that version, or a
+// GC, cleans up after a crash.
 package pkgstore

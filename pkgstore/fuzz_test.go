@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -173,4 +176,36 @@ func gunzip(t testing.TB, data []byte) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// FuzzParseSums: no input makes the sha256sum parser panic; what it accepts
+// is 64 lower-case hex digits per line, and a digest it finds for a file is
+// one of the lines naming that file.
+func FuzzParseSums(f *testing.F) {
+	sum := strings.Repeat("ab", 32)
+	f.Add([]byte(sum+"  app-1.0.0.tar.gz\n"), "app-1.0.0.tar.gz")
+	f.Add([]byte(sum+" *./dist/app-1.0.0.tar.gz\r\n\n"+strings.Repeat("CD", 32)+"  app-1.0.0.tar.gz\n"), "app-1.0.0.tar.gz")
+	f.Add([]byte("abc app\n"), "app")
+	f.Add([]byte(sum+"  \n"), "")
+	f.Fuzz(func(t *testing.T, data []byte, want string) {
+		lines, err := parseSums(data, SumsFile)
+		if err != nil {
+			if !errors.Is(err, ErrBadPackage) {
+				t.Fatalf("error %v does not match ErrBadPackage", err)
+			}
+			return
+		}
+		for _, l := range lines {
+			if len(l.sum) != 64 || strings.ToLower(l.sum) != l.sum || strings.Trim(l.sum, "0123456789abcdef") != "" {
+				t.Fatalf("accepted digest %q", l.sum)
+			}
+		}
+		got, ok, err := lookupSum(lines, SumsFile, want)
+		if err != nil || !ok {
+			return
+		}
+		if !slices.ContainsFunc(lines, func(l sumLine) bool { return l.sum == got && path.Base(l.file) == want }) {
+			t.Fatalf("lookupSum(%q) = %s, which no line gives it", want, got)
+		}
+	})
 }
