@@ -378,8 +378,8 @@ func (m *Monitor) nextJob() (job, time.Duration, bool) {
 	return job{e: e, t: e.t, due: e.next, epoch: e.epoch}, 0, true
 }
 
-// requeue puts e back on the heap with its due time (when Run stops with
-// a job not handed out).
+// requeue puts e back on the heap with its due time, when Run stops before
+// its probe ran or ended.
 func (m *Monitor) requeue(e *entry, due time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -396,7 +396,10 @@ func (m *Monitor) work(ctx context.Context, j job) {
 	err := m.probe(ctx, j.t.Port, j.t.HTTP, j.t.Status, j.t.Timeout)
 	end := m.opts.Now()
 	if ctx.Err() != nil {
-		return // shutting down: the probe was cancelled, not failed
+		// Shutting down: the probe was cancelled, not failed. Keep the
+		// target scheduled for the next Run.
+		m.requeue(j.e, j.due)
+		return
 	}
 
 	m.mu.Lock()

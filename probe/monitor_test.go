@@ -418,6 +418,49 @@ func TestMonitorRemove(t *testing.T) {
 	}
 }
 
+// TestMonitorRunAgain checks that a probe cut short by the end of Run
+// leaves its target scheduled for the next Run.
+func TestMonitorRunAgain(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	var hang atomic.Bool
+	hang.Store(true)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-r.Context().Done()
+		}
+	}))
+	t.Cleanup(hs.Close)
+	opts, rec := options(t)
+	m := NewMonitor(New(), opts)
+	m.Set(Target{ID: "acme", Port: hs.Listener.Addr().(*net.TCPAddr).Port, HTTP: "/health", Interval: 20 * time.Millisecond, Timeout: time.Minute})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no probe within 5s")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s while a probe hung")
+	}
+	if _, ok := m.Health("acme"); ok {
+		t.Fatal("a cancelled probe was recorded")
+	}
+
+	hang.Store(false)
+	run(t, m)
+	rec.next(t, "acme", 5*time.Second, healthy)
+}
+
 func TestMonitorDetectsStoppedProcess(t *testing.T) {
 	pid, port := helperProcess(t)
 	opts, rec := options(t)
