@@ -170,6 +170,9 @@ func (dm *Daemon) Run(ctx context.Context) error {
 			dm.Log.Debug("resync")
 			dm.load(ctx)
 			dm.enqueueAll()
+			if d := dm.desired.Load(); d != nil {
+				go dm.Exec.CollectGarbage(ctx, *d)
+			}
 		case <-dm.reloadCh:
 			dm.load(ctx)
 			dm.enqueueAll()

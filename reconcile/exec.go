@@ -66,6 +66,8 @@ type Release struct {
 // Packages is what the executor needs of the package store.
 type Packages interface {
 	Install(ctx context.Context, pkg *spec.Package, version string) (*Release, error)
+	// GC removes the installed releases of pkg that keep rejects.
+	GC(ctx context.Context, pkg string, keep func(version string) bool) (removed []string, err error)
 }
 
 // Prober checks once whether a merchant answers on its port: an HTTP GET of
@@ -863,4 +865,51 @@ func (x *Executor) SetSuspended(id string, suspend bool) error {
 	x.pending = append(x.pending, state.Event{Time: x.Now(), Merchant: id, Action: action, Reason: action + " requested", Result: "ok", PID: rec.PID, Version: rec.Version})
 	x.mu.Unlock()
 	return nil
+}
+
+// CollectGarbage removes unpacked releases nothing needs any more: it keeps
+// every version a merchant runs, is upgrading from, is pinned to by a
+// rollback, or wants in the specs, and each merchant's last two good ones.
+func (x *Executor) CollectGarbage(ctx context.Context, d Desired) {
+	keep := map[string]map[string]bool{}
+	add := func(pkg, v string) {
+		if pkg == "" || v == "" {
+			return
+		}
+		if keep[pkg] == nil {
+			keep[pkg] = map[string]bool{}
+		}
+		keep[pkg][v] = true
+	}
+	x.mu.Lock()
+	for _, rec := range x.st.Merchants {
+		add(rec.Package, rec.Version)
+		add(rec.Package, rec.UpgradeFrom)
+		add(rec.Package, rec.Override)
+		good := rec.GoodVersions
+		for i := max(len(good)-2, 0); i < len(good); i++ {
+			add(rec.Package, good[i])
+		}
+	}
+	x.mu.Unlock()
+	if d.Fleet != nil {
+		for _, m := range d.Fleet.Merchants {
+			add(m.Package, m.Version)
+		}
+		for name := range d.Fleet.Packages {
+			if keep[name] == nil {
+				keep[name] = map[string]bool{}
+			}
+		}
+	}
+	for pkg, versions := range keep {
+		removed, err := x.Packages.GC(ctx, pkg, func(v string) bool { return versions[v] })
+		if err != nil {
+			x.Log.Warn("removing old releases failed", "package", pkg, "err", err)
+			continue
+		}
+		if len(removed) > 0 {
+			x.Log.Info("removed old releases", "package", pkg, "versions", removed)
+		}
+	}
 }

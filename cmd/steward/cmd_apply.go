@@ -93,6 +93,7 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 	pr := &progress{w: e.stdout, total: countChanges(p), start: time.Now()}
 	x.Hooks = pr
 	failed := x.Apply(ctx, desired, p)
+	x.CollectGarbage(ctx, desired)
 	s.store.Close()
 	sum := p.Summary()
 	if failed > 0 {

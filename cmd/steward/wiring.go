@@ -166,6 +166,10 @@ func (r releases) Install(ctx context.Context, pkg *spec.Package, version string
 	return &reconcile.Release{Dir: rel.Dir, Command: rel.Command, HealthHTTP: rel.Manifest.Health.HTTP, Migrate: rel.MigrateCommand()}, nil
 }
 
+func (r releases) GC(ctx context.Context, pkg string, keep func(string) bool) ([]string, error) {
+	return r.store.GC(ctx, pkg, keep)
+}
+
 // newLogger logs text on a terminal and JSON otherwise.
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
