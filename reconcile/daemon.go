@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"steward/spec"
 	"steward/state"
 )
 
@@ -37,6 +38,26 @@ type Daemon struct {
 	Watchdog  time.Duration
 	Heartbeat func()
 
+	// Health, when set, probes running merchants; it reports merchants
+	// that fail past their threshold through MarkUnhealthy.
+	Health HealthWatch
+	// OnDesired, when set, is called with every newly loaded desired state
+	// (the database watcher follows the database blocks).
+	OnDesired func(Desired)
+	// WatchDatabases says a database watcher reports through
+	// DatabaseChanged: databases are "unknown" until it has decided.
+	WatchDatabases bool
+	// RecoveryStagger spaces the restarts of merchants whose database came
+	// back: RecoveryBurst of them every RecoveryStagger.
+	RecoveryStagger time.Duration
+	RecoveryBurst   int
+
+	hmu       sync.Mutex
+	gens      map[string]uint64
+	nextGen   uint64
+	unhealthy map[string]unhealthyMark
+	dbKnown   map[string]bool
+
 	// pause lets an API apply or restart act on merchants without racing
 	// the workers: workers hold it shared, Exclusive holds it alone.
 	pause sync.RWMutex
@@ -50,6 +71,84 @@ type Daemon struct {
 	reloadCh chan struct{}
 	// reconciles counts reconcile passes, for tests and metrics.
 	reconciles atomic.Int64
+}
+
+// HealthWatch probes running merchants.
+type HealthWatch interface {
+	// Watch starts (or restarts, for a new generation) probing merchant id.
+	Watch(id string, generation uint64, port int, path string, h spec.Health)
+	// Forget stops probing id.
+	Forget(id string)
+}
+
+type unhealthyMark struct {
+	gen    uint64
+	reason string
+}
+
+// MarkUnhealthy reports that merchant id's process of the given generation
+// failed its health checks; the next reconcile of id restarts it.
+func (dm *Daemon) MarkUnhealthy(id string, generation uint64, reason string) {
+	dm.hmu.Lock()
+	if dm.gens[id] != generation {
+		dm.hmu.Unlock()
+		return // a process that is already gone
+	}
+	dm.unhealthy[id] = unhealthyMark{generation, reason}
+	dm.hmu.Unlock()
+	dm.Log.Warn("merchant unhealthy", "merchant", id, "reason", reason)
+	dm.queue.Add(id)
+}
+
+// DatabaseChanged records a database's reachability as decided by the
+// database watcher, and queues the merchants on it: on recovery, staggered.
+func (dm *Daemon) DatabaseChanged(db state.Database) {
+	x := dm.Exec
+	x.mu.Lock()
+	if x.st.Databases == nil {
+		x.st.Databases = map[string]*state.Database{}
+	}
+	old := x.st.Databases[db.Name]
+	changed := old == nil || old.Up != db.Up
+	d := db
+	x.st.Databases[db.Name] = &d
+	if changed {
+		what := "down"
+		if db.Up {
+			what = "up"
+		}
+		x.pending = append(x.pending, state.Event{Time: x.Now(), Action: "database " + what, Reason: fmt.Sprintf("database %s is %s", db.Name, what), Result: "observed", Error: db.LastError})
+	}
+	x.mu.Unlock()
+	dm.hmu.Lock()
+	first := !dm.dbKnown[db.Name]
+	dm.dbKnown[db.Name] = true
+	dm.hmu.Unlock()
+	if changed || first {
+		dm.Log.Info("database reachability", "database", db.Name, "up", db.Up, "error", db.LastError)
+		x.Flush(context.Background())
+	}
+	if !changed && !first {
+		return
+	}
+	des := dm.desired.Load()
+	if des == nil {
+		return
+	}
+	var ids []string
+	for _, id := range des.Fleet.MerchantIDs() {
+		if des.Fleet.Merchants[id].Database == db.Name {
+			ids = append(ids, id)
+		}
+	}
+	burst, every := max(dm.RecoveryBurst, 1), dm.RecoveryStagger
+	for i, id := range ids {
+		if db.Up && every > 0 {
+			dm.queue.AddAfter(id, time.Duration(i/burst)*every)
+		} else {
+			dm.queue.Add(id)
+		}
+	}
 }
 
 // Reload asks the daemon to reload the specs and reconcile everything.
@@ -84,6 +183,12 @@ func (dm *Daemon) Init() {
 	}
 	dm.queue = NewQueue()
 	dm.reloadCh = make(chan struct{}, 1)
+	dm.gens = map[string]uint64{}
+	dm.unhealthy = map[string]unhealthyMark{}
+	dm.dbKnown = map[string]bool{}
+	if dm.RecoveryStagger == 0 {
+		dm.RecoveryStagger, dm.RecoveryBurst = 250*time.Millisecond, 4
+	}
 	if dm.Workers <= 0 {
 		dm.Workers = 4
 	}
@@ -101,6 +206,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	x := dm.Exec
 	dm.watchCtx = ctx
 	x.OnStarted = dm.watch
+	x.OnStopped = dm.forget
 	dm.load(ctx)
 
 	// Adopt what is running: watch every live recorded process, and note
@@ -122,7 +228,7 @@ func (dm *Daemon) Run(ctx context.Context) error {
 	x.mu.Unlock()
 	for _, a := range adopt {
 		dm.Log.Info("adopted running merchant", "merchant", a.id, "pid", a.p.PID)
-		dm.watch(a.id, a.p)
+		dm.watch(dm.adopted(ctx, a.id, a.p))
 	}
 	x.Flush(ctx)
 	dm.enqueueAll()
@@ -200,6 +306,9 @@ func (dm *Daemon) load(ctx context.Context) {
 	}
 	dm.srcErr.Store(nil)
 	old := dm.desired.Swap(&d)
+	if dm.OnDesired != nil {
+		dm.OnDesired(d)
+	}
 	if old == nil || old.Fleet.Revision != d.Fleet.Revision {
 		dm.Log.Info("desired state loaded", "revision", d.Fleet.Revision, "merchants", len(d.Fleet.Merchants))
 	}
@@ -245,12 +354,27 @@ func (dm *Daemon) reconcile(ctx context.Context, id string) {
 			x.pending = append(x.pending, state.Event{Time: now, Merchant: id, Action: "exited", Reason: fmt.Sprintf("process %d found dead", p.PID), Result: "observed", PID: p.PID, Version: rec.Version})
 		}
 	}
-	o := Observed{Now: now, State: x.st, Running: map[string]bool{id: running}, DatabaseDown: map[string]bool{}}
+	o := Observed{Now: now, State: x.st, Running: map[string]bool{id: running}, DatabaseDown: map[string]bool{},
+		DatabaseUnknown: map[string]bool{}, Unhealthy: map[string]string{}}
 	for name, db := range x.st.Databases {
 		if !db.Up {
 			o.DatabaseDown[name] = true
 		}
 	}
+	dm.hmu.Lock()
+	if dm.WatchDatabases {
+		for name := range d.Fleet.Databases {
+			if !dm.dbKnown[name] {
+				o.DatabaseUnknown[name] = true
+				delete(o.DatabaseDown, name) // a verdict from an earlier run
+			}
+		}
+	}
+	mark, isUnhealthy := dm.unhealthy[id]
+	if isUnhealthy && running && mark.gen == dm.gens[id] {
+		o.Unhealthy[id] = mark.reason
+	}
+	dm.hmu.Unlock()
 	a, ok := DiffOne(*d, o, id)
 	if ok && a.Kind == Create && a.After != nil && a.After.Port != 0 {
 		// Reserve the port now, so that no other worker assigns it too.
@@ -270,19 +394,85 @@ func (dm *Daemon) reconcile(ctx context.Context, id string) {
 		return
 	}
 	log.Info("reconciling", "action", a.Kind, "reason", a.Reason)
-	if err := x.Do(ctx, *d, a, d.Fleet.Revision); err != nil {
+	if a.Unhealthy {
+		dm.hmu.Lock()
+		delete(dm.unhealthy, id)
+		dm.hmu.Unlock()
+	}
+	err := x.Do(ctx, *d, a, d.Fleet.Revision)
+	if a.Unhealthy && err == nil {
+		x.mu.Lock()
+		if rec := x.st.Merchants[id]; rec != nil && rec.PID == 0 && rec.NextAttempt.After(x.Now()) {
+			dm.queue.AddAfter(id, rec.NextAttempt.Sub(x.Now()))
+		}
+		x.mu.Unlock()
+	}
+	if err != nil {
 		dm.queue.AddRateLimited(id)
 		return
 	}
 	dm.queue.Forget(id)
 }
 
-// watch waits for p to exit and then records the exit and queues id. Exits
-// of processes steward ends on purpose are ignored.
-func (dm *Daemon) watch(id string, p Proc) {
+// adopted describes a running process found at start, for watching.
+func (dm *Daemon) adopted(ctx context.Context, id string, p Proc) Started {
+	s := Started{Merchant: id, Proc: p}
+	x := dm.Exec
+	x.mu.Lock()
+	rec := x.st.Merchants[id]
+	if rec != nil {
+		s.Port = rec.Port
+	}
+	var pkg, version string
+	if rec != nil {
+		pkg, version = rec.Package, rec.Version
+	}
+	x.mu.Unlock()
+	d := dm.desired.Load()
+	if d == nil {
+		return s
+	}
+	m := d.Fleet.Merchants[id]
+	if m == nil {
+		return s
+	}
+	s.Health = m.Health
+	var rel *Release
+	if p := d.Fleet.Packages[pkg]; p != nil && version != "" {
+		rel, _ = x.Packages.Install(ctx, p, version) // already installed: a lookup
+	}
+	s.HealthPath = healthPath(m, rel)
+	return s
+}
+
+// forget stops health probes of id.
+func (dm *Daemon) forget(id string) {
+	dm.hmu.Lock()
+	delete(dm.gens, id)
+	delete(dm.unhealthy, id)
+	dm.hmu.Unlock()
+	if dm.Health != nil {
+		dm.Health.Forget(id)
+	}
+}
+
+// watch probes a started process's health and waits for it to exit; then
+// it records the exit and queues the merchant. Exits of processes steward
+// ends on purpose are ignored.
+func (dm *Daemon) watch(s Started) {
 	ctx := dm.watchCtx
 	if ctx == nil {
 		return
+	}
+	id, p := s.Merchant, s.Proc
+	dm.hmu.Lock()
+	dm.nextGen++
+	gen := dm.nextGen
+	dm.gens[id] = gen
+	delete(dm.unhealthy, id)
+	dm.hmu.Unlock()
+	if dm.Health != nil && s.Port != 0 {
+		dm.Health.Watch(id, gen, s.Port, s.HealthPath, s.Health)
 	}
 	go func() {
 		exitedAt, how, err := dm.Exec.Runtime.Wait(ctx, p)
@@ -297,12 +487,29 @@ func (dm *Daemon) watch(id string, p Proc) {
 			return
 		}
 		now := x.Now()
-		loop := x.Policy.NoteExit(rec, exitedAt, now)
+		// While its database is down (policy hold) a crash does not count
+		// towards the crash loop: the merchant is held until it is back.
+		db := rec.Applied["database"]
+		held := false
+		if dbst := x.st.Databases[db]; db != "" && dbst != nil && !dbst.Up {
+			if d := dm.desired.Load(); d != nil {
+				if m := d.Fleet.Merchants[id]; m != nil && m.OnDatabaseDown == spec.OnDBDownHold {
+					held = true
+				}
+			}
+		}
+		loop := false
+		if held {
+			rec.PID, rec.StartTime, rec.ExitedAt, rec.Phase = 0, 0, exitedAt, PhaseHeld
+		} else {
+			loop = x.Policy.NoteExit(rec, exitedAt, now)
+		}
 		x.pending = append(x.pending, state.Event{Time: now, Merchant: id, Action: "exited", Reason: fmt.Sprintf("process %d %s", p.PID, how), Result: "observed", PID: p.PID, Version: rec.Version})
 		next := rec.NextAttempt
 		suspended := rec.Suspended
 		x.mu.Unlock()
-		dm.Log.Warn("merchant process exited", "merchant", id, "pid", p.PID, "how", how, "crashloop", loop)
+		dm.forget(id)
+		dm.Log.Warn("merchant process exited", "merchant", id, "pid", p.PID, "how", how, "crashloop", loop, "held", held)
 		if x.Metrics != nil {
 			x.Metrics.ProcessExited(id)
 		}

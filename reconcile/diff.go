@@ -30,6 +30,13 @@ type Observed struct {
 	// DatabaseDown lists databases known to be unreachable. A database that
 	// is absent is treated as up.
 	DatabaseDown map[string]bool
+	// DatabaseUnknown lists databases whose first check has not decided
+	// yet; merchants on them are not started until it has.
+	DatabaseUnknown map[string]bool
+	// Unhealthy holds, per running merchant that failed its health checks
+	// past the threshold, why (for example "health: GET /health timed out
+	// 3 times (2s)").
+	Unhealthy map[string]string
 }
 
 // Fingerprints returns one entry per launch-relevant setting of m. Two
@@ -203,6 +210,9 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 		if dbDown {
 			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits: database %s is down", m.Database), After: after}, true
 		}
+		if m.Database != "" && o.DatabaseUnknown[m.Database] && m.OnDatabaseDown != spec.OnDBDownIgnore {
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits for the first check of database %s", m.Database), After: after}, true
+		}
 		return Action{Kind: Create, Merchant: m.ID, Reason: fmt.Sprintf("new merchant (%s %s, %s)", m.Package, m.Version, versionFrom(m)), After: after}, true
 	}
 	before := snapshotOf(rec, o)
@@ -215,6 +225,9 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 		if owner := ports.owner(m.Port); owner != "" && owner != m.ID {
 			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("port %d is in use by merchant %s; choose another port", m.Port, owner), Before: before, After: after}, true
 		}
+	}
+	if !running && !dbDown && m.Database != "" && o.DatabaseUnknown[m.Database] && m.OnDatabaseDown != spec.OnDBDownIgnore {
+		return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("waiting for the first check of database %s", m.Database), Before: before, After: after}, true
 	}
 	if dbDown {
 		if running && m.OnDatabaseDown == spec.OnDBDownStop {
@@ -241,6 +254,9 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 			kind = Rollback
 		}
 		return Action{Kind: kind, Merchant: m.ID, Reason: fmt.Sprintf("version %s → %s (%s)", rec.Version, want, from), Before: before, After: after}, true
+	}
+	if why := o.Unhealthy[m.ID]; running && why != "" {
+		return Action{Kind: Restart, Merchant: m.ID, Reason: why, Unhealthy: true, Before: before, After: after}, true
 	}
 	var why []string
 	if after.Port != rec.Port {

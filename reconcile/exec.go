@@ -113,8 +113,10 @@ type Executor struct {
 	// Metrics, when set, records what the executor does.
 	Metrics Metrics
 	// OnStarted is called (without locks held) after a process started;
-	// the daemon watches it for exits.
-	OnStarted func(id string, p Proc)
+	// the daemon watches it for exits and probes its health.
+	OnStarted func(s Started)
+	// OnStopped is called after steward stopped a merchant's process.
+	OnStopped func(id string)
 
 	saveMu  sync.Mutex
 	pending []state.Event
@@ -126,6 +128,16 @@ type Metrics interface {
 	ActionDone(kind string, took time.Duration, err error)
 	ProcessExited(merchant string)
 	SourceLoaded(revision string, err error)
+}
+
+// Started describes a process the executor started or adopted.
+type Started struct {
+	Merchant string
+	Proc     Proc
+	Port     int
+	// HealthPath is the HTTP path to probe, or "" for a TCP check.
+	HealthPath string
+	Health     spec.Health
 }
 
 // ErrPortTaken is returned when a merchant's port is held by a foreign process.
@@ -318,6 +330,9 @@ func (x *Executor) DoWith(ctx context.Context, d Desired, a Action, revision str
 		version, err = x.start(ctx, d, m, a, revision)
 	case Restart:
 		if err = x.stop(ctx, a.Merchant, grace(m)); err == nil {
+			if a.Unhealthy && x.noteUnhealthy(a.Merchant) {
+				break // backing off: the next start waits
+			}
 			version, err = x.start(ctx, d, m, a, revision)
 		}
 	case Upgrade, Rollback:
@@ -401,6 +416,20 @@ func (x *Executor) hold(a Action) {
 	}
 }
 
+// noteUnhealthy counts a kill for failed health checks like a crash, and
+// reports whether the merchant must now wait before it starts again.
+func (x *Executor) noteUnhealthy(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	rec := x.st.Merchants[id]
+	if rec == nil {
+		return false
+	}
+	now := x.Now()
+	x.Policy.NoteExit(rec, now, now)
+	return rec.NextAttempt.After(now)
+}
+
 // IsStopping reports whether p is being stopped on purpose.
 func (x *Executor) IsStopping(p Proc) bool {
 	x.mu.Lock()
@@ -434,6 +463,9 @@ func (x *Executor) stop(ctx context.Context, id string, grace time.Duration) err
 	rec.Phase = PhaseStopped
 	rec.ExitedAt = x.Now()
 	x.mu.Unlock()
+	if x.OnStopped != nil {
+		x.OnStopped(id)
+	}
 	return nil
 }
 
@@ -531,7 +563,7 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 	}
 	x.mu.Unlock()
 	if x.OnStarted != nil {
-		x.OnStarted(m.ID, p)
+		x.OnStarted(Started{Merchant: m.ID, Proc: p, Port: port, HealthPath: healthPath(m, rel), Health: m.Health})
 	}
 	x.Flush(context.WithoutCancel(ctx))
 	if err := x.waitReady(ctx, d, m, rel, p, port); err != nil {
@@ -567,10 +599,7 @@ func (x *Executor) waitReady(ctx context.Context, d Desired, m *spec.Merchant, r
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	path := m.Health.HTTP
-	if path == "" && !m.Health.TCP {
-		path = rel.HealthHTTP
-	}
+	path := healthPath(m, rel)
 	status := m.Health.Status
 	if status == 0 {
 		status = 200
@@ -602,6 +631,20 @@ func (x *Executor) waitReady(ctx context.Context, d Desired, m *spec.Merchant, r
 		}
 		delay = min(delay*2, 200*time.Millisecond)
 	}
+}
+
+// healthPath is the HTTP path a merchant is probed on: its spec's, else its
+// package manifest's; "" means a TCP check.
+func healthPath(m *spec.Merchant, rel *Release) string {
+	switch {
+	case m.Health.TCP:
+		return ""
+	case m.Health.HTTP != "":
+		return m.Health.HTTP
+	case rel != nil:
+		return rel.HealthHTTP
+	}
+	return ""
 }
 
 func rolloutFor(fl *spec.Fleet, m *spec.Merchant) spec.Rollout {
@@ -748,10 +791,7 @@ func (x *Executor) holdHealthy(ctx context.Context, m *spec.Merchant, rel *Relea
 	if d <= 0 {
 		return nil
 	}
-	path := m.Health.HTTP
-	if path == "" && !m.Health.TCP {
-		path = rel.HealthHTTP
-	}
+	path := healthPath(m, rel)
 	status := m.Health.Status
 	if status == 0 {
 		status = 200

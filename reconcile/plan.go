@@ -73,6 +73,9 @@ type Action struct {
 	// then 1, 2, ... of at most max_parallel merchants each. A wave starts
 	// only when the one before it passed its health gates.
 	Wave int `json:"wave,omitempty"`
+	// Unhealthy marks a restart of a process that failed its health checks:
+	// it counts as a failure for the restart backoff.
+	Unhealthy bool `json:"unhealthy,omitempty"`
 	// Rollout names the rollout a version change belongs to
 	// ("invoicing@1.2.0"); empty for other actions.
 	Rollout string `json:"rollout,omitempty"`

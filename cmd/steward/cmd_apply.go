@@ -80,7 +80,9 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 		x.Observe(ctx)
 		p = saved.Plan
 	} else {
-		p = reconcile.Diff(desired, x.Observe(ctx))
+		o := x.Observe(ctx)
+		o.DatabaseDown = databasesDown(ctx, l.fleet)
+		p = reconcile.Diff(desired, o)
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {
 			x.Flush(ctx)

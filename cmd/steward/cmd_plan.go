@@ -67,8 +67,9 @@ which refuses it if the state or the specs have changed in between.`)
 	if err != nil {
 		return e.errorf("loading state: %s", err)
 	}
-	p := reconcile.Diff(reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports},
-		reconcile.Observe(st, procChecker{}, time.Now()))
+	o := reconcile.Observe(st, procChecker{}, time.Now())
+	o.DatabaseDown = databasesDown(ctx, l.fleet)
+	p := reconcile.Diff(reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, o)
 	if *out != "" {
 		if err := writePlanFile(*out, &savedPlan{Plan: p, Config: l.host.File}); err != nil {
 			return e.errorf("saving the plan: %s", err)

@@ -18,6 +18,7 @@ import (
 	"steward/reconcile"
 	"steward/source"
 	"steward/spec"
+	"steward/state"
 )
 
 func cmdRun(ctx context.Context, e *env, args []string) int {
@@ -131,7 +132,22 @@ terminal, JSON otherwise) on stderr.`)
 	}()
 	m := metrics.New()
 	s.exec.Metrics = m
-	dapi := &daemonAPI{dm: dm, x: s.exec, prober: probe.New()}
+	dm.Init()
+	prober := probe.New()
+	mon := probe.NewMonitor(prober, probe.MonitorOptions{
+		OnUnhealthy: func(r probe.Result) { dm.MarkUnhealthy(r.ID, r.Generation, healthReason(r)) },
+		OnResult:    func(r probe.Result) { m.Probed(r.Latency, r.Healthy) },
+	})
+	dm.Health = monitorWatch{mon}
+	dbw := probe.NewDBWatcher(probe.DBWatcherOptions{OnChange: func(st probe.DBStatus) {
+		dm.DatabaseChanged(state.Database{Name: st.Name, Up: st.Up, Since: st.Since, LastError: st.LastError, Latency: st.Latency})
+		m.DatabaseUp(st.Name, st.Up)
+	}})
+	dm.WatchDatabases = true
+	dm.OnDesired = func(d reconcile.Desired) { dbw.Set(dbTargets(d)) }
+	go mon.Run(ctx)
+	go dbw.Run(ctx)
+	dapi := &daemonAPI{dm: dm, x: s.exec, prober: prober, mon: mon}
 	dm.Init()
 	addr, err := serveAPI(ctx, host.API.Listen, &api.Server{Daemon: dapi, Token: host.API.Token.Reveal(),
 		WebhookSecret: host.API.WebhookSecret.Reveal(), Registry: m.Registry, Log: log})

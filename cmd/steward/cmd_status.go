@@ -59,8 +59,23 @@ type statusDoc struct {
 	SpecError string           `json:"spec_error,omitempty"`
 }
 
-// buildStatus combines the state, the specs (may be nil) and live checks.
-func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive func(reconcile.Proc) bool, pr reconcile.Prober, now time.Time) statusDoc {
+// healthFunc tells whether a running merchant is healthy.
+type healthFunc func(ctx context.Context, id string, port int, m *spec.Merchant) bool
+
+// liveHealth probes once.
+func liveHealth(pr reconcile.Prober) healthFunc {
+	return func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
+		path := m.Health.HTTP
+		if m.Health.TCP {
+			path = ""
+		}
+		return pr.Probe(ctx, port, path, m.Health.Status, min(m.Health.Timeout, 2*time.Second)) == nil
+	}
+}
+
+// buildStatus combines the state, the specs (may be nil) and live checks;
+// health may be nil (then healthy is reported false).
+func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive func(reconcile.Proc) bool, health healthFunc, now time.Time) statusDoc {
 	doc := statusDoc{Merchants: []merchantStatus{}, Databases: []databaseStatus{}, Serial: st.Serial, Revision: st.Revision}
 	ids := map[string]bool{}
 	for id := range st.Merchants {
@@ -110,17 +125,13 @@ func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive fun
 			ms.State = reconcile.PhaseStopped
 		}
 		doc.Merchants[i] = ms
-		if running && pr != nil && m != nil {
+		if running && health != nil && m != nil {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func(i int, m *spec.Merchant, port int) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				path := m.Health.HTTP
-				if m.Health.TCP {
-					path = ""
-				}
-				doc.Merchants[i].Healthy = pr.Probe(ctx, port, path, m.Health.Status, min(m.Health.Timeout, 2*time.Second)) == nil
+				doc.Merchants[i].Healthy = health(ctx, m.ID, port, m)
 			}(i, m, rec.Port)
 		}
 	}
@@ -238,7 +249,7 @@ for programs.`)
 	if err != nil {
 		return e.errorf("loading state: %s", err)
 	}
-	doc := buildStatus(ctx, st, l.fleet, func(p reconcile.Proc) bool { return procChecker{}.Alive(p.PID, p.StartTime) }, probe.New(), time.Now())
+	doc := buildStatus(ctx, st, l.fleet, func(p reconcile.Proc) bool { return procChecker{}.Alive(p.PID, p.StartTime) }, liveHealth(probe.New()), time.Now())
 	if l.diags.HasErrors() {
 		doc.SpecError = fmt.Sprintf("the specs are invalid (%s); run \"steward validate\"", plural(len(l.diags.Errs()), "error"))
 	}

@@ -10,7 +10,9 @@ import (
 
 	"steward/api"
 	"steward/metrics"
+	"steward/probe"
 	"steward/reconcile"
+	"steward/spec"
 	"steward/state"
 )
 
@@ -19,26 +21,36 @@ type daemonAPI struct {
 	dm     *reconcile.Daemon
 	x      *reconcile.Executor
 	prober reconcile.Prober
+	mon    *probe.Monitor
 }
 
 var _ api.Daemon = (*daemonAPI)(nil)
 
 func (a *daemonAPI) Status(ctx context.Context) (any, error) { return a.status(ctx, true), nil }
 
-func (a *daemonAPI) status(ctx context.Context, probe bool) statusDoc {
+func (a *daemonAPI) status(ctx context.Context, withHealth bool) statusDoc {
 	d := a.dm.Desired()
 	var doc statusDoc
 	st := a.x.State()
 	alive := func(p reconcile.Proc) bool { return procChecker{}.Alive(p.PID, p.StartTime) }
-	var pr reconcile.Prober
-	if probe {
-		pr = a.prober
+	var health healthFunc
+	if withHealth {
+		live := liveHealth(a.prober)
+		health = func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
+			// The monitor's last verdict; a live probe until it has one.
+			if a.mon != nil {
+				if r, ok := a.mon.Health(id); ok {
+					return r.Healthy
+				}
+			}
+			return live(ctx, id, port, m)
+		}
 	}
 	if d != nil {
-		doc = buildStatus(ctx, st, d.Fleet, alive, pr, time.Now())
+		doc = buildStatus(ctx, st, d.Fleet, alive, health, time.Now())
 		doc.Revision = d.Fleet.Revision
 	} else {
-		doc = buildStatus(ctx, st, nil, alive, pr, time.Now())
+		doc = buildStatus(ctx, st, nil, alive, health, time.Now())
 	}
 	if err := a.dm.SourceError(); err != nil {
 		doc.SpecError = err.Error()
@@ -160,4 +172,30 @@ func (e *env) applyViaDaemon(ctx context.Context, c *api.Client, saved *savedPla
 	s := p.Summary()
 	fmt.Fprintf(e.stdout, "\nApply complete in %s: %d created, %d changed, %d deleted.\n", time.Since(start).Round(time.Millisecond), s.Create, s.Change, s.Delete)
 	return exitOK
+}
+
+// monitorWatch adapts probe.Monitor to reconcile.HealthWatch.
+type monitorWatch struct{ mon *probe.Monitor }
+
+func (w monitorWatch) Watch(id string, gen uint64, port int, path string, h spec.Health) {
+	w.mon.Set(probe.Target{ID: id, Port: port, HTTP: path, Status: h.Status, Interval: h.Interval, Timeout: h.Timeout,
+		Failures: h.Failures, StartGrace: h.StartGrace, Generation: gen})
+}
+
+func (w monitorWatch) Forget(id string) { w.mon.Remove(id) }
+
+// healthReason says why a merchant is restarted, for history and logs.
+func healthReason(r probe.Result) string {
+	return fmt.Sprintf("health: %v, %d times in a row", r.Err, r.ConsecutiveFailures)
+}
+
+// dbTargets are the database checks of a fleet.
+func dbTargets(d reconcile.Desired) []probe.DBTarget {
+	var ts []probe.DBTarget
+	for _, name := range sortedKeysOf(d.Fleet.Databases) {
+		db := d.Fleet.Databases[name]
+		ts = append(ts, probe.DBTarget{Name: name, DSN: db.DSN.Reveal(), Interval: db.CheckInterval, Timeout: db.CheckTimeout,
+			DownAfter: db.DownAfter, UpAfter: db.UpAfter})
+	}
+	return ts
 }

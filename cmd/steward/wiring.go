@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -231,4 +232,29 @@ func (e *env) openStack(ctx context.Context, l *loaded, who string, lockWait tim
 		return nil, fmt.Errorf("loading state: %w", err)
 	}
 	return s, nil
+}
+
+// databasesDown checks every database of fl once, concurrently, and returns
+// the ones that do not answer. The CLI uses it to gate starts the way the
+// daemon's watcher does.
+func databasesDown(ctx context.Context, fl *spec.Fleet) map[string]bool {
+	down := map[string]bool{}
+	if fl == nil {
+		return down
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, db := range fl.Databases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := probe.CheckDB(ctx, db.DSN.Reveal(), db.CheckTimeout); err != nil {
+				mu.Lock()
+				down[name] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return down
 }
