@@ -33,6 +33,11 @@ type Observed struct {
 	// DatabaseUnknown lists databases whose first check has not decided
 	// yet; merchants on them are not started until it has.
 	DatabaseUnknown map[string]bool
+	// Schema is each merchant's database schema version, where it was read.
+	Schema map[string]int64
+	// Needs is the schema version releases need, by "package@version",
+	// where known.
+	Needs map[string]int64
 	// Unhealthy holds, per running merchant that failed its health checks
 	// past the threshold, why (for example "health: GET /health timed out
 	// 3 times (2s)").
@@ -247,13 +252,23 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 	}
 	if want != rec.Version && rec.Version != "" {
 		if contains(rec.BadVersions, want) {
-			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("version %s failed its health gate on this merchant; staying on %s until the spec asks for another version", want, rec.Version), Before: before, After: after}, true
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("version %s failed on this merchant (see its history); staying on %s until the spec asks for another version", want, rec.Version), Before: before, After: after}, true
 		}
 		kind := Upgrade
 		if CompareVersions(want, rec.Version) < 0 {
 			kind = Rollback
 		}
-		return Action{Kind: kind, Merchant: m.ID, Reason: fmt.Sprintf("version %s → %s (%s)", rec.Version, want, from), Before: before, After: after}, true
+		reason := fmt.Sprintf("version %s → %s (%s)", rec.Version, want, from)
+		if cur, ok := o.Schema[m.ID]; ok {
+			if need, ok := o.Needs[state.RolloutKey(m.Package, want)]; ok && need != cur {
+				how := "migrate"
+				if need < cur {
+					how = "down migration"
+				}
+				reason += fmt.Sprintf(", schema %d → %d (%s)", cur, need, how)
+			}
+		}
+		return Action{Kind: kind, Merchant: m.ID, Reason: reason, Before: before, After: after}, true
 	}
 	if why := o.Unhealthy[m.ID]; running && why != "" {
 		return Action{Kind: Restart, Merchant: m.ID, Reason: why, Unhealthy: true, Before: before, After: after}, true
@@ -271,6 +286,12 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 		return Action{Kind: kind, Merchant: m.ID, Reason: strings.Join(why, ", "), Before: before, After: after}, true
 	}
 	if running {
+		if cur, ok := o.Schema[m.ID]; ok {
+			if need, ok := o.Needs[state.RolloutKey(m.Package, rec.Version)]; ok && need != cur {
+				return Action{Kind: Hold, Merchant: m.ID, Before: before, After: after, Reason: fmt.Sprintf(
+					"schema drift: database %s is at schema %d, but %s %s needs %d (changed by hand?); steward leaves it as it is", m.DBName, cur, m.Package, rec.Version, need)}, true
+			}
+		}
 		return Action{}, false
 	}
 	if o.Now.Before(rec.NextAttempt) {

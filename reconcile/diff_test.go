@@ -126,7 +126,7 @@ func TestDiff(t *testing.T) {
 			r.BadVersions = []string{"1.1.0"}
 			return r
 		}()}, running: []string{"acme"}},
-			[]string{"hold acme: version 1.1.0 failed its health gate on this merchant; staying on 1.0.0 until the spec asks for another version"}},
+			[]string{"hold acme: version 1.1.0 failed on this merchant (see its history); staying on 1.0.0 until the spec asks for another version"}},
 		{"new merchant waits for its database", fl, world{dbDown: []string{"db-east"}},
 			[]string{"hold acme: new merchant waits: database db-east is down"}},
 		{"running merchant is left alone while its database is down", fl, world{records: []*state.Merchant{rec(fl, "acme")}, running: []string{"acme"}, dbDown: []string{"db-east"}}, nil},

@@ -54,13 +54,16 @@ type Runtime interface {
 
 // Release is an installed package version.
 type Release struct {
-	Dir string
+	Version string
+	Dir     string
 	// Command returns argv (argv[0] absolute) for a merchant on a port.
 	Command func(port int, merchant string) ([]string, error)
 	// HealthHTTP is the manifest's health path; empty means a TCP check.
 	HealthHTTP string
 	// Migrate is the manifest's migrate command (argv[0] absolute), or nil.
 	Migrate []string
+	// Schema is the schema the release needs, or nil when it declares none.
+	Schema *SchemaSpec
 }
 
 // Packages is what the executor needs of the package store.
@@ -95,9 +98,12 @@ type Executor struct {
 	Packages Packages
 	Prober   Prober
 	Store    state.Store
-	Hooks    Hooks
-	Log      *slog.Logger
-	Policy   RestartPolicy
+	// Databases, when set, manages merchant databases: creation, schema
+	// versions, migration locks and backups.
+	Databases Databases
+	Hooks     Hooks
+	Log       *slog.Logger
+	Policy    RestartPolicy
 	// Parallel bounds how many actions run at once during Apply.
 	Parallel int
 	// ReadyTimeout bounds the wait for a started process to answer
@@ -120,6 +126,7 @@ type Executor struct {
 
 	saveMu  sync.Mutex
 	pending []state.Event
+	rels    releaseCache
 }
 
 // Metrics is what the executor and daemon record; package metrics
@@ -507,7 +514,7 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 	if pkg == nil {
 		return fmt.Errorf("package %q is not declared", m.Package)
 	}
-	rel, err := x.Packages.Install(ctx, pkg, version)
+	rel, err := x.release(ctx, pkg, version)
 	if err != nil {
 		return fmt.Errorf("installing %s %s: %w", m.Package, version, err)
 	}
@@ -517,6 +524,7 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 		rec = &state.Merchant{ID: m.ID}
 		x.st.Merchants[m.ID] = rec
 	}
+	fromVersion := rec.Version
 	// A start after the process died (not after steward stopped it) counts
 	// as a restart.
 	died := rec.Phase == PhaseExited || rec.Phase == PhaseCrashLoop || rec.Phase == PhaseFailed
@@ -537,6 +545,12 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 		p = owner
 		x.Log.Warn("adopting unrecorded process on the merchant's port", "merchant", m.ID, "pid", p.PID, "port", port)
 	} else {
+		if err := x.prepareSchema(ctx, d, m, rel, fromVersion, port, revision); err != nil {
+			x.mu.Lock()
+			rec.Phase = PhaseFailed
+			x.mu.Unlock()
+			return err
+		}
 		argv, err := rel.Command(port, m.ID)
 		if err != nil {
 			return err
@@ -674,7 +688,7 @@ func (x *Executor) upgrade(ctx context.Context, d Desired, m *spec.Merchant, a A
 	if pkg == nil {
 		return "", fmt.Errorf("package %q is not declared", m.Package)
 	}
-	rel, err := x.Packages.Install(ctx, pkg, target)
+	rel, err := x.release(ctx, pkg, target)
 	if err != nil {
 		return "", fmt.Errorf("installing %s %s (nothing was stopped): %w", m.Package, target, err)
 	}
@@ -709,6 +723,11 @@ func (x *Executor) upgrade(ctx context.Context, d Desired, m *spec.Merchant, a A
 		port = a.After.Port
 	}
 
+	var fromRel *Release
+	if from != "" && from != target {
+		fromRel, _ = x.release(ctx, pkg, from)
+	}
+	stopped := false
 	gateErr := func() error {
 		if resuming && cur.PID != 0 && x.Runtime.Alive(cur) {
 			x.Log.Info("resuming the health gate of an interrupted upgrade", "merchant", m.ID, "from", from, "to", target, "pid", cur.PID)
@@ -717,14 +736,21 @@ func (x *Executor) upgrade(ctx context.Context, d Desired, m *spec.Merchant, a A
 			}
 			return x.holdHealthy(ctx, m, rel, cur, port, r.MinHealthyTime)
 		}
-		if !resuming && len(rel.Migrate) > 0 {
-			out, err := x.Runtime.Run(ctx, Launch{Merchant: m.ID, Argv: rel.Migrate, ReleaseDir: rel.Dir, Env: processEnv(d.Fleet, m, port), Port: port}, r.HealthDeadline)
-			if err != nil {
-				return fmt.Errorf("migrate failed (the old version was not stopped): %w: %s", err, tail(out, 400))
+		downFirst := false
+		if !resuming {
+			var err error
+			if downFirst, err = x.schemaBeforeChange(ctx, d, m, rel, fromRel, from, port, revision); err != nil {
+				return err
 			}
 		}
 		if err := x.stop(ctx, m.ID, grace(m)); err != nil {
 			return err
+		}
+		stopped = true
+		if downFirst {
+			if err := x.downgrade(ctx, d, m, fromRel, rel.Schema.Version, from, port, revision); err != nil {
+				return err
+			}
 		}
 		x.mu.Lock()
 		rec.UpgradeFrom = from
@@ -771,7 +797,12 @@ func (x *Executor) upgrade(ctx context.Context, d Desired, m *spec.Merchant, a A
 	x.mu.Unlock()
 	x.Flush(context.WithoutCancel(ctx))
 
-	// Return to the last good version.
+	if !stopped {
+		// Refused or failed before anything stopped (install, migration,
+		// schema): the old process still runs.
+		return from, fmt.Errorf("%s not started, %s still runs: %w", target, from, gateErr)
+	}
+	// Return to the last good version, undoing the migration first.
 	bg := context.WithoutCancel(ctx)
 	x.stop(bg, m.ID, grace(m))
 	x.mu.Lock()
@@ -780,10 +811,99 @@ func (x *Executor) upgrade(ctx context.Context, d Desired, m *spec.Merchant, a A
 	if from == "" || from == target {
 		return target, fmt.Errorf("%s failed its health gate: %w", target, gateErr)
 	}
+	if err := x.schemaForReturn(bg, d, m, rel, fromRel, target, port, revision); err != nil {
+		x.mu.Lock()
+		rec.Phase, rec.LastError = PhaseFailed, err.Error()
+		x.mu.Unlock()
+		x.Flush(bg)
+		return target, fmt.Errorf("%s failed its health gate (%v), and %s cannot start again: %w", target, gateErr, from, err)
+	}
 	if err := x.launch(bg, d, m, from, port, rec.Revision); err != nil {
 		return from, fmt.Errorf("%s failed its health gate (%v), and starting %s again failed too: %w", target, gateErr, from, err)
 	}
 	return from, fmt.Errorf("%s failed its health gate, rolled back to %s: %w", target, from, gateErr)
+}
+
+// schemaBeforeChange prepares the database before the running process is
+// stopped for a change to rel: it migrates forward (after a backup), or,
+// when rel needs an older schema than the database has, reports that a
+// down migration must run once the newer process is stopped. A down
+// migration that the newer release does not declare is refused here, with
+// the backup to restore named, before anything stops.
+func (x *Executor) schemaBeforeChange(ctx context.Context, d Desired, m *spec.Merchant, rel, fromRel *Release, from string, port int, revision string) (downFirst bool, err error) {
+	if x.Databases == nil || m.Database == "" || rel.Schema == nil {
+		if len(rel.Migrate) > 0 {
+			out, err := x.Runtime.Run(ctx, Launch{Merchant: m.ID, Argv: rel.Migrate, ReleaseDir: rel.Dir, Env: processEnv(d.Fleet, m, port), Port: port}, 5*time.Minute)
+			if err != nil {
+				return false, fmt.Errorf("migrate failed (the old version was not stopped): %w: %s", err, tail(out, 400))
+			}
+		}
+		return false, nil
+	}
+	server, _ := databaseURL(d.Fleet, m)
+	if _, err := x.Databases.Ensure(ctx, server, m.DBName); err != nil {
+		return false, fmt.Errorf("creating database %s: %w", m.DBName, err)
+	}
+	cur, err := x.readSchema(ctx, d, m, rel, port)
+	if err != nil {
+		return false, fmt.Errorf("reading the schema version: %w", err)
+	}
+	need := rel.Schema.Version
+	switch {
+	case cur < need:
+		return false, x.migrate(ctx, d, m, rel, need, from, cur, port, revision)
+	case cur > need:
+		if fromRel == nil || fromRel.Schema == nil || fromRel.Schema.Down == nil {
+			return false, x.noDownError(m, rel.Version, need, cur, from)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// downgrade migrates m's database down to schema to with newer's down
+// command.
+func (x *Executor) downgrade(ctx context.Context, d Desired, m *spec.Merchant, newer *Release, to int64, from string, port int, revision string) error {
+	cur, err := x.readSchema(ctx, d, m, newer, port)
+	if err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	if cur <= to {
+		return nil
+	}
+	return x.migrate(ctx, d, m, newer, to, from, cur, port, revision)
+}
+
+// schemaForReturn undoes the failed release's migration so that the
+// previous version can start again: with the failed release's down
+// migration, or not at all, naming the backup to restore.
+func (x *Executor) schemaForReturn(ctx context.Context, d Desired, m *spec.Merchant, failed, prev *Release, target string, port int, revision string) error {
+	if x.Databases == nil || m.Database == "" || prev == nil || prev.Schema == nil || failed.Schema == nil {
+		return nil
+	}
+	cur, err := x.readSchema(ctx, d, m, failed, port)
+	if err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	if cur <= prev.Schema.Version {
+		return nil
+	}
+	if failed.Schema.Down == nil {
+		return x.noDownError(m, prev.Version, prev.Schema.Version, cur, target)
+	}
+	return x.migrate(ctx, d, m, failed, prev.Schema.Version, target, cur, port, revision)
+}
+
+// noDownError explains why version cannot run on the database and which
+// backup brings it back.
+func (x *Executor) noDownError(m *spec.Merchant, version string, need, cur int64, newer string) error {
+	msg := fmt.Sprintf("%s %s needs schema %d, the database %s is at %d, and %s declares no down migration", m.Package, version, need, m.DBName, cur, newer)
+	if b, ok := x.lastBackup(m.ID, version); ok {
+		msg += fmt.Sprintf("; restore the backup %s (taken on %s at schema %d) with: steward rollback %s -to %s -restore-backup", b.Path, b.Version, b.Schema, m.ID, version)
+	} else {
+		msg += "; no backup of it is on record: restore the database by hand, then pin the version"
+	}
+	return fmt.Errorf("%w: %s", ErrSchema, msg)
 }
 
 // holdHealthy requires p to stay alive and healthy for d.

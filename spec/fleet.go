@@ -16,6 +16,23 @@ type Fleet struct {
 	Packages  map[string]*Package
 	Rollout   Rollout
 	Defaults  Defaults
+	// Backup is the fleet-wide backup policy (packages may override it).
+	Backup Backup
+}
+
+// Backup says whether merchant databases are dumped (pg_dump) before a
+// migration, and how many dumps per merchant are kept.
+type Backup struct {
+	Enabled bool
+	Keep    int
+}
+
+// BackupFor returns the backup policy for package pkg.
+func (f *Fleet) BackupFor(pkg string) Backup {
+	if p := f.Packages[pkg]; p != nil && p.Backup != nil {
+		return *p.Backup
+	}
+	return f.Backup
 }
 
 // MerchantIDs returns the merchant ids in sorted order.
@@ -85,6 +102,7 @@ type Package struct {
 	Source    string
 	Channels  map[string]string // channel name -> version
 	Rollout   *Rollout          // overrides the fleet rollout when set
+	Backup    *Backup           // overrides the fleet backup policy when set
 	DeclRange hcl.Range
 }
 

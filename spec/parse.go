@@ -108,6 +108,7 @@ var topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
 	{Type: "package", LabelNames: []string{"name"}},
 	{Type: "rollout"},
 	{Type: "defaults"},
+	{Type: "backup"},
 }}
 
 var (
@@ -123,8 +124,9 @@ var (
 	databaseSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "dsn", Required: true}, {Name: "check_interval"}, {Name: "check_timeout"}, {Name: "down_after"}, {Name: "up_after"}}}
 	packageSchema  = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "source", Required: true}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "channel", LabelNames: []string{"name"}}, {Type: "rollout"}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "channel", LabelNames: []string{"name"}}, {Type: "rollout"}, {Type: "backup"}},
 	}
+	backupSchema  = &hcl.BodySchema{Attributes: attrNames("enabled", "keep")}
 	channelSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}}}
 	rolloutSchema = &hcl.BodySchema{Attributes: attrNames("canary", "max_parallel", "max_failures", "health_deadline", "min_healthy_time")}
 )
@@ -163,7 +165,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		block *hcl.Block
 		dir   string
 	}
-	var merchants, databases, packages, rollouts, defaults []bodyOf
+	var merchants, databases, packages, rollouts, defaults, backups []bodyOf
 	parsed := parseAll(srcs)
 	files := make(Files, len(srcs))
 	for i, s := range srcs {
@@ -192,6 +194,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 				rollouts = append(rollouts, bo)
 			case "defaults":
 				defaults = append(defaults, bo)
+			case "backup":
+				backups = append(backups, bo)
 			}
 		}
 	}
@@ -224,6 +228,12 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 	}
 	if len(rollouts) > 0 {
 		d.rollout(rollouts[0].block, &fl.Rollout)
+	}
+	if len(backups) > 1 {
+		d.errorf(backups[1].block.DefRange, "Duplicate backup block", "Only one top-level backup block is allowed in a fleet; the first one is at %s.", rangeString(backups[0].block.DefRange))
+	}
+	if len(backups) > 0 {
+		d.backup(backups[0].block, &fl.Backup)
 	}
 
 	declared := map[string]map[string]hcl.Range{"database": {}, "package": {}, "merchant": {}}
@@ -296,6 +306,10 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 					r := fl.Rollout
 					d.rollout(cb, &r)
 					pk.Rollout = &r
+				case "backup":
+					b := fl.Backup
+					d.backup(cb, &b)
+					pk.Backup = &b
 				}
 			}
 		}
@@ -458,6 +472,18 @@ func (d *decoder) rollout(b *hcl.Block, r *Rollout) {
 	d.integer(c.Attributes, "max_failures", 0, 1_000_000, &r.MaxFailures)
 	d.duration(c.Attributes, "health_deadline", &r.HealthDeadline)
 	d.duration(c.Attributes, "min_healthy_time", &r.MinHealthyTime)
+}
+
+// backup decodes a backup block: present means enabled unless it says
+// enabled = false; keep defaults to 5.
+func (d *decoder) backup(b *hcl.Block, dst *Backup) {
+	c := d.content(b.Body, backupSchema)
+	dst.Enabled, dst.Keep = true, 5
+	if c == nil {
+		return
+	}
+	d.boolean(c.Attributes, "enabled", &dst.Enabled)
+	d.integer(c.Attributes, "keep", 1, 1000, &dst.Keep)
 }
 
 // resolveSource strips file:// and makes local paths absolute against dir.

@@ -42,5 +42,9 @@ func (m *Merchant) Clone() *Merchant {
 	c.Applied = maps.Clone(m.Applied)
 	c.GoodVersions = slices.Clone(m.GoodVersions)
 	c.BadVersions = slices.Clone(m.BadVersions)
+	if m.Schema != nil {
+		v := *m.Schema
+		c.Schema = &v
+	}
 	return &c
 }

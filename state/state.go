@@ -83,6 +83,10 @@ type Merchant struct {
 	// version but not yet passed its health gate; it is the version to
 	// return to if the gate fails, also after steward itself was killed.
 	UpgradeFrom string `json:"upgrade_from,omitempty"`
+	// Schema is the schema version last read from the merchant's database
+	// (nil when it was never read, for example while the database is down
+	// or when its package declares no schema).
+	Schema *int64 `json:"schema,omitempty"`
 	// Override is a version set by "steward rollback"; it is in force while
 	// the specs still ask for OverrideFor.
 	Override    string `json:"override,omitempty"`
@@ -112,6 +116,9 @@ type Event struct {
 	Revision string `json:"revision,omitempty"`
 	Version  string `json:"version,omitempty"`
 	PID      int    `json:"pid,omitempty"`
+	// Detail carries what else the event produced: a backup's path, the
+	// end of a migration's output.
+	Detail string `json:"detail,omitempty"`
 }
 
 // New returns an empty state at serial 0 with a fresh lineage.

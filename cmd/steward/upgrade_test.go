@@ -125,7 +125,7 @@ func TestFailingCanaryHaltsTheRollout(t *testing.T) {
 		t.Errorf("status text does not show the halt:\n%s", text)
 	}
 	plan, _, _ := f.steward("plan")
-	if !strings.Contains(plan, "! m2  hold  rollout of invoicing 1.2.0 halted: canary m1 failed") || !strings.Contains(plan, "! m1  hold  version 1.2.0 failed its health gate") {
+	if !strings.Contains(plan, "! m2  hold  rollout of invoicing 1.2.0 halted: canary m1 failed") || !strings.Contains(plan, "! m1  hold  version 1.2.0 failed on this merchant") {
 		t.Errorf("plan does not show the halt:\n%s", plan)
 	}
 	hist, _, _ := f.steward("history", "m1")
