@@ -297,3 +297,45 @@ func (x *Executor) lastBackup(merchant, version string) (Backup, bool) {
 	}
 	return Backup{}, false
 }
+
+// RestoreBackup stops merchant m, restores backup b into its database and
+// starts version on it; with version different from the specs' it pins
+// the merchant there ("steward rollback -restore-backup").
+func (x *Executor) RestoreBackup(ctx context.Context, d Desired, m *spec.Merchant, version string, b Backup, revision string) error {
+	if x.Databases == nil || m.Database == "" {
+		return fmt.Errorf("merchant %s has no database to restore", m.ID)
+	}
+	x.mu.Lock()
+	rec := x.st.Merchants[m.ID]
+	if rec == nil {
+		x.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownMerchant, m.ID)
+	}
+	port := rec.Port
+	x.mu.Unlock()
+	if err := x.stop(ctx, m.ID, grace(m)); err != nil {
+		return err
+	}
+	_, url := databaseURL(d.Fleet, m)
+	err := x.Databases.Restore(ctx, url, b)
+	ev := state.Event{Time: x.Now(), Merchant: m.ID, Action: "restore", Reason: fmt.Sprintf("restore the backup taken on %s at schema %d", b.Version, b.Schema), Result: "ok", Revision: revision, Detail: b.Path}
+	if err != nil {
+		ev.Result, ev.Error = "error", err.Error()
+		x.record(ev)
+		return fmt.Errorf("restoring %s: %w", b.Path, err)
+	}
+	x.record(ev)
+	if version != m.Version {
+		x.SetOverride(m.ID, version, m.Version)
+	}
+	a := Action{Kind: Rollback, Merchant: m.ID, Reason: fmt.Sprintf("start %s on the restored database", version), After: &Snapshot{Package: m.Package, Version: version, Port: port}}
+	return x.Do(ctx, d, a, revision)
+}
+
+// BackupsOf lists merchant's backups, oldest first.
+func (x *Executor) BackupsOf(merchant string) ([]Backup, error) {
+	if x.Databases == nil {
+		return nil, nil
+	}
+	return x.Databases.Backups(merchant)
+}

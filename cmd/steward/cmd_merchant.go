@@ -220,6 +220,9 @@ time, action, result, version, pid, spec revision and reason.`)
 		if ev.Error != "" {
 			line += "  error: " + ev.Error
 		}
+		if ev.Detail != "" && (ev.Action == "backup" || ev.Action == "restore") {
+			line += "  " + ev.Detail
+		}
 		fmt.Fprintln(e.stdout, line)
 	}
 	return exitOK

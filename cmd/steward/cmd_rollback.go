@@ -19,6 +19,7 @@ for the version it was rolled back from. Changing the merchant's version in
 the specs ends the rollback. The rollback is recorded in the history.`)
 	config := configFlag(fs)
 	to := fs.String("to", "", "roll back to `VERSION` instead of the previous good one")
+	restore := fs.Bool("restore-backup", false, "restore the newest database backup taken while VERSION ran, then start it (for a release without a down migration)")
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
 	pos, code, ok := parse(fs, args)
 	if !ok {
@@ -55,15 +56,45 @@ the specs ends the rollback. The rollback is recorded in the history.`)
 		}
 		target = good[len(good)-1]
 	}
-	if target == rec.Version {
+	if target == rec.Version && !*restore {
 		return e.errorf("%s already runs %s", id, target)
+	}
+	d := reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}
+	if *restore {
+		backups, err := s.exec.BackupsOf(id)
+		if err != nil {
+			return e.errorf("listing backups: %s", err)
+		}
+		var pick *reconcile.Backup
+		for i := len(backups) - 1; i >= 0; i-- {
+			if backups[i].Version == target {
+				pick = &backups[i]
+				break
+			}
+		}
+		if pick == nil {
+			var have []string
+			for _, b := range backups {
+				have = append(have, fmt.Sprintf("%s (%s, schema %d)", b.Path, b.Version, b.Schema))
+			}
+			return e.errorf("no backup of %s taken while %s ran; backups: %v", id, target, have)
+		}
+		fmt.Fprintf(e.stdout, "Restoring %s (taken on %s at schema %d) into %s's database, then starting %s.\n", pick.Path, pick.Version, pick.Schema, id, target)
+		start := time.Now()
+		if err := s.exec.RestoreBackup(ctx, d, m, target, *pick, l.fleet.Revision); err != nil {
+			s.exec.Flush(ctx)
+			return e.errorf("%s", err)
+		}
+		s.exec.Flush(ctx)
+		fmt.Fprintf(e.stdout, "%s restored and running %s in %s.\n", id, target, time.Since(start).Round(time.Millisecond))
+		return exitOK
 	}
 	s.exec.SetOverride(id, target, m.Version)
 	a := reconcile.Action{Kind: reconcile.Rollback, Merchant: id, Reason: fmt.Sprintf("steward rollback: version %s → %s", rec.Version, target),
 		Before: &reconcile.Snapshot{Package: rec.Package, Version: rec.Version, Port: rec.Port},
 		After:  &reconcile.Snapshot{Package: m.Package, Version: target, Port: rec.Port}}
 	start := time.Now()
-	err = s.exec.Do(ctx, reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, a, l.fleet.Revision)
+	err = s.exec.Do(ctx, d, a, l.fleet.Revision)
 	s.exec.Flush(ctx)
 	if err != nil {
 		s.exec.SetOverride(id, "", "")

@@ -26,6 +26,7 @@ type merchantStatus struct {
 	Healthy        bool       `json:"healthy"`
 	Database       string     `json:"database"`
 	Restarts       int        `json:"restarts"`
+	Schema         *int64     `json:"schema,omitempty"`
 	Failures       int        `json:"failures,omitempty"`
 	NextAttempt    *time.Time `json:"next_attempt,omitempty"`
 	Since          *time.Time `json:"since,omitempty"`
@@ -107,6 +108,7 @@ func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive fun
 		running := false
 		if rec != nil {
 			ms.Version, ms.Port, ms.Restarts, ms.Failures, ms.LastError, ms.Revision = rec.Version, rec.Port, rec.Restarts, rec.Failures, rec.LastError, rec.Revision
+			ms.Schema = rec.Schema
 			if ms.Database == "" {
 				ms.Database = rec.Applied["database"]
 			}
@@ -283,7 +285,7 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 	}
 	counts := map[string]int{}
 	if len(doc.Merchants) > 0 {
-		fmt.Fprintf(w, "  %-*s  %-9s  %7s  %5s  %-15s  %-7s  %-8s  %s\n", idw, "MERCHANT", "STATE", "PID", "PORT", "VERSION", "HEALTH", "RESTARTS", "NOTE")
+		fmt.Fprintf(w, "  %-*s  %-9s  %7s  %5s  %-15s  %6s  %-7s  %-8s  %s\n", idw, "MERCHANT", "STATE", "PID", "PORT", "VERSION", "SCHEMA", "HEALTH", "RESTARTS", "NOTE")
 	}
 	for _, m := range doc.Merchants {
 		counts[m.State]++
@@ -323,7 +325,11 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 		case m.LastError != "":
 			note = m.LastError
 		}
-		fmt.Fprintf(w, "%s %-*s  %-9s  %7s  %5s  %-15s  %-7s  %8d  %s\n", sym, idw, m.ID, m.State, pid, port, ver, health, m.Restarts, note)
+		schema := "-"
+		if m.Schema != nil {
+			schema = fmt.Sprint(*m.Schema)
+		}
+		fmt.Fprintf(w, "%s %-*s  %-9s  %7s  %5s  %-15s  %6s  %-7s  %8d  %s\n", sym, idw, m.ID, m.State, pid, port, ver, schema, health, m.Restarts, note)
 	}
 	if len(doc.Databases) > 0 {
 		fmt.Fprintln(w)
