@@ -13,9 +13,20 @@
 //	command = ["bin/invoicing", "--port=${port}"]  # ${port} and ${merchant} are bound per merchant
 //	health { http = "/health" }                    # or: tcp = true; no block means tcp
 //	migrate = ["bin/invoicing", "migrate"]         # optional
+//	schema {                                       # optional: the database schema the release needs
+//	  version = 2                                  # an integer >= 0
+//	  migrate = ["bin/invoicing", "migrate", "up"] # forward to version; default: the top-level migrate
+//	  down    = ["bin/invoicing", "migrate", "down", "${to}"]  # optional; ${to} is the version to go down to
+//	  query   = "SELECT coalesce(max(version), 0) FROM schema_migrations"  # the default; or:
+//	  # command = ["bin/invoicing", "migrate", "version"]      # prints the version
+//	  timeout = "5m"                               # bound for one migration (the default)
+//	}
 //
 // Programs are paths relative to the release directory and must exist in the
-// package as executable files.
+// package as executable files. ${to} is a number, and only down may (and
+// must) use it. A schema version above 0 needs a migrate command, the
+// block's or the top-level one. See Schema and the Release methods
+// SchemaMigrateCommand, SchemaDownCommand and SchemaVersionCommand.
 //
 // A Store keeps releases under its directory as <dir>/<name>/<version>/,
 // each unpacked once and shared by every merchant running it. The contract:

@@ -129,9 +129,9 @@ func checkLinkInside(t *testing.T, realRoot, root, p string) {
 	}
 }
 
-// FuzzParseManifest: no input makes ParseManifest or Argv panic, errors
-// always carry a range, and a manifest that parses has a valid health
-// check and a program inside the release.
+// FuzzParseManifest: no input makes ParseManifest, Argv or DownArgv panic,
+// errors always carry a range, and a manifest that parses has a valid
+// health check, programs inside the release and a consistent schema.
 func FuzzParseManifest(f *testing.F) {
 	f.Add(goodManifest)
 	f.Add(`command = ["bin/app"]`)
@@ -140,6 +140,10 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add(`command = ["${port}", upper("x"), [1], null]`)
 	f.Add("command = [\"bin/app\"\n")
 	f.Add("migrate = [\"a\", \"${merchant}\"]")
+	f.Add(schemaManifest)
+	f.Add("command = [\"bin/app\"]\nschema {\n  version = 0\n  command = [\"bin/v\"]\n  timeout = \"1s\"\n}\n")
+	f.Add("command = [\"bin/app\"]\nmigrate = [\"bin/app\"]\nschema {\n  version = 9\n  down = [\"bin/app\", \"--to=${to + 1}\", \"${to}\"]\n  query = \"SELECT 1\"\n}\n")
+	f.Add("command = [\"bin/app\"]\nschema {\n  version = -1.5\n  migrate = [\"${to}\"]\n  down = [\"bin/app\"]\n  query = \"\"\n  command = [\"/x\"]\n  timeout = \"0s\"\n}\nschema {}\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		m, diags := ParseManifest([]byte(src), "package.hcl")
 		for _, d := range diags {
@@ -162,6 +166,26 @@ func FuzzParseManifest(f *testing.F) {
 		argv, err := m.Argv(8101, "acme")
 		if err == nil && (len(argv) == 0 || argv[0] != m.program()) {
 			t.Errorf("Argv = %q, program %q", argv, m.program())
+		}
+		if sc := m.Schema; sc != nil {
+			if sc.Version < 0 || sc.Timeout <= 0 || (sc.Query == "") == (sc.Command == nil) {
+				t.Errorf("schema %+v", *sc)
+			}
+			if sc.Version > 0 && len(m.SchemaMigrate()) == 0 {
+				t.Errorf("schema version %d without a migrate command", sc.Version)
+			}
+			for _, argv := range [][]string{sc.Migrate, sc.Command, m.SchemaMigrate()} {
+				if argv != nil && (len(argv) == 0 || !filepath.IsLocal(argv[0])) {
+					t.Errorf("schema program %q is not inside the release", argv)
+				}
+			}
+			down, err := sc.DownArgv(3)
+			if sc.HasDown() && err == nil && (len(down) == 0 || !filepath.IsLocal(down[0])) {
+				t.Errorf("DownArgv = %q", down)
+			}
+			if !sc.HasDown() && (down != nil || err != nil) {
+				t.Errorf("DownArgv without down = %q, %v", down, err)
+			}
 		}
 	})
 }

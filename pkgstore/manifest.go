@@ -26,6 +26,10 @@ type Manifest struct {
 	// the release directory.
 	Migrate []string
 
+	// Schema is the database schema the release needs, from the optional
+	// schema block; nil without one.
+	Schema *Schema
+
 	// command holds the elements of the command list as expressions, so
 	// that ${port} and ${merchant} are bound per merchant by Argv. It is
 	// non-empty, and its first element is a literal relative path.
@@ -57,7 +61,7 @@ var manifestSchema = &hcl.BodySchema{
 		{Name: "command", Required: true},
 		{Name: "migrate"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "health"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "health"}, {Type: "schema"}},
 }
 
 var healthSchema = &hcl.BodySchema{
@@ -94,20 +98,26 @@ func ParseManifest(src []byte, filename string) (*Manifest, hcl.Diagnostics) {
 		m.Migrate, d = parseMigrate(attr)
 		diags = append(diags, d...)
 	}
-	var seen *hcl.Block
+	seen := map[string]*hcl.Block{}
 	for _, b := range content.Blocks {
-		if seen != nil {
+		if prev := seen[b.Type]; prev != nil {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
-				Summary:  "Duplicate health block",
-				Detail:   fmt.Sprintf("A health block was already defined at %s.", seen.DefRange),
+				Summary:  fmt.Sprintf("Duplicate %s block", b.Type),
+				Detail:   fmt.Sprintf("A %s block was already defined at %s.", b.Type, prev.DefRange),
 				Subject:  b.DefRange.Ptr(),
 			})
 			continue
 		}
-		seen = b
+		seen[b.Type] = b
 		var d hcl.Diagnostics
-		m.Health, d = parseHealth(b)
+		switch b.Type {
+		case "health":
+			m.Health, d = parseHealth(b)
+		case "schema":
+			_, topMigrate := content.Attributes["migrate"]
+			m.Schema, d = parseSchema(b, topMigrate)
+		}
 		diags = append(diags, d...)
 	}
 	if diags.HasErrors() {

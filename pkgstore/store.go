@@ -83,7 +83,7 @@ type Release struct {
 	Dir     string // absolute; the tree under it is read-only
 	SHA256  string // hex digest of the tarball it came from
 	// Manifest is the parsed package.hcl; its command program (and the
-	// migrate program, if any) exist in Dir and are executable.
+	// migrate and schema programs, if any) exist in Dir and are executable.
 	Manifest *Manifest
 }
 
@@ -395,10 +395,7 @@ func loadManifest(dir, filename string) (*Manifest, error) {
 	if diags.HasErrors() {
 		return nil, &ManifestError{Diags: diags}
 	}
-	for _, prog := range []struct{ what, path string }{
-		{"command", m.program()},
-		{"migrate", firstOr(m.Migrate)},
-	} {
+	for _, prog := range m.programs() {
 		if prog.path == "" {
 			continue
 		}
