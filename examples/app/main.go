@@ -1,16 +1,32 @@
 // Command invoicing is the example per-merchant web app that steward runs.
 //
-//	invoicing [--port=N]     serve on 127.0.0.1:N (default $PORT)
-//	invoicing migrate        run database migrations (there are none yet)
+//	invoicing [--port=N]          serve on 127.0.0.1:N (default $PORT)
+//	invoicing migrate [up]        apply the migrations up to this build's schema version
+//	invoicing migrate down N      undo the migrations above version N
+//	invoicing migrate version     print the current schema version (0 without any)
 //
-// The environment gives MERCHANT and DATABASE_URL (optional). Endpoints:
-// GET /health answers 200 "ok" without touching the database; GET / answers
-// {"merchant", "version", "database": "up"|"down"|"none"}; GET /version
-// answers the version. SIGTERM or SIGINT shut it down gracefully.
+// The environment gives MERCHANT and DATABASE_URL (optional for serving,
+// required for migrate). Endpoints: GET /health answers 200 "ok" without
+// touching the database; GET / answers {"merchant", "version", "database":
+// "up"|"down"|"none", "schema": the database's schema version or null,
+// "schema_needed": this build's}; GET /version answers the version; POST
+// /invoices {"amount_cents": N, "currency": "EUR"} records an invoice. SIGTERM
+// or SIGINT shut it down gracefully.
+//
+// The app serves whatever the state of its database: down, missing or at an
+// older schema, / says so and /health stays "ok"; deciding whether a schema
+// fits a release is steward's business.
+//
+// Migrations (see migrate.go) each run in a transaction together with their
+// row in schema_migrations (version, applied_at), under an advisory lock so
+// that concurrent runs take turns. "migrate up" creates the database first
+// when it does not exist. Output names migrations and versions, never the DSN.
 //
 // Build-time settings, through -ldflags "-X main.version=1.1.0":
-// main.version (default "dev") and main.brokenHealth=true, which makes
-// /health answer 500 to stand for a release that fails its health check.
+// main.version (default "dev"), main.schemaVersion (the schema version the
+// build needs and the last migration it knows; default: all of them) and
+// main.brokenHealth=true, which makes /health answer 500 to stand for a
+// release that fails its health check.
 package main
 
 import (
@@ -54,8 +70,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "migrate" {
-		fmt.Fprintln(stdout, "no migrations")
-		return 0
+		return runMigrate(ctx, args[1:], getenv, stdout, stderr)
 	}
 	flags := flag.NewFlagSet("invoicing", flag.ContinueOnError)
 	flags.SetOutput(stderr)
@@ -115,13 +130,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 type app struct {
 	merchant string
+	target   int64   // the schema version this build needs
 	db       *sql.DB // nil without DATABASE_URL
 	secrets  []string
 	logger   *log.Logger
 }
 
 func newApp(merchant, dsn string, logger *log.Logger) (*app, error) {
-	a := &app{merchant: merchant, logger: logger}
+	target, err := buildTarget()
+	if err != nil {
+		return nil, err
+	}
+	a := &app{merchant: merchant, target: target, logger: logger}
 	if dsn == "" {
 		return a, nil
 	}
@@ -157,29 +177,102 @@ func (a *app) handler() http.Handler {
 		io.WriteString(w, version+"\n")
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(struct {
-			Merchant string `json:"merchant"`
-			Version  string `json:"version"`
-			Database string `json:"database"`
-		}{a.merchant, version, a.database(r.Context())})
+		db, schema := a.database(r.Context())
+		writeJSON(w, http.StatusOK, struct {
+			Merchant     string `json:"merchant"`
+			Version      string `json:"version"`
+			Database     string `json:"database"`
+			Schema       *int64 `json:"schema"`
+			SchemaNeeded int64  `json:"schema_needed"`
+		}{a.merchant, version, db, schema, a.target})
 	})
+	mux.HandleFunc("POST /invoices", a.createInvoice)
 	return a.logRequests(mux)
 }
 
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
 // database reports "none" without DATABASE_URL, else whether a ping
-// succeeds within dbCheckTimeout.
-func (a *app) database(ctx context.Context) string {
+// succeeds within dbCheckTimeout, and then the schema version (nil when it
+// cannot be read).
+func (a *app) database(ctx context.Context) (string, *int64) {
 	if a.db == nil {
-		return "none"
+		return "none", nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, dbCheckTimeout)
 	defer cancel()
 	if err := a.db.PingContext(ctx); err != nil {
 		a.logger.Printf("database down: %s", redact(err.Error(), a.secrets))
-		return "down"
+		return "down", nil
 	}
-	return "up"
+	v, err := currentVersion(ctx, a.db)
+	if err != nil {
+		a.logger.Printf("reading the schema version: %s", redact(err.Error(), a.secrets))
+		return "up", nil
+	}
+	return "up", &v
+}
+
+// createInvoice is POST /invoices {"amount_cents": N, "currency": "EUR"}:
+// it records an invoice of the merchant and answers 201 with it. Currency
+// needs schema 2; without a database or schema 1 it answers 503.
+func (a *app) createInvoice(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		AmountCents *int64 `json:"amount_cents"`
+		Currency    string `json:"currency"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || in.AmountCents == nil {
+		http.Error(w, `want {"amount_cents": N, "currency": "EUR"}`, http.StatusBadRequest)
+		return
+	}
+	if a.db == nil {
+		http.Error(w, "no database", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbCheckTimeout)
+	defer cancel()
+	schema, err := currentVersion(ctx, a.db)
+	if err != nil {
+		a.logger.Printf("reading the schema version: %s", redact(err.Error(), a.secrets))
+		http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	out := struct {
+		ID          int64  `json:"id"`
+		Merchant    string `json:"merchant"`
+		AmountCents int64  `json:"amount_cents"`
+		Currency    string `json:"currency,omitempty"`
+	}{Merchant: a.merchant, AmountCents: *in.AmountCents}
+	switch {
+	case schema < 1:
+		http.Error(w, "the database has no invoices table yet (schema 0)", http.StatusServiceUnavailable)
+		return
+	case schema < 2 && in.Currency != "":
+		http.Error(w, fmt.Sprintf("currency needs schema 2, the database is at %d", schema), http.StatusConflict)
+		return
+	case schema < 2:
+		err = a.db.QueryRowContext(ctx, `INSERT INTO invoices (merchant, amount_cents) VALUES ($1, $2) RETURNING id`,
+			a.merchant, out.AmountCents).Scan(&out.ID)
+	default:
+		out.Currency = in.Currency
+		if out.Currency == "" {
+			out.Currency = "EUR"
+		}
+		err = a.db.QueryRowContext(ctx, `INSERT INTO invoices (merchant, amount_cents, currency) VALUES ($1, $2, $3) RETURNING id`,
+			a.merchant, out.AmountCents, out.Currency).Scan(&out.ID)
+	}
+	if err != nil {
+		a.logger.Printf("recording an invoice: %s", redact(err.Error(), a.secrets))
+		http.Error(w, "recording the invoice failed", http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
 }
 
 func (a *app) logRequests(next http.Handler) http.Handler {

@@ -169,10 +169,6 @@ func TestBuildInstallRun(t *testing.T) {
 	if !slices.Equal(r.Manifest.Migrate, []string{"bin/invoicing", "migrate"}) {
 		t.Errorf("migrate = %q", r.Manifest.Migrate)
 	}
-	mig := r.MigrateCommand()
-	if b, err := exec.CommandContext(ctx, mig[0], mig[1:]...).Output(); err != nil || string(b) != "no migrations\n" {
-		t.Errorf("migrate: %q, %v", b, err)
-	}
 
 	base := startRelease(t, ctx, r)
 	if code, body := httpGet(t, base+"/version"); code != 200 || body != "1.1.0\n" {
