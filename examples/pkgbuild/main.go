@@ -1,11 +1,18 @@
 // Command pkgbuild builds the example invoicing app into steward packages.
 //
 //	go run ./examples/pkgbuild -out examples/packages [-versions 1.0.0,1.1.0,1.2.0] [-name invoicing] [-broken 1.2.0]
+//	    [-schemas 1.0.0=1,1.1.0=2,1.2.0=3] [-no-down VERSIONS]
 //
 // For each version it builds the app (CGO_ENABLED=0, -trimpath, with the
-// version set through -ldflags) and writes NAME-VERSION.tar.gz, holding
-// bin/NAME and package.hcl, and NAME-VERSION.tar.gz.sha256 in sha256sum
-// format. Versions listed in -broken are built with a /health that fails.
+// version and its schema version set through -ldflags) and writes
+// NAME-VERSION.tar.gz, holding bin/NAME and package.hcl, and
+// NAME-VERSION.tar.gz.sha256 in sha256sum format. Versions listed in -broken
+// are built with a /health that fails. -schemas gives the schema version
+// each version needs (every version built must have one); the manifest
+// declares it in a schema block with the app's "migrate up" and "migrate
+// down ${to}" commands, leaving down out for the versions listed in -no-down
+// (a release without a down migration). The top-level migrate stays, for
+// stewards that do not read the schema block.
 // Tarballs are deterministic (sorted entries, fixed times, uid and gid 0), so
 // rebuilding with the same toolchain gives the same digests. It must run
 // inside the steward module; go's build cache makes repeated runs quick.
@@ -27,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,6 +55,8 @@ type options struct {
 	app      string
 	versions []string
 	broken   []string
+	schemas  map[string]int64 // version → schema version
+	noDown   []string
 }
 
 func parseArgs(args []string, stderr io.Writer) (options, error) {
@@ -58,6 +68,8 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	flags.StringVar(&o.app, "app", "steward/examples/app", "Go package of the app to build")
 	versions := flags.String("versions", "1.0.0,1.1.0,1.2.0", "comma-separated versions to build")
 	broken := flags.String("broken", "1.2.0", "comma-separated versions whose /health fails on purpose")
+	schemas := flags.String("schemas", "1.0.0=1,1.1.0=2,1.2.0=3", "comma-separated VERSION=N: the schema version each version needs")
+	noDown := flags.String("no-down", "", "comma-separated versions whose manifest has no down migration")
 	if err := flags.Parse(args); err != nil {
 		return o, err
 	}
@@ -72,15 +84,49 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	o.versions = splitList(*versions)
 	o.broken = splitList(*broken)
+	o.noDown = splitList(*noDown)
 	if len(o.versions) == 0 {
 		return o, errors.New("-versions is empty")
 	}
-	for _, v := range slices.Concat(o.versions, o.broken) {
+	var err error
+	if o.schemas, err = parseSchemas(*schemas); err != nil {
+		return o, err
+	}
+	for _, v := range slices.Concat(o.versions, o.broken, o.noDown) {
 		if err := pkgstore.CheckVersion(v); err != nil {
 			return o, err
 		}
 	}
+	for _, v := range o.versions {
+		if _, ok := o.schemas[v]; !ok {
+			return o, fmt.Errorf("-schemas gives no schema version for %s", v)
+		}
+	}
 	return o, nil
+}
+
+// parseSchemas parses "1.0.0=1,1.1.0=2".
+func parseSchemas(s string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, f := range splitList(s) {
+		v, n, ok := strings.Cut(f, "=")
+		v = strings.TrimSpace(v)
+		if !ok {
+			return nil, fmt.Errorf("-schemas: %q is not VERSION=N", f)
+		}
+		if err := pkgstore.CheckVersion(v); err != nil {
+			return nil, fmt.Errorf("-schemas: %w", err)
+		}
+		i, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+		if err != nil || i < 0 {
+			return nil, fmt.Errorf("-schemas: %q is not a schema version (a whole number >= 0)", n)
+		}
+		if old, dup := out[v]; dup && old != i {
+			return nil, fmt.Errorf("-schemas: two schema versions for %s", v)
+		}
+		out[v] = i
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {
@@ -131,7 +177,7 @@ func build(ctx context.Context, o options, stdout io.Writer) error {
 	for i, v := range o.versions {
 		bins[i] = filepath.Join(tmp, v, o.name)
 		wg.Go(func() {
-			errs[i] = compile(ctx, goBin, o.app, v, slices.Contains(o.broken, v), bins[i])
+			errs[i] = compile(ctx, goBin, o.app, v, o.schemas[v], slices.Contains(o.broken, v), bins[i])
 		})
 	}
 	wg.Wait()
@@ -143,14 +189,18 @@ func build(ctx context.Context, o options, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		data, err := pack(o.name, bin)
+		down := !slices.Contains(o.noDown, v)
+		data, err := pack(o.name, bin, manifest(o.name, o.schemas[v], down))
 		if err != nil {
 			return err
 		}
 		tarName := pkgstore.Tarball(o.name, v)
 		sum := sha256.Sum256(data)
 		digest := hex.EncodeToString(sum[:])
-		note := ""
+		note := fmt.Sprintf(", schema %d", o.schemas[v])
+		if !down {
+			note += " without down"
+		}
 		if old, err := os.ReadFile(filepath.Join(o.out, tarName+".sha256")); err == nil && strings.HasPrefix(string(old), digest+" ") {
 			note = ", unchanged"
 		}
@@ -168,8 +218,8 @@ func build(ctx context.Context, o options, stdout io.Writer) error {
 	return nil
 }
 
-func compile(ctx context.Context, goBin, pkg, version string, broken bool, out string) error {
-	ldflags := "-s -w -X main.version=" + version
+func compile(ctx context.Context, goBin, pkg, version string, schema int64, broken bool, out string) error {
+	ldflags := fmt.Sprintf("-s -w -X main.version=%s -X main.schemaVersion=%d", version, schema)
 	if broken {
 		ldflags += " -X main.brokenHealth=true"
 	}
@@ -184,12 +234,23 @@ func compile(ctx context.Context, goBin, pkg, version string, broken bool, out s
 	return nil
 }
 
-// manifest returns the package.hcl of the package name.
-func manifest(name string) string {
-	return fmt.Sprintf(`command = ["bin/%[1]s", "--port=${port}"]
+// manifest returns the package.hcl of the package name needing schema
+// version schema, with a down migration or without.
+func manifest(name string, schema int64, down bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `command = ["bin/%[1]s", "--port=${port}"]
 health { http = "/health" }
 migrate = ["bin/%[1]s", "migrate"]
-`, name)
+
+schema {
+  version = %[2]d
+  migrate = ["bin/%[1]s", "migrate", "up"]
+`, name, schema)
+	if down {
+		fmt.Fprintf(&b, "  down    = [\"bin/%s\", \"migrate\", \"down\", \"${to}\"]\n", name)
+	}
+	b.WriteString("}\n")
+	return b.String()
 }
 
 // epoch is the modification time of every entry, for reproducible tarballs.
@@ -197,7 +258,7 @@ var epoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // pack returns the deterministic .tar.gz of a package holding bin/NAME and
 // package.hcl: entries sorted, fixed times, uid and gid 0 without names.
-func pack(name string, bin []byte) ([]byte, error) {
+func pack(name string, bin []byte, manifest string) ([]byte, error) {
 	type file struct {
 		name string
 		mode int64
@@ -207,7 +268,7 @@ func pack(name string, bin []byte) ([]byte, error) {
 	files := []file{
 		{name: "bin/", mode: 0o755, dir: true},
 		{name: "bin/" + name, mode: 0o755, body: bin},
-		{name: "package.hcl", mode: 0o644, body: []byte(manifest(name))},
+		{name: "package.hcl", mode: 0o644, body: []byte(manifest)},
 	}
 	slices.SortFunc(files, func(a, b file) int { return strings.Compare(a.name, b.name) })
 
