@@ -86,6 +86,20 @@ type unhealthyMark struct {
 	reason string
 }
 
+// databaseUp reports whether the database watcher last saw name up.
+func (dm *Daemon) databaseUp(name string) bool {
+	dm.hmu.Lock()
+	known := dm.dbKnown[name] || !dm.WatchDatabases
+	dm.hmu.Unlock()
+	if !known {
+		return false
+	}
+	dm.Exec.mu.Lock()
+	defer dm.Exec.mu.Unlock()
+	db := dm.Exec.st.Databases[name]
+	return db == nil || db.Up
+}
+
 // MarkUnhealthy reports that merchant id's process of the given generation
 // failed its health checks; the next reconcile of id restarts it.
 func (dm *Daemon) MarkUnhealthy(id string, generation uint64, reason string) {
@@ -341,6 +355,15 @@ func (dm *Daemon) reconcile(ctx context.Context, id string) {
 	}
 	x := dm.Exec
 	log := dm.Log.With("merchant", id)
+	// The schema is read before the state lock is taken: it is I/O.
+	var schema *int64
+	var needs map[string]int64
+	if m := d.Fleet.Merchants[id]; m != nil && x.Databases != nil && m.Database != "" && dm.databaseUp(m.Database) {
+		x.mu.Lock()
+		rec := x.st.Merchants[id].Clone()
+		x.mu.Unlock()
+		schema, needs = x.observeSchema(ctx, *d, m, rec)
+	}
 	x.mu.Lock()
 	now := x.Now()
 	rec := x.st.Merchants[id]
@@ -355,7 +378,10 @@ func (dm *Daemon) reconcile(ctx context.Context, id string) {
 		}
 	}
 	o := Observed{Now: now, State: x.st, Running: map[string]bool{id: running}, DatabaseDown: map[string]bool{},
-		DatabaseUnknown: map[string]bool{}, Unhealthy: map[string]string{}}
+		DatabaseUnknown: map[string]bool{}, Unhealthy: map[string]string{}, Schema: map[string]int64{}, Needs: needs}
+	if schema != nil {
+		o.Schema[id] = *schema
+	}
 	for name, db := range x.st.Databases {
 		if !db.Up {
 			o.DatabaseDown[name] = true

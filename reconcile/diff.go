@@ -277,7 +277,11 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 	if after.Port != rec.Port {
 		why = append(why, fmt.Sprintf("port %d → %d", rec.Port, after.Port))
 	}
-	why = append(why, settingChanges(rec.Applied, Fingerprints(fl, m))...)
+	if len(rec.Applied) > 0 {
+		why = append(why, settingChanges(rec.Applied, Fingerprints(fl, m))...)
+	} else if !running {
+		why = append(why, "never started successfully yet")
+	}
 	if len(why) > 0 {
 		kind := Restart
 		if !running {

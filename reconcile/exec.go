@@ -31,6 +31,8 @@ type Launch struct {
 	Env        []string // complete environment
 	Port       int
 	StopGrace  time.Duration
+	// Quiet keeps a one-off command's output out of the merchant's log.
+	Quiet bool
 }
 
 // Runtime is what the executor needs of the process runtime.

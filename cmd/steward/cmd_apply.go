@@ -82,6 +82,7 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 	} else {
 		o := x.Observe(ctx)
 		o.DatabaseDown = databasesDown(ctx, l.fleet)
+		x.ObserveSchemas(ctx, desired, &o)
 		p = reconcile.Diff(desired, o)
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {

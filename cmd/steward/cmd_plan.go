@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -63,13 +65,15 @@ which refuses it if the state or the specs have changed in between.`)
 		return e.errorf("opening state: %s", err)
 	}
 	defer store.Close()
-	st, err := store.Load(ctx)
+	x, err := newExecutor(ctx, l, store, newLogger(io.Discard, slog.LevelInfo), false)
 	if err != nil {
-		return e.errorf("loading state: %s", err)
+		return e.errorf("%s", err)
 	}
-	o := reconcile.Observe(st, procChecker{}, time.Now())
+	desired := reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}
+	o := reconcile.Observe(x.State(), procChecker{}, time.Now())
 	o.DatabaseDown = databasesDown(ctx, l.fleet)
-	p := reconcile.Diff(reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, o)
+	x.ObserveSchemas(ctx, desired, &o)
+	p := reconcile.Diff(desired, o)
 	if *out != "" {
 		if err := writePlanFile(*out, &savedPlan{Plan: p, Config: l.host.File}); err != nil {
 			return e.errorf("saving the plan: %s", err)

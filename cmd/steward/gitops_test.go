@@ -60,11 +60,11 @@ func (f *fleet) waitAPI() {
 func TestGitPushDrivesTheDaemon(t *testing.T) {
 	pkgs := examplePackages(t)
 	repo := gittest.New(t)
+	f := newFleet(t, 10)
 	spec := func(ms ...string) map[string]string {
-		return map[string]string{"merchants/fleet.hcl": fleetSpec(pkgs, ms...)}
+		return map[string]string{"merchants/fleet.hcl": f.privateDBs(fleetSpec(pkgs, ms...))}
 	}
 	repo.Commit("alpha", spec(merchantBlock("alpha")))
-	f := newFleet(t, 10)
 	f.useGit(repo.Path, "5s", "")
 	f.startDaemon()
 	f.waitRunning(60*time.Second, "alpha")
@@ -82,7 +82,7 @@ func TestGitPushDrivesTheDaemon(t *testing.T) {
 	}
 
 	// A broken commit changes nothing and is reported.
-	bad := repo.Commit("oops", map[string]string{"merchants/fleet.hcl": fleetSpec(pkgs, merchantBlock("alpha"), `merchant "bravo" {`)})
+	bad := repo.Commit("oops", map[string]string{"merchants/fleet.hcl": f.privateDBs(fleetSpec(pkgs, merchantBlock("alpha"))) + "\nmerchant \"bravo\" {"})
 	waitFor(t, 30*time.Second, "the source error in status", func() bool { return f.apiStatus().SpecError != "" })
 	st := f.apiStatus()
 	if st.Revision != sha || !strings.Contains(st.SpecError, "fleet.hcl:") {
@@ -120,14 +120,14 @@ func TestGitPushDrivesTheDaemon(t *testing.T) {
 func TestSyncWebhookConvergesBeforeThePoll(t *testing.T) {
 	pkgs := examplePackages(t)
 	repo := gittest.New(t)
-	repo.Commit("alpha", map[string]string{"merchants/fleet.hcl": fleetSpec(pkgs, merchantBlock("alpha"))})
 	f := newFleet(t, 10)
+	repo.Commit("alpha", map[string]string{"merchants/fleet.hcl": f.privateDBs(fleetSpec(pkgs, merchantBlock("alpha")))})
 	f.useGit(repo.Path, "1h", "")
 	b, _ := os.ReadFile(f.config)
 	os.WriteFile(f.config, []byte(strings.Replace(string(b), "api {", "api {\n  webhook_secret = \"hook-secret\"\n ", 1)), 0o644)
 	f.startDaemon()
 	f.waitRunning(60*time.Second, "alpha")
-	repo.Commit("add bravo", map[string]string{"merchants/fleet.hcl": fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo"))})
+	repo.Commit("add bravo", map[string]string{"merchants/fleet.hcl": f.privateDBs(fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo")))})
 	url := fmt.Sprintf("http://127.0.0.1:%d/v1/sync", f.apiPort)
 	body := []byte(`{"ref":"refs/heads/main"}`)
 	send := func(sig string) int {

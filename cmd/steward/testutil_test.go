@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"database/sql"
+	"regexp"
+
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
@@ -8,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	_ "github.com/lib/pq"
 	"net"
 	"net/http"
 	"os"
@@ -92,13 +97,14 @@ func freePorts(t *testing.T, n int) int {
 
 // fleet is a temporary steward setup: host config, specs, state, runtime.
 type fleet struct {
-	t       *testing.T
-	dir     string
-	specs   string
-	config  string
-	low     int
-	high    int
-	apiPort int
+	t        *testing.T
+	dir      string
+	specs    string
+	config   string
+	low      int
+	high     int
+	apiPort  int
+	dbPrefix string
 }
 
 func newFleet(t *testing.T, nports int) *fleet {
@@ -113,7 +119,11 @@ func newFleetPorts(t *testing.T, low, high int) *fleet {
 	// Merchants run as an unprivileged user when the tests run as root.
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755)
-	f := &fleet{t: t, dir: dir, specs: filepath.Join(dir, "specs"), low: low, high: high, apiPort: freePorts(t, 1)}
+	f := &fleet{t: t, dir: dir, specs: filepath.Join(dir, "specs"), low: low, high: high, apiPort: freePorts(t, 1),
+		dbPrefix: fmt.Sprintf("st%d_%d", os.Getpid(), low)}
+	// Merchant databases are this fleet's own; they go when the test ends,
+	// after the merchants (cleanups run last-registered first).
+	t.Cleanup(func() { dropDatabases(t, f.dbPrefix) })
 	os.MkdirAll(f.specs, 0o755)
 	f.config = filepath.Join(dir, "steward.hcl")
 	host := fmt.Sprintf(`source { path = "specs" }
@@ -136,11 +146,48 @@ api {
 	return f
 }
 
-// write writes a spec file.
+// write writes a spec file. Every merchant gets a database name private to
+// this fleet, so that tests never share merchant databases.
 func (f *fleet) write(name, body string) {
 	f.t.Helper()
-	if err := os.WriteFile(filepath.Join(f.specs, name), []byte(body), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(f.specs, name), []byte(f.privateDBs(body)), 0o644); err != nil {
 		f.t.Fatal(err)
+	}
+}
+
+var merchantLine = regexp.MustCompile(`(?m)^merchant "([a-z0-9-]+)" \{\n`)
+
+func (f *fleet) privateDBs(body string) string {
+	return merchantLine.ReplaceAllStringFunc(body, func(line string) string {
+		id := merchantLine.FindStringSubmatch(line)[1]
+		return line + fmt.Sprintf("  db_name = %q\n", f.dbPrefix+"_"+strings.ReplaceAll(id, "-", "_"))
+	})
+}
+
+// dropDatabases drops the test server's databases named prefix_*.
+func dropDatabases(t *testing.T, prefix string) {
+	db, err := sql.Open("postgres", envOr("STEWARD_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")+"&connect_timeout=5")
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows, err := db.QueryContext(ctx, `SELECT datname FROM pg_database WHERE datname LIKE $1`, prefix+`\_%`)
+	if err != nil {
+		return
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		names = append(names, n)
+	}
+	rows.Close()
+	for _, n := range names {
+		if _, err := db.ExecContext(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, n)); err != nil {
+			t.Logf("dropping test database %s: %v", n, err)
+		}
 	}
 }
 
@@ -195,7 +242,8 @@ func (f *fleet) startDaemon() *daemon {
 		f.t.Fatal(err)
 	}
 	cmd.Stderr, cmd.Stdout = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary that dies (a timeout) takes its daemon along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.t.Fatal(err)
 	}

@@ -64,10 +64,10 @@ func TestChannelUpgradeRollsOutInWaves(t *testing.T) {
 	f.write("fleet.hcl", rolloutSpec(pkgs, "1.1.0", testRollout, sixMerchants()...))
 	plan, _, _ := f.steward("plan")
 	for _, want := range []string{
-		"~ m1  upgrade  version 1.0.0 → 1.1.0 (channel stable); canary",
-		"~ m2  upgrade  version 1.0.0 → 1.1.0 (channel stable); wave 1",
-		"~ m3  upgrade  version 1.0.0 → 1.1.0 (channel stable); wave 1",
-		"~ m6  upgrade  version 1.0.0 → 1.1.0 (channel stable); wave 3",
+		"~ m1  upgrade  version 1.0.0 → 1.1.0 (channel stable), schema 1 → 2 (migrate); canary",
+		"~ m2  upgrade  version 1.0.0 → 1.1.0 (channel stable), schema 1 → 2 (migrate); wave 1",
+		"~ m3  upgrade  version 1.0.0 → 1.1.0 (channel stable), schema 1 → 2 (migrate); wave 1",
+		"~ m6  upgrade  version 1.0.0 → 1.1.0 (channel stable), schema 1 → 2 (migrate); wave 3",
 		"Plan: 0 to create, 6 to change, 0 to delete.",
 	} {
 		if !strings.Contains(plan, want) {

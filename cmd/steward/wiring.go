@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"steward/dbadmin"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +33,8 @@ func merchantDirs(root, id string) (work, logs string) {
 
 // procRuntime adapts package runtime to reconcile.Runtime.
 type procRuntime struct {
+	// refuse, when set, is returned by Start and Run.
+	refuse      error
 	rt          *runtime.Runtime
 	root        string
 	logMaxBytes int64
@@ -63,6 +68,9 @@ func newProcRuntime(h *spec.Host) (*procRuntime, error) {
 }
 
 func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.Proc, error) {
+	if r.refuse != nil {
+		return reconcile.Proc{}, r.refuse
+	}
 	work, logs := merchantDirs(r.root, l.Merchant)
 	// The merchant's own directories are private to its user; the ones
 	// above them must be traversable by it.
@@ -78,7 +86,13 @@ func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.
 }
 
 func (r *procRuntime) Run(ctx context.Context, l reconcile.Launch, timeout time.Duration) (string, error) {
+	if r.refuse != nil {
+		return "", r.refuse
+	}
 	work, logs := merchantDirs(r.root, l.Merchant)
+	if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
+		return "", err
+	}
 	for _, d := range []string{work, logs} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return "", err
@@ -100,7 +114,9 @@ func (r *procRuntime) Run(ctx context.Context, l reconcile.Launch, timeout time.
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	// The output also goes to the merchant's log, framed so it can be found.
-	if f, ferr := os.OpenFile(filepath.Join(logs, runtime.LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640); ferr == nil {
+	if l.Quiet {
+		// read-only helper commands stay out of the log
+	} else if f, ferr := os.OpenFile(filepath.Join(logs, runtime.LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640); ferr == nil {
 		fmt.Fprintf(f, "steward: running %s\n%s", strings.Join(l.Argv, " "), out.String())
 		if err != nil {
 			fmt.Fprintf(f, "steward: %s failed: %v\n", filepath.Base(l.Argv[0]), err)
@@ -164,11 +180,92 @@ func (r releases) Install(ctx context.Context, pkg *spec.Package, version string
 	if err != nil {
 		return nil, err
 	}
-	return &reconcile.Release{Dir: rel.Dir, Command: rel.Command, HealthHTTP: rel.Manifest.Health.HTTP, Migrate: rel.MigrateCommand()}, nil
+	out := &reconcile.Release{Version: rel.Version, Dir: rel.Dir, Command: rel.Command, HealthHTTP: rel.Manifest.Health.HTTP, Migrate: rel.MigrateCommand()}
+	if sc := rel.Manifest.Schema; sc != nil {
+		out.Schema = &reconcile.SchemaSpec{Version: sc.Version, Migrate: rel.SchemaMigrateCommand(), Query: sc.Query,
+			VersionCommand: rel.SchemaVersionCommand(), Timeout: sc.Timeout}
+		if sc.HasDown() {
+			out.Schema.Down = rel.SchemaDownCommand
+		}
+	}
+	return out, nil
 }
 
 func (r releases) GC(ctx context.Context, pkg string, keep func(string) bool) ([]string, error) {
 	return r.store.GC(ctx, pkg, keep)
+}
+
+// merchantDatabases adapts dbadmin to reconcile.Databases. Backups live in
+// one directory per merchant under the state directory.
+type merchantDatabases struct {
+	backups string
+	rt      *procRuntime
+}
+
+var _ reconcile.Databases = (*merchantDatabases)(nil)
+
+func (m *merchantDatabases) Ensure(ctx context.Context, serverDSN, dbName string) (bool, error) {
+	return dbadmin.Ensure(ctx, serverDSN, dbName)
+}
+
+func (m *merchantDatabases) SchemaVersion(ctx context.Context, url string, s *reconcile.SchemaSpec, l reconcile.Launch) (int64, error) {
+	if len(s.VersionCommand) == 0 {
+		return dbadmin.SchemaVersion(ctx, url, s.Query)
+	}
+	l.Argv, l.Quiet = s.VersionCommand, true
+	out, err := m.rt.Run(ctx, l, time.Minute)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w: %s", filepath.Base(l.Argv[0]), err, strings.TrimSpace(out))
+	}
+	fields := strings.Fields(out)
+	if len(fields) == 0 {
+		return 0, fmt.Errorf("%s printed no schema version", filepath.Base(l.Argv[0]))
+	}
+	v, err := strconv.ParseInt(fields[len(fields)-1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s printed %q, not a schema version", filepath.Base(l.Argv[0]), fields[len(fields)-1])
+	}
+	return v, nil
+}
+
+func (m *merchantDatabases) Lock(ctx context.Context, url string) (func() error, error) {
+	return dbadmin.Lock(ctx, url)
+}
+
+func (m *merchantDatabases) dir(merchant string) string { return filepath.Join(m.backups, merchant) }
+
+func (m *merchantDatabases) Dump(ctx context.Context, url, merchant, version string, schema int64, keep int) (reconcile.Backup, error) {
+	dir := m.dir(merchant)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return reconcile.Backup{}, err
+	}
+	b, err := dbadmin.Dump(ctx, url, dir, dbadmin.Backup{Merchant: merchant, Version: version, Schema: schema, Time: time.Now()})
+	if err != nil {
+		return reconcile.Backup{}, err
+	}
+	if keep > 0 {
+		dbadmin.Prune(dir, keep)
+	}
+	return reconcile.Backup{Path: b.Path, Version: b.Version, Schema: b.Schema, Time: b.Time}, nil
+}
+
+func (m *merchantDatabases) Restore(ctx context.Context, url string, b reconcile.Backup) error {
+	return dbadmin.Restore(ctx, url, b.Path)
+}
+
+func (m *merchantDatabases) Backups(merchant string) ([]reconcile.Backup, error) {
+	bs, err := dbadmin.ListBackups(m.dir(merchant))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]reconcile.Backup, len(bs))
+	for i, b := range bs {
+		out[i] = reconcile.Backup{Path: b.Path, Version: b.Version, Schema: b.Schema, Time: b.Time}
+	}
+	return out, nil
 }
 
 // newLogger logs text on a terminal and JSON otherwise.
@@ -216,21 +313,12 @@ func (e *env) openStack(ctx context.Context, l *loaded, who string, lockWait tim
 		return nil, err
 	}
 	s.unlock = unlock
-	rt, err := newProcRuntime(l.host)
+	x, err := newExecutor(ctx, l, store, log, true)
 	if err != nil {
 		s.close()
 		return nil, err
 	}
-	pk, err := pkgstore.Open(filepath.Join(l.host.Runtime.Root, "releases"))
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	s.exec = &reconcile.Executor{Runtime: rt, Packages: releases{pk}, Prober: probe.New(), Store: store, Log: log}
-	if err := s.exec.Init(ctx); err != nil {
-		s.close()
-		return nil, fmt.Errorf("loading state: %w", err)
-	}
+	s.exec = x
 	return s, nil
 }
 
@@ -257,4 +345,27 @@ func databasesDown(ctx context.Context, fl *spec.Fleet) map[string]bool {
 	}
 	wg.Wait()
 	return down
+}
+
+// newExecutor wires an executor for l's host over store and loads state.
+// Without forWrite (plan), a runtime that cannot run merchants safely
+// (root without runtime.user) is not an error until something is run.
+func newExecutor(ctx context.Context, l *loaded, store state.Store, log *slog.Logger, forWrite bool) (*reconcile.Executor, error) {
+	rt, err := newProcRuntime(l.host)
+	if err != nil {
+		if forWrite {
+			return nil, err
+		}
+		rt = &procRuntime{root: l.host.Runtime.Root, refuse: err}
+	}
+	pk, err := pkgstore.Open(filepath.Join(l.host.Runtime.Root, "releases"))
+	if err != nil {
+		return nil, err
+	}
+	x := &reconcile.Executor{Runtime: rt, Packages: releases{pk}, Prober: probe.New(), Store: store, Log: log,
+		Databases: &merchantDatabases{backups: filepath.Join(l.host.State.Path, "backups"), rt: rt}}
+	if err := x.Init(ctx); err != nil {
+		return nil, fmt.Errorf("loading state: %w", err)
+	}
+	return x, nil
 }
