@@ -66,21 +66,36 @@ var packagesDir string
 
 // examplePackages builds the example app's packages once per test binary.
 func examplePackages(t *testing.T) string {
+	return buildPackages(t, "packages")
+}
+
+// noDownPackages are the example packages with 1.2.0 declaring no down
+// migration.
+func noDownPackages(t *testing.T) string {
+	return buildPackages(t, "nodown", "-no-down", "1.2.0")
+}
+
+var builtPackages = map[string]string{}
+
+func buildPackages(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	if packagesDir != "" {
-		return packagesDir
+	if dir := builtPackages[name]; dir != "" {
+		return dir
 	}
-	tmp, err := os.MkdirTemp("", "steward-packages-")
-	if err != nil {
-		t.Fatal(err)
+	if packagesDir == "" {
+		tmp, err := os.MkdirTemp("", "steward-packages-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(tmp, 0o755)
+		packagesDir = filepath.Join(tmp, "packages")
 	}
-	os.Chmod(tmp, 0o755)
-	out := filepath.Join(tmp, "packages")
-	cmd := exec.Command("go", "run", "../../examples/pkgbuild", "-out", out, "-versions", "1.0.0,1.1.0,1.2.0")
+	out := filepath.Join(filepath.Dir(packagesDir), name)
+	cmd := exec.Command("go", append([]string{"run", "../../examples/pkgbuild", "-out", out, "-versions", "1.0.0,1.1.0,1.2.0"}, args...)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building example packages: %v\n%s", err, b)
 	}
-	packagesDir = out
+	builtPackages[name] = out
 	return out
 }
 
