@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/singleflight"
 	"sync"
 	"time"
 
@@ -56,11 +57,14 @@ var ErrSchema = errors.New("schema mismatch")
 
 // releaseCache remembers installed releases by package@version.
 type releaseCache struct {
-	mu sync.Mutex
-	m  map[string]*Release
+	mu    sync.Mutex
+	m     map[string]*Release
+	group singleflight.Group
 }
 
-// release installs (or looks up) pkg@version once per executor.
+// release installs (or looks up) pkg@version once per executor; concurrent
+// callers for one version share one install (which verifies the tarball's
+// digest: not something to do sixteen times at once).
 func (x *Executor) release(ctx context.Context, pkg *spec.Package, version string) (*Release, error) {
 	key := state.RolloutKey(pkg.Name, version)
 	x.rels.mu.Lock()
@@ -69,10 +73,13 @@ func (x *Executor) release(ctx context.Context, pkg *spec.Package, version strin
 		return r, nil
 	}
 	x.rels.mu.Unlock()
-	r, err := x.Packages.Install(ctx, pkg, version)
+	v, err, _ := x.rels.group.Do(key, func() (any, error) {
+		return x.Packages.Install(ctx, pkg, version)
+	})
 	if err != nil {
 		return nil, err
 	}
+	r := v.(*Release)
 	x.rels.mu.Lock()
 	if x.rels.m == nil {
 		x.rels.m = map[string]*Release{}

@@ -131,20 +131,55 @@ type storedHeader struct {
 // readHeader reads the stored serial and lineage; ok is false when nothing
 // was ever saved.
 func (st *FileStore) readHeader() (h storedHeader, ok bool, err error) {
-	data, err := os.ReadFile(st.path(stateFile))
+	f, err := os.Open(st.path(stateFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return h, false, nil
 	}
 	if err != nil {
 		return h, false, err
 	}
-	if err := json.Unmarshal(data, &h); err != nil {
+	defer f.Close()
+	// The header fields come first in what Save writes, so the decoder
+	// stops after a few tokens instead of parsing every merchant.
+	if h, err = decodeHeader(bufio.NewReaderSize(f, 4096)); err != nil {
 		return h, false, fmt.Errorf("%s: %w", st.path(stateFile), err)
 	}
 	if h.Format > FormatVersion {
 		return h, false, fmt.Errorf("%s: format %d is newer than this build of steward understands (%d); upgrade steward", st.path(stateFile), h.Format, FormatVersion)
 	}
 	return h, true, nil
+}
+
+// decodeHeader reads format, serial and lineage from a state document,
+// skipping other values, and stops as soon as it has all three.
+func decodeHeader(r io.Reader) (h storedHeader, err error) {
+	dec := json.NewDecoder(r)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return h, fmt.Errorf("not a state document")
+	}
+	seen := 0
+	for dec.More() && seen < 3 {
+		t, err := dec.Token()
+		if err != nil {
+			return h, err
+		}
+		key, _ := t.(string)
+		switch key {
+		case "format":
+			err, seen = dec.Decode(&h.Format), seen+1
+		case "serial":
+			err, seen = dec.Decode(&h.Serial), seen+1
+		case "lineage":
+			err, seen = dec.Decode(&h.Lineage), seen+1
+		default:
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			return h, err
+		}
+	}
+	return h, nil
 }
 
 // Save implements Store. The serial is checked against state.json on disk

@@ -153,6 +153,12 @@ func (r *procRuntime) Wait(ctx context.Context, p reconcile.Proc) (time.Time, st
 }
 
 func (r *procRuntime) PortOwner(port int, merchant string) (reconcile.Proc, bool, bool) {
+	// A bind test costs a few syscalls; reading /proc/net/tcp costs
+	// milliseconds on a large machine, so it is done only when the port is
+	// taken.
+	if runtime.PortFree(port) {
+		return reconcile.Proc{}, false, false
+	}
 	pid, found, err := runtime.PortHolder(port)
 	if err != nil || !found {
 		if err == nil && !runtime.PortFree(port) {
