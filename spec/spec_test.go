@@ -172,3 +172,30 @@ func TestContentRevisionIgnoresOrder(t *testing.T) {
 		t.Error("revision ignores content")
 	}
 }
+
+func TestBackupPolicy(t *testing.T) {
+	fl, errs := load(t, base+`
+backup { keep = 3 }
+package "other" {
+  source = "/x"
+  channel "stable" { version = "1.0.0" }
+  backup { enabled = false }
+}
+merchant "m" {
+  package = "app"
+  channel = "stable"
+}`)
+	if errs != "no diagnostics" {
+		t.Fatal(errs)
+	}
+	if b := fl.BackupFor("app"); !b.Enabled || b.Keep != 3 {
+		t.Errorf("fleet policy = %+v", b)
+	}
+	if b := fl.BackupFor("other"); b.Enabled {
+		t.Errorf("package override = %+v", b)
+	}
+	fl, _ = load(t, base)
+	if b := fl.BackupFor("app"); b.Enabled {
+		t.Errorf("without a backup block backups must be off: %+v", b)
+	}
+}
