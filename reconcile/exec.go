@@ -659,7 +659,7 @@ func (x *Executor) waitReady(ctx context.Context, d Desired, m *spec.Merchant, r
 			return fmt.Errorf("not healthy within %s: %v", timeout, last)
 		case <-t.C:
 		}
-		delay = min(delay*2, 200*time.Millisecond)
+		delay = min(delay*2, 50*time.Millisecond)
 	}
 }
 
