@@ -70,7 +70,8 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 	if saved != nil {
 		cur := x.State()
 		switch {
-		case saved.Lineage != "" && cur.Lineage != "" && saved.Lineage != cur.Lineage:
+		// A state never saved has no lineage yet: serial 0 is all it says.
+		case saved.Serial != 0 && saved.Lineage != cur.Lineage:
 			return e.errorf("the saved plan was made against another state (lineage %s, this state is %s); make a new plan", saved.Lineage, cur.Lineage)
 		case saved.Serial != cur.Serial:
 			return e.errorf("the saved plan is stale: it was made at state serial %d, the state is now at serial %d; run \"steward plan\" again", saved.Serial, cur.Serial)
