@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -23,6 +24,12 @@ func decodeState(data []byte) (*State, error) {
 	}
 	if err := checkRecords(&s); err != nil {
 		return nil, err
+	}
+	// Save reads only the first format, serial and lineage fields; a
+	// document that says something else further on (duplicate keys) is
+	// not one Save wrote.
+	if h, err := decodeHeader(bytes.NewReader(data)); err != nil || h.Format != s.Format || h.Serial != s.Serial || h.Lineage != s.Lineage {
+		return nil, fmt.Errorf("the format, serial and lineage fields are not the first of their name")
 	}
 	if s.Merchants == nil {
 		s.Merchants = map[string]*Merchant{}
