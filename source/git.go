@@ -134,7 +134,15 @@ func (g *Git) Load(ctx context.Context) (*Snapshot, error) {
 	local, _ := g.localHash(repo)
 	if local.IsZero() || !g.opts.Now().Before(g.lastCheck.Add(g.cfg.Poll)) {
 		if _, err := g.sync(ctx, repo); err != nil {
-			return nil, err
+			if local.IsZero() {
+				return nil, err
+			}
+			// The remote is unreachable but a commit is cached: serve it,
+			// so a daemon that starts during a git outage still has its
+			// desired state; the next poll fetches again.
+			if g.opts.Logger != nil {
+				g.opts.Logger.Warn("git fetch failed; using the cached commit", "commit", local.String(), "err", err)
+			}
 		}
 	}
 	s, err := g.snapshot(ctx, repo)

@@ -423,3 +423,28 @@ func countLinks(t *testing.T, repo *git.Repository, h plumbing.Hash) int {
 	}
 	return n
 }
+
+func TestGitLoadServesTheCachedCommitWhenTheRemoteIsGone(t *testing.T) {
+	r := newRemote(t)
+	h := r.commit("first", map[string]string{"merchants/a.hcl": `merchant "a" {}`})
+	cache := t.TempDir()
+	g := NewGit(spec.GitConfig{URL: r.path, Ref: "main", Dir: "merchants", Poll: time.Nanosecond}, cache, GitOptions{})
+	if _, err := g.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(r.path); err != nil {
+		t.Fatal(err)
+	}
+	s, err := g.Load(context.Background())
+	if err != nil {
+		t.Fatalf("Load with the remote gone: %v", err)
+	}
+	if s.Revision != h.String() {
+		t.Errorf("revision %s, want the cached %s", s.Revision, h)
+	}
+	// A fresh cache has nothing to fall back on.
+	g2 := NewGit(spec.GitConfig{URL: r.path, Ref: "main", Dir: "merchants"}, t.TempDir(), GitOptions{})
+	if _, err := g2.Load(context.Background()); err == nil {
+		t.Error("Load without a cache and without a remote succeeded")
+	}
+}
