@@ -84,22 +84,45 @@ type Source struct {
 	Bytes []byte
 }
 
-// ContentRevision digests sources by name (relative to nothing: callers pass
-// stable names) and content. The order of srcs does not matter.
+// ContentRevision digests sources by their paths relative to the
+// directory they have in common, and their content. The order of srcs and
+// where that directory is do not matter; moving a file to another
+// subdirectory does (relative package sources resolve against it).
 func ContentRevision(srcs []Source) string {
-	idx := make([]int, len(srcs))
-	for i := range idx {
-		idx[i] = i
+	root := commonDir(srcs)
+	type entry struct {
+		name string
+		b    []byte
 	}
-	sort.Slice(idx, func(a, b int) bool {
-		return filepath.Base(srcs[idx[a]].Name) < filepath.Base(srcs[idx[b]].Name) || (filepath.Base(srcs[idx[a]].Name) == filepath.Base(srcs[idx[b]].Name) && srcs[idx[a]].Name < srcs[idx[b]].Name)
-	})
+	es := make([]entry, len(srcs))
+	for i, s := range srcs {
+		rel, err := filepath.Rel(root, s.Name)
+		if err != nil {
+			rel = filepath.Base(s.Name)
+		}
+		es[i] = entry{filepath.ToSlash(rel), s.Bytes}
+	}
+	sort.Slice(es, func(a, b int) bool { return es[a].name < es[b].name })
 	h := sha256.New()
-	for _, i := range idx {
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(srcs[i].Name), len(srcs[i].Bytes))
-		h.Write(srcs[i].Bytes)
+	for _, e := range es {
+		fmt.Fprintf(h, "%s\x00%d\x00", e.name, len(e.b))
+		h.Write(e.b)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// commonDir is the longest directory that holds every source.
+func commonDir(srcs []Source) string {
+	if len(srcs) == 0 {
+		return ""
+	}
+	dir := filepath.Dir(srcs[0].Name)
+	for _, s := range srcs[1:] {
+		for !strings.HasPrefix(filepath.Dir(s.Name)+string(filepath.Separator), dir+string(filepath.Separator)) && dir != "." && dir != string(filepath.Separator) {
+			dir = filepath.Dir(dir)
+		}
+	}
+	return dir
 }
 
 var topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{

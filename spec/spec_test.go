@@ -199,3 +199,15 @@ merchant "m" {
 		t.Errorf("without a backup block backups must be off: %+v", b)
 	}
 }
+
+func TestContentRevisionSeesMovedFiles(t *testing.T) {
+	a := []Source{{Name: "/s/east/a.hcl", Bytes: []byte("A")}, {Name: "/s/west/b.hcl", Bytes: []byte("B")}}
+	moved := []Source{{Name: "/s/west/a.hcl", Bytes: []byte("A")}, {Name: "/s/west/b.hcl", Bytes: []byte("B")}}
+	elsewhere := []Source{{Name: "/tmp/x/s/east/a.hcl", Bytes: []byte("A")}, {Name: "/tmp/x/s/west/b.hcl", Bytes: []byte("B")}}
+	if ContentRevision(a) == ContentRevision(moved) {
+		t.Error("moving a file between directories does not change the revision")
+	}
+	if ContentRevision(a) != ContentRevision(elsewhere) {
+		t.Error("the same tree in another place has another revision")
+	}
+}
