@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,16 +12,32 @@ import (
 
 	"steward/reconcile"
 	"steward/runtime"
+	"steward/spec"
 	"steward/state"
 )
 
-// oneMerchant parses flags and exactly one MERCHANT argument.
-func oneMerchant(e *env, pos []string, name string) (string, bool) {
-	if len(pos) != 1 {
-		e.errorf("%s takes exactly one MERCHANT; got %d arguments (see steward %s -help)", name, len(pos), name)
-		return "", false
+// parseMerchant parses a merchant command's flags and its one MERCHANT
+// argument; when ok is false the command returns code.
+func parseMerchant(e *env, fs *flag.FlagSet, args []string) (id string, code int, ok bool) {
+	pos, code, ok := parse(fs, args)
+	if !ok {
+		return "", code, false
 	}
-	return pos[0], true
+	name := strings.TrimPrefix(fs.Name(), "steward ")
+	if len(pos) != 1 {
+		return "", e.errorf("%s takes exactly one MERCHANT; got %d arguments (see steward %s -help)", name, len(pos), name), false
+	}
+	return pos[0], 0, true
+}
+
+// host loads only the host config, rendering its diagnostics on error.
+func (e *env) host(config string) (*spec.Host, bool) {
+	h, files, diags := e.loadHost(config, false)
+	if diags.HasErrors() {
+		renderDiagnostics(e.stderr, files, diags)
+		return nil, false
+	}
+	return h, true
 }
 
 func cmdRestart(ctx context.Context, e *env, args []string) int {
@@ -30,13 +47,9 @@ and starts it again on the same port and version, waiting until it answers.
 The restart is recorded with the reason "restart requested".`)
 	config := configFlag(fs)
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
-	pos, code, ok := parse(fs, args)
+	id, code, ok := parseMerchant(e, fs, args)
 	if !ok {
 		return code
-	}
-	id, ok := oneMerchant(e, pos, "restart")
-	if !ok {
-		return exitError
 	}
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
@@ -101,17 +114,12 @@ maintenance by hand without fighting the reconcile loop.`
 	fs := e.flagSet(name, " MERCHANT", help)
 	config := configFlag(fs)
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
-	pos, code, ok := parse(fs, args)
+	id, code, ok := parseMerchant(e, fs, args)
 	if !ok {
 		return code
 	}
-	id, ok := oneMerchant(e, pos, name)
+	h, ok := e.host(*config)
 	if !ok {
-		return exitError
-	}
-	h, files, diags := e.loadHost(*config, false)
-	if diags.HasErrors() {
-		renderDiagnostics(e.stderr, files, diags)
 		return exitError
 	}
 	store, err := state.OpenFile(h.State.Path)
@@ -167,17 +175,12 @@ time, action, result, version, pid, spec revision and reason.`)
 	config := configFlag(fs)
 	output := fs.String("o", "text", "output `format`: text or json")
 	n := fs.Int("n", 50, "show at most the last `N` entries (0: all)")
-	pos, code, ok := parse(fs, args)
+	id, code, ok := parseMerchant(e, fs, args)
 	if !ok {
 		return code
 	}
-	id, ok := oneMerchant(e, pos, "history")
+	h, ok := e.host(*config)
 	if !ok {
-		return exitError
-	}
-	h, files, diags := e.loadHost(*config, false)
-	if diags.HasErrors() {
-		renderDiagnostics(e.stderr, files, diags)
 		return exitError
 	}
 	store, err := state.OpenFile(h.State.Path)
@@ -245,13 +248,9 @@ interrupted.`)
 	n := fs.Int("n", 50, "print the last `N` lines")
 	grep := fs.String("grep", "", "only lines matching the regular expression `RE`")
 	follow := fs.Bool("f", false, "follow: keep printing new lines")
-	pos, code, ok := parse(fs, args)
+	id, code, ok := parseMerchant(e, fs, args)
 	if !ok {
 		return code
-	}
-	id, ok := oneMerchant(e, pos, "logs")
-	if !ok {
-		return exitError
 	}
 	var re *regexp.Regexp
 	if *grep != "" {
@@ -260,9 +259,8 @@ interrupted.`)
 			return e.errorf("-grep: %s", err)
 		}
 	}
-	h, files, diags := e.loadHost(*config, false)
-	if diags.HasErrors() {
-		renderDiagnostics(e.stderr, files, diags)
+	h, ok := e.host(*config)
+	if !ok {
 		return exitError
 	}
 	_, dir := merchantDirs(h.Runtime.Root, id)

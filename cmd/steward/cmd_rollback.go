@@ -21,13 +21,9 @@ the specs ends the rollback. The rollback is recorded in the history.`)
 	to := fs.String("to", "", "roll back to `VERSION` instead of the previous good one")
 	restore := fs.Bool("restore-backup", false, "restore the newest database backup taken while VERSION ran, then start it (for a release without a down migration)")
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
-	pos, code, ok := parse(fs, args)
+	id, code, ok := parseMerchant(e, fs, args)
 	if !ok {
 		return code
-	}
-	id, ok := oneMerchant(e, pos, "rollback")
-	if !ok {
-		return exitError
 	}
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {

@@ -129,7 +129,7 @@ func TestFailingCanaryHaltsTheRollout(t *testing.T) {
 		t.Errorf("plan does not show the halt:\n%s", plan)
 	}
 	hist, _, _ := f.steward("history", "m1")
-	if !strings.Contains(hist, "1.2.0 failed its health gate") || !strings.Contains(hist, "500") {
+	if !strings.Contains(hist, "1.2.0 failed its health gate") || !strings.Contains(hist, "GET /health") {
 		t.Errorf("history does not say why:\n%s", hist)
 	}
 	// Fixing the spec (back to 1.1.0, a version that works) resumes: no
