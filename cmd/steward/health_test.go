@@ -197,7 +197,7 @@ defaults {
 	})
 	restarted := time.Since(stopped)
 	t.Logf("SIGSTOP detected after %s (budget 500ms×3 + 500ms = 2s), answering again after %s", detected.Round(time.Millisecond), restarted.Round(time.Millisecond))
-	if budget := 2*time.Second + 750*time.Millisecond; detected > budget {
+	if budget := 2*time.Second + time.Second; detected > budget {
 		t.Errorf("detection took %s, budget %s", detected, budget)
 	}
 	if get(after.Port, "/version") == "" {
