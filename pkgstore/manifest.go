@@ -310,12 +310,18 @@ func (m *Manifest) Argv(port int, merchant string) ([]string, error) {
 	if port <= 0 || port > 65535 {
 		return nil, fmt.Errorf("port %d out of range 1-65535", port)
 	}
-	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{
+	return evalArgv(m.command, "command", map[string]cty.Value{
 		"port":     cty.NumberIntVal(int64(port)),
 		"merchant": cty.StringVal(merchant),
-	}}
-	argv := make([]string, 0, len(m.command))
-	for i, e := range m.command {
+	})
+}
+
+// evalArgv evaluates a command's elements with vars bound; what names the
+// command in errors.
+func evalArgv(exprs []hcl.Expression, what string, vars map[string]cty.Value) ([]string, error) {
+	ctx := &hcl.EvalContext{Variables: vars}
+	argv := make([]string, 0, len(exprs))
+	for i, e := range exprs {
 		v, diags := e.Value(ctx)
 		if diags.HasErrors() {
 			return nil, diags
@@ -325,7 +331,7 @@ func (m *Manifest) Argv(port int, merchant string) ([]string, error) {
 			err = errors.New("is not known")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: command[%d] %v", e.Range(), i, err)
+			return nil, fmt.Errorf("%s: %s[%d] %v", e.Range(), what, i, err)
 		}
 		argv = append(argv, s.AsString())
 	}

@@ -1,7 +1,6 @@
 package pkgstore
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -79,23 +78,7 @@ func (s *Schema) DownArgv(to int64) ([]string, error) {
 	if to < 0 {
 		return nil, fmt.Errorf("schema version %d to migrate down to is negative", to)
 	}
-	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"to": cty.NumberIntVal(to)}}
-	argv := make([]string, 0, len(s.down))
-	for i, e := range s.down {
-		v, diags := e.Value(ctx)
-		if diags.HasErrors() {
-			return nil, diags
-		}
-		str, err := toString(v)
-		if err == nil && !str.IsWhollyKnown() {
-			err = errors.New("is not known")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: schema down[%d] %v", e.Range(), i, err)
-		}
-		argv = append(argv, str.AsString())
-	}
-	return argv, nil
+	return evalArgv(s.down, "schema down", map[string]cty.Value{"to": cty.NumberIntVal(to)})
 }
 
 // SchemaMigrate returns the command migrating the schema forward, argv[0]
