@@ -140,9 +140,7 @@ func (g *Git) Load(ctx context.Context) (*Snapshot, error) {
 			// The remote is unreachable but a commit is cached: serve it,
 			// so a daemon that starts during a git outage still has its
 			// desired state; the next poll fetches again.
-			if g.opts.Logger != nil {
-				g.opts.Logger.Warn("git fetch failed; using the cached commit", "commit", local.String(), "err", err)
-			}
+			g.log.Warn("git fetch failed; using the cached commit", "commit", local.String(), "err", err)
 		}
 	}
 	s, err := g.snapshot(ctx, repo)

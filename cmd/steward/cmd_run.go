@@ -62,6 +62,7 @@ terminal, JSON otherwise) on stderr.`)
 	defer s.close()
 	host := l.host
 	first := true
+	l.src = newSource(host, log) // the same source, logging to the daemon's log
 	dm := &reconcile.Daemon{Exec: s.exec, Workers: host.Daemon.Workers, Resync: host.Daemon.Resync, Log: log}
 	if *workers > 0 {
 		dm.Workers = *workers

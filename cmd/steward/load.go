@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -50,12 +51,12 @@ func (e *env) loadHost(configFlag string, allowMissing bool) (*spec.Host, map[st
 	return spec.LoadHost(path)
 }
 
-// newSource returns the spec source the host config names.
-func newSource(h *spec.Host) source.Source {
+// newSource returns the spec source the host config names; log may be nil.
+func newSource(h *spec.Host, log *slog.Logger) source.Source {
 	if h.Source.Git != nil {
-		return source.NewGit(*h.Source.Git, filepath.Join(h.State.Path, "git"), source.GitOptions{})
+		return source.NewGit(*h.Source.Git, filepath.Join(h.State.Path, "git"), source.GitOptions{Logger: log})
 	}
-	return source.NewDir(h.Source.Path, source.DirOptions{})
+	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log})
 }
 
 // load reads the host config and the fleet its source holds.
@@ -67,7 +68,7 @@ func (e *env) load(ctx context.Context, configFlag string) *loaded {
 		return l
 	}
 	l.host = h
-	l.src = newSource(h)
+	l.src = newSource(h, nil)
 	l.reload(ctx)
 	return l
 }
