@@ -213,10 +213,10 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 			return Action{Kind: Hold, Merchant: m.ID, Reason: why, After: after}, true
 		}
 		if dbDown {
-			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits: database %s is down", m.Database), After: after}, true
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits: database %s is down", m.Database), After: after, ForDatabase: true}, true
 		}
 		if m.Database != "" && o.DatabaseUnknown[m.Database] && m.OnDatabaseDown != spec.OnDBDownIgnore {
-			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits for the first check of database %s", m.Database), After: after}, true
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("new merchant waits for the first check of database %s", m.Database), After: after, ForDatabase: true}, true
 		}
 		return Action{Kind: Create, Merchant: m.ID, Reason: fmt.Sprintf("new merchant (%s %s, %s)", m.Package, m.Version, versionFrom(m)), After: after}, true
 	}
@@ -232,14 +232,14 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 		}
 	}
 	if !running && !dbDown && m.Database != "" && o.DatabaseUnknown[m.Database] && m.OnDatabaseDown != spec.OnDBDownIgnore {
-		return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("waiting for the first check of database %s", m.Database), Before: before, After: after}, true
+		return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("waiting for the first check of database %s", m.Database), Before: before, After: after, ForDatabase: true}, true
 	}
 	if dbDown {
 		if running && m.OnDatabaseDown == spec.OnDBDownStop {
 			return Action{Kind: Stop, Merchant: m.ID, Reason: fmt.Sprintf("database %s is down (on_database_down = stop)", m.Database), Before: before, After: after}, true
 		}
 		if !running {
-			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("database %s is down", m.Database), Before: before, After: after}, true
+			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("database %s is down", m.Database), Before: before, After: after, ForDatabase: true}, true
 		}
 	}
 	want, from := WantedVersion(m, rec), versionFrom(m)

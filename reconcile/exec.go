@@ -434,7 +434,7 @@ func (x *Executor) Flush(ctx context.Context) error {
 func (x *Executor) hold(a Action) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if rec := x.st.Merchants[a.Merchant]; rec != nil && rec.PID == 0 && strings.Contains(a.Reason, "database") {
+	if rec := x.st.Merchants[a.Merchant]; rec != nil && rec.PID == 0 && a.ForDatabase {
 		rec.Phase = PhaseHeld
 	}
 }

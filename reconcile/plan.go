@@ -73,6 +73,8 @@ type Action struct {
 	// then 1, 2, ... of at most max_parallel merchants each. A wave starts
 	// only when the one before it passed its health gates.
 	Wave int `json:"wave,omitempty"`
+	// ForDatabase marks a hold that waits for the merchant's database.
+	ForDatabase bool `json:"for_database,omitempty"`
 	// Unhealthy marks a restart of a process that failed its health checks:
 	// it counts as a failure for the restart backoff.
 	Unhealthy bool `json:"unhealthy,omitempty"`
