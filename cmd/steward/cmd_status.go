@@ -125,6 +125,9 @@ func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive fun
 			}
 		} else if m != nil {
 			ms.State = reconcile.PhaseStopped
+			if db := st.Databases[m.Database]; db != nil && !db.Up && m.OnDatabaseDown != spec.OnDBDownIgnore {
+				ms.State = reconcile.PhaseHeld // a new merchant waiting for its database
+			}
 		}
 		doc.Merchants[i] = ms
 		if running && health != nil && m != nil {

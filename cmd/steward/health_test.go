@@ -81,7 +81,7 @@ func TestDatabaseOutageIsSeenAndHeld(t *testing.T) {
 	waitFor(t, 10*time.Second, "bravo held", func() bool {
 		for _, m := range f.apiStatus().Merchants {
 			if m.ID == "bravo" {
-				return m.PID == 0
+				return m.PID == 0 && m.State == "held"
 			}
 		}
 		return false
