@@ -17,15 +17,16 @@ type Prober struct {
 	client *http.Client
 }
 
-// New returns a Prober with a shared client that keeps at most one idle
-// connection per merchant.
+// New returns a Prober with a shared client. Probes do not keep
+// connections open between them.
 func New() *Prober {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-		MaxIdleConns:        2048,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     30 * time.Second,
+		// No keep-alive: a kept connection per merchant costs two goroutines
+		// and their buffers in steward (and a connection in every merchant)
+		// for probes a few seconds apart; a loopback connect is cheap.
+		DisableKeepAlives: true,
 		DisableCompression:  true,
 	}
 	return &Prober{Host: "127.0.0.1", client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
