@@ -21,13 +21,13 @@ type Prober struct {
 // connections open between them.
 func New() *Prober {
 	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		Proxy:       nil,
+		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 		// No keep-alive: a kept connection per merchant costs two goroutines
 		// and their buffers in steward (and a connection in every merchant)
 		// for probes a few seconds apart; a loopback connect is cheap.
-		DisableKeepAlives: true,
-		DisableCompression:  true,
+		DisableKeepAlives:  true,
+		DisableCompression: true,
 	}
 	return &Prober{Host: "127.0.0.1", client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
