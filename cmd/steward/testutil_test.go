@@ -65,18 +65,23 @@ func writeTarball(t *testing.T, dir, name, version string, files map[string]stri
 }
 
 var portMu sync.Mutex
-var nextPortBase = 20000 + (os.Getpid()%200)*100
+// Test ports stay below the kernel's ephemeral range (32768 and up), where
+// outgoing connections of other tests (and their TIME_WAIT sockets) would
+// make ports look busy.
+const testPortLow, testPortHigh = 20000, 32000
+
+var nextPortBase = testPortLow + (os.Getpid()%100)*100
 
 // freePorts returns the first port of n consecutive ports nobody listens on.
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
 	portMu.Lock()
 	defer portMu.Unlock()
-	for tries := 0; tries < 200; tries++ {
+	for tries := 0; tries < 1000; tries++ {
 		base := nextPortBase
 		nextPortBase += n + 10
-		if nextPortBase > 60000 {
-			nextPortBase = 20000
+		if nextPortBase+n > testPortHigh {
+			nextPortBase = testPortLow
 		}
 		ok := true
 		for p := base; p < base+n && ok; p++ {
