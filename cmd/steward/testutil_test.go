@@ -65,6 +65,7 @@ func writeTarball(t *testing.T, dir, name, version string, files map[string]stri
 }
 
 var portMu sync.Mutex
+
 // Test ports stay below the kernel's ephemeral range (32768 and up), where
 // outgoing connections of other tests (and their TIME_WAIT sockets) would
 // make ports look busy.
