@@ -4,7 +4,8 @@
 #
 #   bench/run.sh [N...]
 #
-# Environment: KILLS (default 30), IDLE (default 15s), PORT_BASE (default
+# Environment: HEALTH (a health block body for steward's specs, e.g.
+# 'interval = "1h"' to measure without probes), KILLS (default 30), IDLE (default 15s), PORT_BASE (default
 # 30001), KEEP=1 keeps the scratch directory. Needs root for apt-get and for
 # running merchants as another user (RUN_USER, default nobody).
 set -euo pipefail
@@ -93,6 +94,7 @@ NLIST=$(IFS=,; echo "${NS[*]}")
 	-systems "$SYSTEMS" \
 	-idle "$IDLE" \
 	-port-base "$PORT_BASE" \
+	-health "${HEALTH:-}" \
 	-json "$RESULTS/latest.json" \
 	-txt-dir "$RESULTS" \
 	-label "steward commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench' || echo ' (with uncommitted changes)')"

@@ -58,6 +58,7 @@ type config struct {
 	jsonOut  string
 	txtDir   string
 	label    string
+	health   string // extra lines for the specs' defaults health block
 }
 
 func main() {
@@ -88,6 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.jsonOut, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&c.txtDir, "txt-dir", "", "write each N's table to DIR/DATE-N.txt")
 	fs.StringVar(&c.label, "label", "", "free text for the header (machine, commit)")
+	fs.StringVar(&c.health, "health", "", "steward: the body of a health block for the specs' defaults, e.g. 'interval = \"1h\"' to take probes out of the idle figures")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -66,8 +66,8 @@ api { listen = "127.0.0.1:%d" }
 defaults {
   package = "invoicing"
   channel = "stable"
-}
-`, c.packages, c.version)
+%s}
+`, c.packages, c.version, healthBlock(c.health))
 	for i, p := range ps {
 		fmt.Fprintf(&fleet, "\nmerchant %q { port = %d }\n", merchantID(i), p)
 	}
@@ -269,4 +269,12 @@ stdout_logfile_backups=5
 	idleFootprint(ctx, c, r, sup.Process.Pid, nil, ps, w)
 	recovery(ctx, c, r, ps, w)
 	return r
+}
+
+// healthBlock is a defaults health block with body, or nothing.
+func healthBlock(body string) string {
+	if body == "" {
+		return ""
+	}
+	return "  health {\n    " + body + "\n  }\n"
 }
