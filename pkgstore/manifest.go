@@ -37,17 +37,7 @@ type Manifest struct {
 }
 
 // program returns the literal first element of the command.
-func (m *Manifest) program() string {
-	v, diags := m.command[0].Value(nil)
-	if diags.HasErrors() || v.IsNull() || !v.IsKnown() {
-		return ""
-	}
-	s, err := convert.Convert(v, cty.String)
-	if err != nil {
-		return ""
-	}
-	return s.AsString()
-}
+func (m *Manifest) program() string { return literal(m.command[0]) }
 
 // Health is how a process is probed: an HTTP GET of a path expecting a 2xx
 // answer, or a plain TCP connect to its port.

@@ -267,7 +267,7 @@ func (x *Executor) ApplyWith(ctx context.Context, d Desired, p *Plan, hooks Hook
 				break
 			}
 			if a.Rollout != "" && x.rolloutHalted(a.Rollout) {
-				x.skip(a, revisionOf(p), hooks)
+				x.skip(a, p.Revision, hooks)
 				mu.Lock()
 				failed++
 				mu.Unlock()
@@ -290,8 +290,6 @@ func (x *Executor) ApplyWith(ctx context.Context, d Desired, p *Plan, hooks Hook
 	x.Flush(context.WithoutCancel(ctx))
 	return failed
 }
-
-func revisionOf(p *Plan) string { return p.Revision }
 
 func (x *Executor) rolloutHalted(key string) bool {
 	x.mu.Lock()

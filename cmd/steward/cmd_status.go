@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -362,18 +363,7 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 	}
 	fmt.Fprintf(w, "\n%s", plural(len(doc.Merchants), "merchant"))
 	if len(parts) > 0 {
-		fmt.Fprintf(w, ": %s", joinComma(parts))
+		fmt.Fprintf(w, ": %s", strings.Join(parts, ", "))
 	}
 	fmt.Fprintln(w, ".")
-}
-
-func joinComma(parts []string) string {
-	out := ""
-	for i, p := range parts {
-		if i > 0 {
-			out += ", "
-		}
-		out += p
-	}
-	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -266,7 +267,7 @@ func isZombie(pid int) bool {
 // startStranger starts an unrelated long-running process.
 func startStranger(t *testing.T) int {
 	t.Helper()
-	cmd := execCommand("sleep", "300")
+	cmd := exec.Command("sleep", "300")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -114,18 +113,5 @@ func envOr(k, def string) string {
 	}
 	return def
 }
-
-func mustRel(t *testing.T, p string) string {
-	t.Helper()
-	a, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-func quote(s string) string { return fmt.Sprintf("%q", s) }
-
-func trimLines(s string) string { return strings.TrimSpace(s) }
 
 var runtimePortHolder = runtime.PortHolder

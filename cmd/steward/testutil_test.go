@@ -234,11 +234,6 @@ type daemon struct {
 	done chan struct{}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
 func (f *fleet) startDaemon() *daemon {
 	f.t.Helper()
 	cmd := exec.Command(os.Args[0], "run", "-config", f.config, "-log-level", "debug")
@@ -356,8 +351,6 @@ func (f *fleet) merchantPIDs() map[string][]int {
 	}
 	return out
 }
-
-func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
 
 // portHolder is the pid listening on port, or 0.
 func portHolder(port int) int {
