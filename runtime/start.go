@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,11 +90,11 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 	if s.WorkDir == "" || s.LogDir == "" {
 		return Proc{}, fmt.Errorf("start %s: WorkDir and LogDir are required", s.Merchant)
 	}
-	workDir, err := makeDir(s.WorkDir, s.Credential)
+	workDir, err := MakeDir(s.WorkDir, s.Credential)
 	if err != nil {
 		return Proc{}, fmt.Errorf("start %s: work dir: %w", s.Merchant, err)
 	}
-	logDir, err := makeDir(s.LogDir, s.Credential)
+	logDir, err := MakeDir(s.LogDir, s.Credential)
 	if err != nil {
 		return Proc{}, fmt.Errorf("start %s: log dir: %w", s.Merchant, err)
 	}
@@ -197,14 +198,19 @@ func (s Spec) resolve() (string, error) {
 	return path, nil
 }
 
-// makeDir creates dir (and its parents) if missing and returns its absolute
-// path; with a credential, dir itself is handed to that user.
-func makeDir(dir string, cred *syscall.Credential) (string, error) {
+// MakeDir creates dir if missing and returns its absolute path. Missing
+// parents are created traversable by everyone (0755), since the merchant's
+// user must reach dir; dir itself is 0750 and, with cred, owned by that
+// user.
+func MakeDir(dir string, cred *syscall.Credential) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", err
 	}
 	if cred != nil {

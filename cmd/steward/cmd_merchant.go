@@ -30,14 +30,20 @@ func parseMerchant(e *env, fs *flag.FlagSet, args []string) (id string, code int
 	return pos[0], 0, true
 }
 
-// host loads only the host config, rendering its diagnostics on error.
-func (e *env) host(config string) (*spec.Host, bool) {
+// hostStore loads only the host config and opens its state store,
+// reporting what goes wrong.
+func (e *env) hostStore(config string) (*spec.Host, *state.FileStore, bool) {
 	h, files, diags := e.loadHost(config, false)
 	if diags.HasErrors() {
 		renderDiagnostics(e.stderr, files, diags)
-		return nil, false
+		return nil, nil, false
 	}
-	return h, true
+	store, err := state.OpenFile(h.State.Path)
+	if err != nil {
+		e.errorf("opening state: %s", err)
+		return nil, nil, false
+	}
+	return h, store, true
 }
 
 func cmdRestart(ctx context.Context, e *env, args []string) int {
@@ -118,13 +124,9 @@ maintenance by hand without fighting the reconcile loop.`
 	if !ok {
 		return code
 	}
-	h, ok := e.host(*config)
+	h, store, ok := e.hostStore(*config)
 	if !ok {
 		return exitError
-	}
-	store, err := state.OpenFile(h.State.Path)
-	if err != nil {
-		return e.errorf("opening state: %s", err)
 	}
 	defer store.Close()
 	unlock, err := store.Lock(ctx, "steward "+name+" "+id, *lockWait)
@@ -179,13 +181,9 @@ time, action, result, version, pid, spec revision and reason.`)
 	if !ok {
 		return code
 	}
-	h, ok := e.host(*config)
+	_, store, ok := e.hostStore(*config)
 	if !ok {
 		return exitError
-	}
-	store, err := state.OpenFile(h.State.Path)
-	if err != nil {
-		return e.errorf("opening state: %s", err)
 	}
 	defer store.Close()
 	events, err := store.Events(ctx, id, *n)
@@ -259,8 +257,9 @@ interrupted.`)
 			return e.errorf("-grep: %s", err)
 		}
 	}
-	h, ok := e.host(*config)
-	if !ok {
+	h, files, diags := e.loadHost(*config, false)
+	if diags.HasErrors() {
+		renderDiagnostics(e.stderr, files, diags)
 		return exitError
 	}
 	_, dir := merchantDirs(h.Runtime.Root, id)

@@ -72,11 +72,6 @@ func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.
 		return reconcile.Proc{}, r.refuse
 	}
 	work, logs := merchantDirs(r.root, l.Merchant)
-	// The merchant's own directories are private to its user; the ones
-	// above them must be traversable by it.
-	if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
-		return reconcile.Proc{}, err
-	}
 	p, err := r.rt.Start(ctx, runtime.Spec{Merchant: l.Merchant, Argv: l.Argv, ReleaseDir: l.ReleaseDir, WorkDir: work, Env: l.Env,
 		LogDir: logs, LogMaxBytes: r.logMaxBytes, LogKeep: r.logKeep, Credential: r.cred})
 	if errors.Is(err, syscall.EACCES) && r.cred != nil {
@@ -90,15 +85,9 @@ func (r *procRuntime) Run(ctx context.Context, l reconcile.Launch, timeout time.
 		return "", r.refuse
 	}
 	work, logs := merchantDirs(r.root, l.Merchant)
-	if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
-		return "", err
-	}
 	for _, d := range []string{work, logs} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
+		if _, err := runtime.MakeDir(d, r.cred); err != nil {
 			return "", err
-		}
-		if r.cred != nil {
-			os.Chown(d, int(r.cred.Uid), int(r.cred.Gid))
 		}
 	}
 	if timeout <= 0 {
