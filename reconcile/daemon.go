@@ -526,7 +526,7 @@ func (dm *Daemon) watch(s Started) {
 		}
 		loop := false
 		if held {
-			rec.PID, rec.StartTime, rec.ExitedAt, rec.Phase = 0, 0, exitedAt, PhaseHeld
+			rec.PID, rec.StartTime, rec.ExitedAt, rec.Phase, rec.Died = 0, 0, exitedAt, PhaseHeld, true
 		} else {
 			loop = x.Policy.NoteExit(rec, exitedAt, now)
 		}

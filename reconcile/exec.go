@@ -482,6 +482,7 @@ func (x *Executor) stop(ctx context.Context, id string, grace time.Duration) err
 	x.mu.Lock()
 	rec.PID, rec.StartTime = 0, 0
 	rec.Phase = PhaseStopped
+	rec.Died = false
 	rec.ExitedAt = x.Now()
 	x.mu.Unlock()
 	if x.OnStopped != nil {
@@ -540,8 +541,8 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 	}
 	fromVersion := rec.Version
 	// A start after the process died (not after steward stopped it) counts
-	// as a restart.
-	died := rec.Phase == PhaseExited || rec.Phase == PhaseCrashLoop || rec.Phase == PhaseFailed
+	// as a restart, whatever the merchant was held for in between.
+	died := rec.Died
 	rec.Port = port
 	x.mu.Unlock()
 
@@ -589,6 +590,7 @@ func (x *Executor) launch(ctx context.Context, d Desired, m *spec.Merchant, vers
 	if died {
 		rec.Restarts++
 	}
+	rec.Died = false
 	x.mu.Unlock()
 	if x.OnStarted != nil {
 		x.OnStarted(Started{Merchant: m.ID, Proc: p, Port: port, HealthPath: healthPath(m, rel), Health: m.Health})

@@ -47,6 +47,7 @@ func (p RestartPolicy) NoteExit(rec *state.Merchant, exitedAt, now time.Time) bo
 		rec.Failures = 0
 	}
 	rec.Failures++
+	rec.Died = true
 	rec.ExitedAt = exitedAt
 	rec.PID, rec.StartTime = 0, 0
 	delay := p.Delay(rec.Failures)

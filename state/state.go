@@ -67,6 +67,9 @@ type Merchant struct {
 	Suspended bool `json:"suspended,omitempty"`
 	// Restarts counts restarts steward made after the process died or hung.
 	Restarts int `json:"restarts"`
+	// Died is set when the process ended without steward stopping it, and
+	// cleared when steward starts it again; that start counts as a restart.
+	Died bool `json:"died,omitempty"`
 	// Failures counts consecutive fast failures; it drives the backoff.
 	Failures    int       `json:"failures,omitempty"`
 	StartedAt   time.Time `json:"started_at,omitzero"`

@@ -249,6 +249,11 @@ func TestReusedPIDIsNeitherAdoptedNorSignalled(t *testing.T) {
 	if a := f.merchant(doc, "alpha"); a.PID == stranger {
 		t.Fatal("the daemon adopted the stranger")
 	}
+	// It died while no daemon ran and waited for its database's first
+	// check: its start still counts as a restart.
+	if a := f.merchant(doc, "alpha"); a.Restarts != 1 {
+		t.Errorf("alpha restarts = %d, want 1", a.Restarts)
+	}
 	if syscall.Kill(stranger, 0) != nil || isZombie(stranger) {
 		t.Fatal("the stranger was signalled")
 	}
