@@ -7,6 +7,9 @@ FUZZTIME  ?= 10s
 # The state loader's target fsyncs on every input; a time limit can end it
 # in the middle of one and fail the run, so it runs a number of inputs.
 STATE_FUZZTIME ?= 5000x
+# Each probe input is a loopback exchange; a count, like the state's, never
+# ends the run in the middle of one.
+PROBE_FUZZTIME ?= 20000x
 
 .PHONY: all build packages demo demo-run demo-clean test fuzz vet fmt-check bench ci
 
@@ -43,6 +46,7 @@ fuzz:
 	$(GO) test ./pkgstore -run '^$$' -fuzz '^FuzzUnpack$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkgstore -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./state -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(STATE_FUZZTIME)
+	$(GO) test ./probe -run '^$$' -fuzz '^FuzzProbeAnswer$$' -fuzztime $(PROBE_FUZZTIME)
 
 vet:
 	$(GO) vet ./...

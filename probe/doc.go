@@ -2,13 +2,16 @@
 // answer.
 //
 // Prober checks a merchant once: an HTTP GET of a health path expecting a
-// status, or a plain TCP connect. One Prober, with one shared HTTP client,
-// serves every merchant.
+// status, or a plain TCP connect. A Session probes one merchant repeatedly
+// over a kept connection. Requests are written and answers read directly on
+// the socket (http.ReadResponse parses them), without net/http's client.
 //
 // Monitor probes many merchants periodically: one scheduler goroutine with a
-// min-heap of due times and a single timer, a bounded pool of workers, and a
-// per-target policy (failure threshold, start grace, generation) that calls
-// OnUnhealthy once per unhealthy spell. HTTP probes time out on a stopped or
+// min-heap of due times and a single timer, a bounded pool of workers, a
+// Session per target, and a per-target policy (failure threshold, start
+// grace, generation) that calls OnUnhealthy once per unhealthy spell.
+// Probes due close together start in one wake-up (up to a tenth of the
+// interval early), which is what keeps hundreds of targets cheap. HTTP probes time out on a stopped or
 // wedged process; TCP probes cannot see one (the kernel accepts into the
 // listen backlog), so prefer an HTTP health path.
 //

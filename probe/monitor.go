@@ -108,15 +108,22 @@ type MonitorOptions struct {
 // pool of MaxConcurrent workers runs the probes through one Prober. There is
 // no goroutine or ticker per target.
 //
+// Each target is probed over its own kept connection (a Session), closed
+// when the target is removed, when its Generation or port changes, and when
+// Run returns.
+//
 // Probes of a target are due at a fixed rate (each due time is the previous
-// one plus a jittered Interval, not counted from when the last probe ended),
+// one plus a jittered Interval, not counted from when the last probe ended;
+// a probe may start up to a tenth of the Interval, at most 500ms, early, so
+// that probes due close together share one wake-up),
 // so a hung target is declared unhealthy within about
 // Interval*Failures + Timeout. A target is never probed twice at once: when a
 // probe outlasts the Interval, the next one starts as soon as it ends.
 type Monitor struct {
-	probe func(ctx context.Context, port int, path string, status int, timeout time.Duration) error
-	opts  MonitorOptions
-	wake  chan struct{}
+	probe  func(ctx context.Context, s *Session, t Target) error
+	prober *Prober
+	opts   MonitorOptions
+	wake   chan struct{}
 
 	mu      sync.Mutex
 	targets map[string]*entry
@@ -137,6 +144,17 @@ type entry struct {
 	// epoch counts generations set, so that a probe of a replaced
 	// generation is dropped.
 	epoch uint64
+	// sess keeps the target's connection between probes. Only the worker
+	// probing the entry (busy) uses it; otherwise it is closed under mu.
+	sess *Session
+}
+
+// closeSession drops e's kept connection. Called with m.mu held while e is
+// not busy, or by the worker that holds it busy.
+func (e *entry) closeSession() {
+	if e.sess != nil {
+		e.sess.Close()
+	}
 }
 
 // health is the per-target policy: thresholds, grace and notify-once. It
@@ -203,7 +221,10 @@ func NewMonitor(p *Prober, opts MonitorOptions) *Monitor {
 		opts.Rand = rand.Float64
 	}
 	return &Monitor{
-		probe:   p.Probe,
+		probe: func(ctx context.Context, s *Session, t Target) error {
+			return s.Probe(ctx, t.Port, t.HTTP, t.Status, t.Timeout)
+		},
+		prober:  p,
 		opts:    opts,
 		wake:    make(chan struct{}, 1),
 		targets: map[string]*entry{},
@@ -253,9 +274,13 @@ func (m *Monitor) Set(t Target) {
 		e.health.reset(t, now)
 	}
 	if e.busy {
-		// The worker reschedules it when its probe ends, and drops that
-		// probe's result when the generation changed.
+		// The worker reschedules it when its probe ends, drops that
+		// probe's result when the generation changed, and then closes the
+		// old process's connection.
 		return
+	}
+	if newGen || e.t.Port != t.Port {
+		e.closeSession()
 	}
 	switch {
 	case newGen:
@@ -280,6 +305,9 @@ func (m *Monitor) Remove(id string) {
 	delete(m.targets, id)
 	if e.index >= 0 {
 		heap.Remove(&m.due, e.index)
+	}
+	if !e.busy {
+		e.closeSession()
 	}
 }
 
@@ -330,6 +358,14 @@ func (m *Monitor) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	defer func() {
+		// Kept connections are not kept while nothing probes.
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, e := range m.targets {
+			e.closeSession()
+		}
+	}()
 	defer wg.Wait()
 	defer close(jobs)
 
@@ -370,12 +406,22 @@ func (m *Monitor) nextJob() (job, time.Duration, bool) {
 	}
 	e := m.due[0]
 	now := m.opts.Now()
-	if wait := e.next.Sub(now); wait > 0 {
-		return job{}, wait, false
+	if wait := e.next.Sub(now); wait > slack(e.t.Interval) {
+		return job{}, wait - slack(e.t.Interval)/2, false
 	}
 	heap.Pop(&m.due)
 	e.busy = true
 	return job{e: e, t: e.t, due: e.next, epoch: e.epoch}, 0, true
+}
+
+// slack is how early a probe due within interval may start, so that probes
+// due close together run in one wake-up of the monitor instead of one each
+// (at hundreds of targets, waking threads for each probe cost more than the
+// probes). It is a tenth of the interval, at most 500ms. It delays no
+// detection: a probe starts early, never late, and the next one is still
+// due a full jittered interval after this one's due time.
+func slack(interval time.Duration) time.Duration {
+	return min(interval/10, 500*time.Millisecond)
 }
 
 // requeue puts e back on the heap with its due time, when Run stops before
@@ -392,8 +438,11 @@ func (m *Monitor) requeue(e *entry, due time.Time) {
 
 // work runs one probe and records its result.
 func (m *Monitor) work(ctx context.Context, j job) {
+	if j.e.sess == nil {
+		j.e.sess = m.prober.NewSession()
+	}
 	start := m.opts.Now()
-	err := m.probe(ctx, j.t.Port, j.t.HTTP, j.t.Status, j.t.Timeout)
+	err := m.probe(ctx, j.e.sess, j.t)
 	end := m.opts.Now()
 	if ctx.Err() != nil {
 		// Shutting down: the probe was cancelled, not failed. Keep the
@@ -429,9 +478,13 @@ func (m *Monitor) work(ctx context.Context, j job) {
 	e := j.e
 	e.busy = false
 	if m.targets[e.t.ID] != e {
+		e.closeSession()
 		return // removed
 	}
 	now := m.opts.Now()
+	if e.epoch != j.epoch || e.t.Port != j.t.Port {
+		e.closeSession() // the connection was to the replaced process
+	}
 	if e.epoch != j.epoch {
 		e.next = now.Add(m.firstDelay(e.t))
 	} else {

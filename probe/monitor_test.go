@@ -677,7 +677,7 @@ func BenchmarkMonitorScheduler(b *testing.B) {
 			close(done)
 		}
 	}})
-	m.probe = func(context.Context, int, string, int, time.Duration) error { return nil }
+	m.probe = func(context.Context, *Session, Target) error { return nil }
 	for i := range 1000 {
 		m.Set(Target{ID: fmt.Sprint("m", i), Port: 1, Interval: time.Microsecond})
 	}

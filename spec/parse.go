@@ -462,8 +462,12 @@ func (d *decoder) health(b *hcl.Block, h *Health) {
 	if c == nil {
 		return
 	}
-	if a := d.str(c.Attributes, "http", &h.HTTP); a != nil && !strings.HasPrefix(h.HTTP, "/") {
-		d.errorf(a.Expr.Range(), "Invalid health path", "http must be a path starting with '/', for example \"/health\".")
+	if a := d.str(c.Attributes, "http", &h.HTTP); a != nil {
+		if !strings.HasPrefix(h.HTTP, "/") {
+			d.errorf(a.Expr.Range(), "Invalid health path", "http must be a path starting with '/', for example \"/health\".")
+		} else if strings.IndexFunc(h.HTTP, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			d.errorf(a.Expr.Range(), "Invalid health path", "http must not contain spaces or control characters; percent-encode them (%%20 for a space).")
+		}
 	}
 	d.boolean(c.Attributes, "tcp", &h.TCP)
 	if c.Attributes["http"] != nil && c.Attributes["tcp"] != nil && h.TCP {
