@@ -15,8 +15,11 @@ PROBE_FUZZTIME ?= 20000x
 
 all: build
 
+# steward and steward-logshim, the small program steward starts per merchant
+# to write its logs; steward looks for it next to itself.
 build:
 	$(GO) build -o $(BIN) ./cmd/steward
+	$(GO) build -o $(dir $(BIN))steward-logshim ./cmd/steward-logshim
 
 packages:
 	$(GO) run ./examples/pkgbuild -out examples/packages

@@ -45,8 +45,10 @@
 //
 // # Logs
 //
-// The log shim (RunLogShim, run as Runtime.ShimArgv followed by
-// "-dir LOGDIR -max BYTES -keep N") appends everything the merchant and its
+// The log shim (package logshim: RunLogShim, run as Runtime.ShimArgv
+// followed by "-dir LOGDIR -max BYTES -keep N", with GOMAXPROCS=1; steward's
+// ShimArgv is the small steward-logshim program when it is installed beside
+// steward) appends everything the merchant and its
 // children write to LOGDIR/current.log (mode 0640), rotating by size at
 // line boundaries into current.log.1 (newest) .. current.log.N (oldest). It
 // ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE and exits at EOF, that is

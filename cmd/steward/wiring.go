@@ -49,7 +49,7 @@ func newProcRuntime(h *spec.Host) (*procRuntime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding steward's own executable for the log shim: %w", err)
 	}
-	r := &procRuntime{rt: &runtime.Runtime{ShimArgv: []string{exe, "__logshim"}}, root: h.Runtime.Root,
+	r := &procRuntime{rt: &runtime.Runtime{ShimArgv: shimArgv(exe)}, root: h.Runtime.Root,
 		logMaxBytes: h.Runtime.LogMaxBytes, logKeep: h.Runtime.LogKeep}
 	if os.Geteuid() == 0 {
 		if h.Runtime.User == "" {
@@ -65,6 +65,23 @@ func newProcRuntime(h *spec.Host) (*procRuntime, error) {
 		r.cred = cred
 	}
 	return r, nil
+}
+
+// logShimName is the log shim program steward prefers, looked up next to
+// its own executable (make build and go install put it there).
+const logShimName = "steward-logshim"
+
+// shimArgv returns the command that runs a merchant's log shim: the
+// steward-logshim next to exe when there is one, otherwise exe itself as
+// "steward __logshim". Both run runtime.RunLogShim; the small program costs
+// about a third of the CPU to start (7 ms against 23 ms here), once per
+// merchant start, which is most of a large fleet's bring-up.
+func shimArgv(exe string) []string {
+	p := filepath.Join(filepath.Dir(exe), logShimName)
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		return []string{p}
+	}
+	return []string{exe, "__logshim"}
 }
 
 func (r *procRuntime) Start(ctx context.Context, l reconcile.Launch) (reconcile.Proc, error) {
