@@ -4,7 +4,8 @@
 #
 #   bench/run.sh [N...]
 #
-# Environment: HEALTH (a health block body for steward's specs, e.g.
+# Environment: LOGSHIM=self (no bin/steward-logshim: steward is its own log
+# shim), HEALTH (a health block body for steward's specs, e.g.
 # 'interval = "1h"' to measure without probes), KILLS (default 30), IDLE (default 15s), PORT_BASE (default
 # 30001), KEEP=1 keeps the scratch directory. Needs root for apt-get and for
 # running merchants as another user (RUN_USER, default nobody).
@@ -71,8 +72,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 PKG_VERSION=1.0.0
-echo "building bin/steward, the driver and invoicing $PKG_VERSION..." >&2
+echo "building bin/steward, bin/steward-logshim, the driver and invoicing $PKG_VERSION..." >&2
 go build -o bin/steward ./cmd/steward
+go build -o bin/steward-logshim ./cmd/steward-logshim
+# LOGSHIM=self: measure steward running itself as the log shim.
+[ "${LOGSHIM:-}" != self ] || rm -f bin/steward-logshim
 go build -o "$WORK/bin/fleetbench" ./bench/fleetbench
 go run ./examples/pkgbuild -out "$WORK/packages" -versions "$PKG_VERSION" -broken "" >&2
 # supervisord runs the app unpacked from the same tarball.

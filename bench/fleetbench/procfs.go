@@ -218,9 +218,10 @@ func cmdline(pid int) string {
 	return strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
 }
 
-// procsWithArg returns the pids whose command line has an argument equal
-// to arg and another containing sub.
-func procsWithArg(arg, sub string) []int {
+// logShims returns the pids of steward's log shims for merchants under
+// sub: steward-logshim processes, or steward itself run as "__logshim" when
+// steward-logshim is not installed next to it.
+func logShims(sub string) []int {
 	var out []int
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
@@ -233,16 +234,30 @@ func procsWithArg(arg, sub string) []int {
 			continue
 		}
 		args := bytes.Split(b, []byte{0})
-		hasArg, hasSub := false, false
+		isShim := filepath.Base(string(args[0])) == "steward-logshim"
+		hasSub := false
 		for _, a := range args {
-			hasArg = hasArg || string(a) == arg
+			isShim = isShim || string(a) == "__logshim"
 			hasSub = hasSub || bytes.Contains(a, []byte(sub))
 		}
-		if hasArg && hasSub {
+		if isShim && hasSub {
 			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// machineBusySince returns a function that reports how busy all CPUs were
+// (in percent of all of them) from now until it is called.
+func machineBusySince() func() float64 {
+	b0, t0, err := machineTicks()
+	return func() float64 {
+		b1, t1, err1 := machineTicks()
+		if err != nil || err1 != nil || t1 == t0 {
+			return -1
+		}
+		return float64(b1-b0) / float64(t1-t0) * 100
+	}
 }
 
 // machineTicks returns the busy and total clock ticks of all CPUs so far,

@@ -22,8 +22,9 @@ type Result struct {
 	BringUpFirstS  float64 `json:"bring_up_first_s"`  // start → the first port answers
 	BringUpMedianS float64 `json:"bring_up_median_s"` // start → half of the ports answer
 	BringUpCmdS    float64 `json:"bring_up_cmd_s,omitempty"`
-	BringUpCPUS    float64 `json:"bring_up_cpu_s"`           // CPU of steward apply / of supervisord during bring-up
-	DaemonReadyS   float64 `json:"daemon_ready_s,omitempty"` // steward run: start → all merchants adopted
+	BringUpCPUS    float64 `json:"bring_up_cpu_s"`            // CPU of steward apply / of supervisord during bring-up
+	BringUpBusyPct float64 `json:"bring_up_machine_busy_pct"` // all CPUs busy during bring-up (100 = every core, all the time)
+	DaemonReadyS   float64 `json:"daemon_ready_s,omitempty"`  // steward run: start → all merchants adopted
 
 	IdleWindowS float64 `json:"idle_window_s"`
 	RSSKB       int64   `json:"rss_kb"`     // VmRSS, mean over the idle window
@@ -213,6 +214,7 @@ func renderPair(e envInfo, p pair) string {
 	row("  first port answers", "s", s.BringUpFirstS, v.BringUpFirstS, 3, true)
 	row("  half of the ports answer", "s", s.BringUpMedianS, v.BringUpMedianS, 2, true)
 	row("  CPU used by apply / supervisord", "s", s.BringUpCPUS, v.BringUpCPUS, 2, true)
+	row("  machine busy during bring-up (all cores)", "%", s.BringUpBusyPct, v.BringUpBusyPct, 0, false)
 	row("recovery after SIGKILL p50", "ms", s.RecoveryP50MS, v.RecoveryP50MS, 1, true)
 	row("recovery p95", "ms", s.RecoveryP95MS, v.RecoveryP95MS, 1, true)
 	row("recovery max", "ms", s.RecoveryMaxMS, v.RecoveryMaxMS, 1, true)

@@ -84,6 +84,7 @@ defaults {
 	// Bring-up: apply from an empty state.
 	applyLog := filepath.Join(dir, "apply.log")
 	apply := exec.Command(c.steward, "apply", "-auto-approve", "-config", host)
+	busy := machineBusySince()
 	t0 := time.Now()
 	applyDone, err := startLogged(apply, applyLog)
 	if err != nil {
@@ -103,6 +104,7 @@ defaults {
 	bctx, cancel := context.WithTimeout(ctx, c.timeout)
 	up, err := waitAllUp(bctx, t0, ps, c.scan)
 	cancel()
+	r.BringUpBusyPct = busy()
 	r.setBringUp(up)
 	select {
 	case <-applyExited:
@@ -146,7 +148,7 @@ defaults {
 	sleepCtx(ctx, c.settle)
 	pid := daemon.Process.Pid
 	r.QuietBeforeIdlePct = waitQuiet(ctx, 25, 60*time.Second, w)
-	idleFootprint(ctx, c, r, pid, procsWithArg("__logshim", dir), ps, w)
+	idleFootprint(ctx, c, r, pid, logShims(dir), ps, w)
 
 	// The cost of one full resync (what the daemon does every daemon.resync,
 	// 1m by default, which the idle window may not include): SIGHUP
@@ -242,6 +244,7 @@ stdout_logfile_backups=5
 	supLog := filepath.Join(dir, "supervisord.out")
 	sup := exec.Command(bin, "-c", confPath, "-n")
 	sup.Dir = dir
+	busy := machineBusySince()
 	t0 := time.Now()
 	supDone, err := startLogged(sup, supLog)
 	if err != nil {
@@ -253,6 +256,7 @@ stdout_logfile_backups=5
 	bctx, cancel := context.WithTimeout(ctx, c.timeout)
 	up, err := waitAllUp(bctx, t0, ps, c.scan)
 	cancel()
+	r.BringUpBusyPct = busy()
 	r.setBringUp(up)
 	if err != nil {
 		r.fail("bring-up: %v\n%s", err, logTail(filepath.Join(dir, "supervisord.log"), 5))
