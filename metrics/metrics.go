@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,15 +15,15 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	reconciles      *prometheus.HistogramVec
-	actionFailures  *prometheus.CounterVec
-	exits           prometheus.Counter
-	probes          *prometheus.HistogramVec
-	unhealthy       prometheus.Counter
-	sourceErrors    prometheus.Counter
-	sourceRevision  *prometheus.GaugeVec
-	databaseUp      *prometheus.GaugeVec
-	merchantsByStat *prometheus.GaugeVec
+	reconciles     *prometheus.HistogramVec
+	actionFailures *prometheus.CounterVec
+	exits          prometheus.Counter
+	probes         *prometheus.HistogramVec
+	unhealthy      prometheus.Counter
+	sourceErrors   prometheus.Counter
+	sourceRevision *prometheus.GaugeVec
+	databaseUp     *prometheus.GaugeVec
+	merchantStates *stateCollector
 }
 
 // New creates the metric set in a registry of its own.
@@ -56,11 +57,9 @@ func New() *Metrics {
 	m.databaseUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "steward_database_up", Help: "Whether a database server is reachable (1) or not (0).",
 	}, []string{"database"})
-	m.merchantsByStat = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "steward_merchants", Help: "Merchants by state.",
-	}, []string{"state"})
+	m.merchantStates = &stateCollector{desc: prometheus.NewDesc("steward_merchants", "Merchants by state.", []string{"state"}, nil)}
 	m.Registry.MustRegister(m.reconciles, m.actionFailures, m.exits, m.probes, m.unhealthy, m.sourceErrors, m.sourceRevision,
-		m.databaseUp, m.merchantsByStat, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.databaseUp, m.merchantStates, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -108,10 +107,33 @@ func (m *Metrics) DatabaseUp(name string, up bool) {
 	m.databaseUp.WithLabelValues(name).Set(v)
 }
 
-// MerchantStates sets the merchants-by-state gauge.
-func (m *Metrics) MerchantStates(counts map[string]int) {
-	m.merchantsByStat.Reset()
-	for s, n := range counts {
-		m.merchantsByStat.WithLabelValues(s).Set(float64(n))
+// MerchantStates has the merchants-by-state gauge computed by counts,
+// called at each scrape of the registry (and only then: counting states
+// means checking every merchant's process, which an idle daemon need not do
+// for nobody).
+func (m *Metrics) MerchantStates(counts func() map[string]int) {
+	m.merchantStates.mu.Lock()
+	defer m.merchantStates.mu.Unlock()
+	m.merchantStates.counts = counts
+}
+
+// stateCollector collects steward_merchants{state} at scrape time.
+type stateCollector struct {
+	desc   *prometheus.Desc
+	mu     sync.Mutex
+	counts func() map[string]int
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	counts := c.counts
+	c.mu.Unlock()
+	if counts == nil {
+		return
+	}
+	for s, n := range counts() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), s)
 	}
 }

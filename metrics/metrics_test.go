@@ -17,7 +17,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.SourceLoaded("abc123", nil)
 	m.SourceLoaded("", errors.New("bad spec"))
 	m.DatabaseUp("db-east", false)
-	m.MerchantStates(map[string]int{"running": 5, "crashloop": 1})
+	m.MerchantStates(func() map[string]int { return map[string]int{"running": 5, "crashloop": 1} })
 	expected := `
 # HELP steward_apply_failures_total Actions that failed, by action kind.
 # TYPE steward_apply_failures_total counter

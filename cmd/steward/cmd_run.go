@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"steward/api"
 	"steward/metrics"
@@ -155,7 +154,7 @@ terminal, JSON otherwise) on stderr.`)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	go recordStates(ctx, dapi, m, 5*time.Second)
+	m.MerchantStates(merchantStates(ctx, dapi))
 	// Under systemd (Type=notify): READY once the API listens and state is
 	// loaded, and watchdog pings from the daemon's main loop.
 	if d := watchdogInterval(e.getenv); d > 0 {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"steward/api"
-	"steward/metrics"
 	"steward/probe"
 	"steward/reconcile"
 	"steward/spec"
@@ -102,22 +101,15 @@ func serveAPI(ctx context.Context, listen string, srv *api.Server) (string, erro
 	return ln.Addr().String(), nil
 }
 
-// recordStates keeps the merchants-by-state gauge current.
-func recordStates(ctx context.Context, a *daemonAPI, m *metrics.Metrics, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		doc := a.status(ctx, false)
+// merchantStates counts merchants by the state status shows, for the
+// steward_merchants gauge; it runs when /metrics is scraped.
+func merchantStates(ctx context.Context, a *daemonAPI) func() map[string]int {
+	return func() map[string]int {
 		counts := map[string]int{}
-		for _, ms := range doc.Merchants {
+		for _, ms := range a.status(ctx, false).Merchants {
 			counts[ms.State]++
 		}
-		m.MerchantStates(counts)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+		return counts
 	}
 }
 

@@ -97,6 +97,9 @@ func TestGitPushDrivesTheDaemon(t *testing.T) {
 	if !strings.Contains(metricsText, "steward_source_errors_total") || strings.Contains(metricsText, "steward_source_errors_total 0") {
 		t.Errorf("metrics do not count the source error")
 	}
+	if !strings.Contains(metricsText, `steward_merchants{state="running"} 2`) {
+		t.Errorf("metrics do not count the 2 running merchants:\n%s", grepLines(metricsText, "steward_merchants"))
+	}
 
 	// The fix converges; removing a merchant stops it.
 	fix := repo.Commit("fix: drop bravo, add charlie", spec(merchantBlock("alpha"), merchantBlock("charlie")))
@@ -299,4 +302,15 @@ func TestSuspendedMerchantIsLeftAlone(t *testing.T) {
 	if after := f.merchant(f.status(), "bravo"); after.PID == before || after.State != "running" {
 		t.Errorf("bravo after restart: %+v", after)
 	}
+}
+
+// grepLines returns the lines of text that contain sub.
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
