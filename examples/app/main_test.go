@@ -86,8 +86,14 @@ func TestHandlers(t *testing.T) {
 	if code, _ := get(t, h, "/nothere"); code != 404 {
 		t.Errorf("/nothere = %d", code)
 	}
-	if want := "GET /health 200 "; !strings.Contains(logs.String(), want) {
-		t.Errorf("log %q lacks %q", logs.String(), want)
+	// Requests are logged, but not passing health checks.
+	for _, want := range []string{"GET /version 200 ", "GET /nothere 404 "} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log %q lacks %q", logs.String(), want)
+		}
+	}
+	if strings.Contains(logs.String(), "/health") {
+		t.Errorf("log %q has the passing health check", logs.String())
 	}
 }
 
@@ -95,8 +101,13 @@ func TestBrokenHealth(t *testing.T) {
 	brokenHealth = "true"
 	t.Cleanup(func() { brokenHealth = "" })
 	a, _ := newApp("acme", "", log.New(io.Discard, "", 0))
+	var logs syncBuffer
+	a.logger = log.New(&logs, "", 0)
 	if code, _ := get(t, a.handler(), "/health"); code != 500 {
 		t.Errorf("/health = %d, want 500", code)
+	}
+	if !strings.Contains(logs.String(), "GET /health 500 ") {
+		t.Errorf("a failing health check is not logged: %q", logs.String())
 	}
 }
 
@@ -290,8 +301,8 @@ func TestSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, sc := waitListening(t, stdout)
-	if code, body := httpGet(t, "http://"+addr+"/health"); code != 200 || body != "ok\n" {
-		t.Errorf("/health = %d %q", code, body)
+	if code, body := httpGet(t, "http://"+addr+"/version"); code != 200 {
+		t.Errorf("/version = %d %q", code, body)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -307,7 +318,7 @@ func TestSIGTERM(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	if log := strings.Join(rest, "\n"); !strings.Contains(log, "GET /health 200") || !strings.HasSuffix(log, "stopped") {
+	if log := strings.Join(rest, "\n"); !strings.Contains(log, "GET /version 200") || !strings.HasSuffix(log, "stopped") {
 		t.Errorf("log after start:\n%s", log)
 	}
 }
