@@ -33,6 +33,7 @@ func main() {
 	path := flag.String("path", "/health", `health path ("" for a TCP connect)`)
 	serve := flag.Bool("serve", false, "internal: be the merchants")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measuring window to this file")
+	workers := flag.Int("workers", 0, "probe.MonitorOptions.MaxConcurrent (0: the default)")
 	flag.Parse()
 	if *serve {
 		serveAll(*n, *base)
@@ -52,7 +53,7 @@ func main() {
 	}
 
 	var probes, failures atomic.Int64
-	m := probe.NewMonitor(probe.New(), probe.MonitorOptions{OnResult: func(r probe.Result) {
+	m := probe.NewMonitor(probe.New(), probe.MonitorOptions{MaxConcurrent: *workers, OnResult: func(r probe.Result) {
 		probes.Add(1)
 		if !r.Healthy {
 			failures.Add(1)
