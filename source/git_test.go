@@ -17,70 +17,9 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
+	"steward/internal/gittest"
 	"steward/spec"
 )
-
-// remoteRepo is a git repository in a temporary directory that tests use
-// as the remote, by its path.
-type remoteRepo struct {
-	t    *testing.T
-	path string
-	repo *git.Repository
-	n    int
-}
-
-func newRemote(t *testing.T) *remoteRepo {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "fleet")
-	repo, err := git.PlainInitWithOptions(p, &git.PlainInitOptions{
-		InitOptions: git.InitOptions{DefaultBranch: plumbing.NewBranchReferenceName("main")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &remoteRepo{t: t, path: p, repo: repo}
-}
-
-// commit writes files (an empty content deletes the file), commits them on
-// the current branch and returns the commit.
-func (r *remoteRepo) commit(msg string, files map[string]string) plumbing.Hash {
-	r.t.Helper()
-	wt, err := r.repo.Worktree()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	for name, content := range files {
-		p := filepath.Join(r.path, filepath.FromSlash(name))
-		if content == "" {
-			if _, err := wt.Remove(name); err != nil {
-				r.t.Fatal(err)
-			}
-			continue
-		}
-		writeFile(r.t, p, content)
-		if _, err := wt.Add(name); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	r.n++
-	when := time.Date(2025, 3, 1, 12, 0, r.n, 0, time.UTC)
-	h, err := wt.Commit(msg, &git.CommitOptions{
-		Author:    &object.Signature{Name: "Ops Person", Email: "ops@example.com", When: when},
-		Committer: &object.Signature{Name: "Ops Person", Email: "ops@example.com", When: when},
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return h
-}
-
-// resetMain points main at h, as a force push does.
-func (r *remoteRepo) resetMain(h plumbing.Hash) {
-	r.t.Helper()
-	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName("main"), h)); err != nil {
-		r.t.Fatal(err)
-	}
-}
 
 // clock is a settable clock for GitOptions.Now.
 type clock struct {
@@ -112,8 +51,8 @@ func sourceNames(s *Snapshot) []string {
 }
 
 func TestGitLoadClones(t *testing.T) {
-	r := newRemote(t)
-	h := r.commit("Add east and west\n\nLonger body.", map[string]string{
+	r := gittest.New(t)
+	h := r.Commit("Add east and west\n\nLonger body.", map[string]string{
 		"merchants/east.hcl":        "merchant \"acme\" {}\n",
 		"merchants/sub/west.hcl":    "merchant \"bluebird\" {}\n",
 		"merchants/.draft/x.hcl":    "hidden\n",
@@ -121,10 +60,10 @@ func TestGitLoadClones(t *testing.T) {
 		"top.hcl":                   "outside dir\n",
 		"packages/inv-1.0.0.tar.gz": "tarball\n",
 	})
-	g := newGit(t, spec.GitConfig{URL: r.path, Dir: "merchants"})
+	g := newGit(t, spec.GitConfig{URL: r.Path, Dir: "merchants"})
 	snap := load(t, g)
 
-	if snap.Revision != h.String() {
+	if snap.Revision != h {
 		t.Errorf("revision %s, want commit %s", snap.Revision, h)
 	}
 	if got := strings.Join(sourceNames(snap), ","); got != "merchants/east.hcl,merchants/sub/west.hcl" {
@@ -143,25 +82,25 @@ func TestGitLoadClones(t *testing.T) {
 		t.Errorf("west's dir %s, want %s", snap.Sources[1].Dir, want)
 	}
 	c := snap.Commit
-	if c == nil || c.SHA != h.String() || c.Author != "Ops Person <ops@example.com>" || c.Subject != "Add east and west" ||
+	if c == nil || c.SHA != h || c.Author != "Ops Person <ops@example.com>" || c.Subject != "Add east and west" ||
 		!c.Time.Equal(time.Date(2025, 3, 1, 12, 0, 1, 0, time.UTC)) {
 		t.Errorf("commit info %+v", c)
 	}
 }
 
 func TestGitDirDefaultsToRoot(t *testing.T) {
-	r := newRemote(t)
-	r.commit("specs at the root", map[string]string{"a.hcl": "a\n", "b/c.hcl": "c\n", ".github/x.hcl": "hidden\n"})
-	snap := load(t, newGit(t, spec.GitConfig{URL: r.path}))
+	r := gittest.New(t)
+	r.Commit("specs at the root", map[string]string{"a.hcl": "a\n", "b/c.hcl": "c\n", ".github/x.hcl": "hidden\n"})
+	snap := load(t, newGit(t, spec.GitConfig{URL: r.Path}))
 	if got := strings.Join(sourceNames(snap), ","); got != "a.hcl,b/c.hcl" {
 		t.Errorf("sources %s", got)
 	}
 }
 
 func TestGitSync(t *testing.T) {
-	r := newRemote(t)
-	r.commit("one", map[string]string{"m/a.hcl": "a1\n"})
-	g := newGit(t, spec.GitConfig{URL: r.path, Dir: "m"})
+	r := gittest.New(t)
+	r.Commit("one", map[string]string{"m/a.hcl": "a1\n"})
+	g := newGit(t, spec.GitConfig{URL: r.Path, Dir: "m"})
 	load(t, g)
 	ctx := context.Background()
 
@@ -174,39 +113,39 @@ func TestGitSync(t *testing.T) {
 		t.Errorf("Sync without a new commit fetched %d times; ls-remote should have skipped the fetch", n)
 	}
 
-	h2 := r.commit("two", map[string]string{"m/a.hcl": "a2\n", "m/b.hcl": "b\n"})
+	h2 := r.Commit("two", map[string]string{"m/a.hcl": "a2\n", "m/b.hcl": "b\n"})
 	changed, err = g.Sync(ctx)
 	if err != nil || !changed {
 		t.Fatalf("Sync after a new commit = %v, %v; want true, nil", changed, err)
 	}
 	snap := load(t, g)
-	if snap.Revision != h2.String() || contents(snap)["m/a.hcl"] != "a2\n" || len(snap.Sources) != 2 {
+	if snap.Revision != h2 || contents(snap)["m/a.hcl"] != "a2\n" || len(snap.Sources) != 2 {
 		t.Errorf("after Sync: revision %s (want %s), sources %v", snap.Revision, h2, contents(snap))
 	}
 }
 
 func TestGitLoadFetchesWhenDue(t *testing.T) {
-	r := newRemote(t)
-	h1 := r.commit("one", map[string]string{"a.hcl": "1\n"})
+	r := gittest.New(t)
+	h1 := r.Commit("one", map[string]string{"a.hcl": "1\n"})
 	clk := &clock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-	g := NewGit(spec.GitConfig{URL: r.path, Ref: "main", Poll: time.Minute}, t.TempDir(), GitOptions{Now: clk.Now})
+	g := NewGit(spec.GitConfig{URL: r.Path, Ref: "main", Poll: time.Minute}, t.TempDir(), GitOptions{Now: clk.Now})
 	load(t, g)
-	h2 := r.commit("two", map[string]string{"a.hcl": "2\n"})
+	h2 := r.Commit("two", map[string]string{"a.hcl": "2\n"})
 
 	clk.Add(59 * time.Second)
-	if snap := load(t, g); snap.Revision != h1.String() {
+	if snap := load(t, g); snap.Revision != h1 {
 		t.Errorf("Load before the poll interval passed: %s, want the cached %s", snap.Revision, h1)
 	}
 	clk.Add(time.Second)
-	if snap := load(t, g); snap.Revision != h2.String() {
+	if snap := load(t, g); snap.Revision != h2 {
 		t.Errorf("Load once a fetch is due: %s, want %s", snap.Revision, h2)
 	}
 }
 
 func TestGitWatchPolls(t *testing.T) {
-	r := newRemote(t)
-	r.commit("one", map[string]string{"a.hcl": "1\n"})
-	g := newGit(t, spec.GitConfig{URL: r.path, Poll: 20 * time.Millisecond})
+	r := gittest.New(t)
+	r.Commit("one", map[string]string{"a.hcl": "1\n"})
+	g := newGit(t, spec.GitConfig{URL: r.Path, Poll: 20 * time.Millisecond})
 	load(t, g)
 
 	ch := make(chan struct{}, 1)
@@ -225,86 +164,86 @@ func TestGitWatchPolls(t *testing.T) {
 		}
 	}()
 
-	h2 := r.commit("two", map[string]string{"a.hcl": "2\n"})
-	loadUntil(t, g, ch, "the new commit", func(s *Snapshot) bool { return s.Revision == h2.String() })
+	h2 := r.Commit("two", map[string]string{"a.hcl": "2\n"})
+	loadUntil(t, g, ch, "the new commit", func(s *Snapshot) bool { return s.Revision == h2 })
 }
 
 func TestGitFollowsForcePush(t *testing.T) {
-	r := newRemote(t)
-	h1 := r.commit("one", map[string]string{"a.hcl": "1\n"})
-	h2 := r.commit("two", map[string]string{"a.hcl": "2\n"})
-	g := newGit(t, spec.GitConfig{URL: r.path})
-	if snap := load(t, g); snap.Revision != h2.String() {
+	r := gittest.New(t)
+	h1 := r.Commit("one", map[string]string{"a.hcl": "1\n"})
+	h2 := r.Commit("two", map[string]string{"a.hcl": "2\n"})
+	g := newGit(t, spec.GitConfig{URL: r.Path})
+	if snap := load(t, g); snap.Revision != h2 {
 		t.Fatalf("revision %s, want %s", snap.Revision, h2)
 	}
 
-	r.resetMain(h1)
+	r.ResetMain(h1)
 	changed, err := g.Sync(context.Background())
 	if err != nil || !changed {
 		t.Fatalf("Sync after a force push = %v, %v; want true, nil", changed, err)
 	}
 	snap := load(t, g)
-	if snap.Revision != h1.String() || contents(snap)["a.hcl"] != "1\n" {
+	if snap.Revision != h1 || contents(snap)["a.hcl"] != "1\n" {
 		t.Errorf("after force push: %s %v, want %s", snap.Revision, contents(snap), h1)
 	}
 
 	// And forward again past the old head, on a diverged history.
-	h3 := r.commit("three", map[string]string{"a.hcl": "3\n"})
+	h3 := r.Commit("three", map[string]string{"a.hcl": "3\n"})
 	if changed, err := g.Sync(context.Background()); err != nil || !changed {
 		t.Fatalf("Sync after a diverging commit = %v, %v", changed, err)
 	}
-	if snap := load(t, g); snap.Revision != h3.String() {
+	if snap := load(t, g); snap.Revision != h3 {
 		t.Errorf("revision %s, want %s", snap.Revision, h3)
 	}
 }
 
 func TestGitTagRef(t *testing.T) {
-	r := newRemote(t)
-	h1 := r.commit("one", map[string]string{"a.hcl": "1\n"})
+	r := gittest.New(t)
+	h1 := r.Commit("one", map[string]string{"a.hcl": "1\n"})
 	sig := &object.Signature{Name: "Ops", Email: "ops@example.com", When: time.Unix(1, 0)}
-	if _, err := r.repo.CreateTag("v1", h1, &git.CreateTagOptions{Tagger: sig, Message: "release v1"}); err != nil {
+	if _, err := r.Git().CreateTag("v1", plumbing.NewHash(h1), &git.CreateTagOptions{Tagger: sig, Message: "release v1"}); err != nil {
 		t.Fatal(err)
 	}
-	r.commit("two", map[string]string{"a.hcl": "2\n"})
-	snap := load(t, newGit(t, spec.GitConfig{URL: r.path, Ref: "v1"}))
-	if snap.Revision != h1.String() || contents(snap)["a.hcl"] != "1\n" {
+	r.Commit("two", map[string]string{"a.hcl": "2\n"})
+	snap := load(t, newGit(t, spec.GitConfig{URL: r.Path, Ref: "v1"}))
+	if snap.Revision != h1 || contents(snap)["a.hcl"] != "1\n" {
 		t.Errorf("annotated tag v1: revision %s, want the tagged commit %s", snap.Revision, h1)
 	}
 }
 
 func TestGitMissingRef(t *testing.T) {
-	r := newRemote(t)
-	r.commit("one", map[string]string{"a.hcl": "1\n"})
-	_, err := newGit(t, spec.GitConfig{URL: r.path, Ref: "release"}).Load(context.Background())
-	if err == nil || !strings.Contains(err.Error(), `"release"`) || !strings.Contains(err.Error(), r.path) {
+	r := gittest.New(t)
+	r.Commit("one", map[string]string{"a.hcl": "1\n"})
+	_, err := newGit(t, spec.GitConfig{URL: r.Path, Ref: "release"}).Load(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `"release"`) || !strings.Contains(err.Error(), r.Path) {
 		t.Fatalf("err = %v, want one naming the ref and the URL", err)
 	}
 	t.Log(err)
 }
 
 func TestGitMissingDir(t *testing.T) {
-	r := newRemote(t)
-	r.commit("one", map[string]string{"merchants/a.hcl": "1\n", "file": "x\n"})
+	r := gittest.New(t)
+	r.Commit("one", map[string]string{"merchants/a.hcl": "1\n", "file": "x\n"})
 	for _, dir := range []string{"fleet", "file"} {
-		_, err := newGit(t, spec.GitConfig{URL: r.path, Dir: dir}).Load(context.Background())
+		_, err := newGit(t, spec.GitConfig{URL: r.Path, Dir: dir}).Load(context.Background())
 		if err == nil || !strings.Contains(err.Error(), `dir "`+dir+`" not found`) {
 			t.Errorf("dir %q: err = %v, want dir not found", dir, err)
 		}
 	}
-	if _, err := newGit(t, spec.GitConfig{URL: r.path, Dir: "../x"}).Load(context.Background()); err == nil {
+	if _, err := newGit(t, spec.GitConfig{URL: r.Path, Dir: "../x"}).Load(context.Background()); err == nil {
 		t.Error("dir ../x: no error")
 	}
-	if snap := load(t, newGit(t, spec.GitConfig{URL: r.path, Dir: "/merchants/"})); len(snap.Sources) != 1 {
+	if snap := load(t, newGit(t, spec.GitConfig{URL: r.Path, Dir: "/merchants/"})); len(snap.Sources) != 1 {
 		t.Errorf("dir /merchants/: %v", sourceNames(snap))
 	}
 }
 
 func TestGitPrunesOldCheckouts(t *testing.T) {
-	r := newRemote(t)
-	g := newGit(t, spec.GitConfig{URL: r.path})
-	var last []plumbing.Hash
+	r := gittest.New(t)
+	g := newGit(t, spec.GitConfig{URL: r.Path})
+	var last []string
 	for i := range 4 {
-		last = append(last, r.commit("c", map[string]string{"a.hcl": strings.Repeat("x", i+1)}))
+		last = append(last, r.Commit("c", map[string]string{"a.hcl": strings.Repeat("x", i+1)}))
 		if _, err := g.Sync(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -318,7 +257,7 @@ func TestGitPrunesOldCheckouts(t *testing.T) {
 	for _, e := range entries {
 		got = append(got, e.Name())
 	}
-	want := []string{last[2].String(), last[3].String()}
+	want := []string{last[2], last[3]}
 	if strings.Join(got, ",") != strings.Join(want, ",") && strings.Join(got, ",") != want[1]+","+want[0] {
 		t.Errorf("checkouts %v, want the current and the previous %v", got, want)
 	}
@@ -367,8 +306,8 @@ func TestGitErrorsHideSecrets(t *testing.T) {
 }
 
 func TestGitCheckoutKeepsOnlyLinksInside(t *testing.T) {
-	r := newRemote(t)
-	wt, err := r.repo.Worktree()
+	r := gittest.New(t)
+	wt, err := r.Git().Worktree()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,21 +317,21 @@ func TestGitCheckoutKeepsOnlyLinksInside(t *testing.T) {
 		"merchants/up.hcl":   "../../outside.hcl", // leaves the checkout: dropped
 		"merchants/loop.hcl": "loop.hcl",          // resolves nowhere: dropped
 	} {
-		if err := os.MkdirAll(filepath.Join(r.path, "merchants"), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(r.Path, "merchants"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(target, filepath.Join(r.path, filepath.FromSlash(link))); err != nil {
+		if err := os.Symlink(target, filepath.Join(r.Path, filepath.FromSlash(link))); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := wt.Add(link); err != nil {
 			t.Fatal(err)
 		}
 	}
-	h := r.commit("links", map[string]string{"merchants/a.hcl": "a\n", "packages/inv.tar.gz": "tarball\n"})
-	if n := countLinks(t, r.repo, h); n != 4 {
+	h := r.Commit("links", map[string]string{"merchants/a.hcl": "a\n", "packages/inv.tar.gz": "tarball\n"})
+	if n := countLinks(t, r.Git(), plumbing.NewHash(h)); n != 4 {
 		t.Fatalf("the commit has %d symbolic links, want 4", n)
 	}
-	snap := load(t, newGit(t, spec.GitConfig{URL: r.path, Dir: "merchants"}))
+	snap := load(t, newGit(t, spec.GitConfig{URL: r.Path, Dir: "merchants"}))
 	if got := strings.Join(sourceNames(snap), ","); got != "merchants/a.hcl" {
 		t.Errorf("sources %s, want only merchants/a.hcl", got)
 	}
@@ -425,25 +364,25 @@ func countLinks(t *testing.T, repo *git.Repository, h plumbing.Hash) int {
 }
 
 func TestGitLoadServesTheCachedCommitWhenTheRemoteIsGone(t *testing.T) {
-	r := newRemote(t)
-	h := r.commit("first", map[string]string{"merchants/a.hcl": `merchant "a" {}`})
+	r := gittest.New(t)
+	h := r.Commit("first", map[string]string{"merchants/a.hcl": `merchant "a" {}`})
 	cache := t.TempDir()
-	g := NewGit(spec.GitConfig{URL: r.path, Ref: "main", Dir: "merchants", Poll: time.Nanosecond}, cache, GitOptions{})
+	g := NewGit(spec.GitConfig{URL: r.Path, Ref: "main", Dir: "merchants", Poll: time.Nanosecond}, cache, GitOptions{})
 	if _, err := g.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(r.path); err != nil {
+	if err := os.RemoveAll(r.Path); err != nil {
 		t.Fatal(err)
 	}
 	s, err := g.Load(context.Background())
 	if err != nil {
 		t.Fatalf("Load with the remote gone: %v", err)
 	}
-	if s.Revision != h.String() {
+	if s.Revision != h {
 		t.Errorf("revision %s, want the cached %s", s.Revision, h)
 	}
 	// A fresh cache has nothing to fall back on.
-	g2 := NewGit(spec.GitConfig{URL: r.path, Ref: "main", Dir: "merchants"}, t.TempDir(), GitOptions{})
+	g2 := NewGit(spec.GitConfig{URL: r.Path, Ref: "main", Dir: "merchants"}, t.TempDir(), GitOptions{})
 	if _, err := g2.Load(context.Background()); err == nil {
 		t.Error("Load without a cache and without a remote succeeded")
 	}

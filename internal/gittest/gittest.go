@@ -34,8 +34,21 @@ func New(t testing.TB) *Repo {
 	return &Repo{t: t, Path: p, repo: repo}
 }
 
-// Commit writes files (an empty content deletes the file), commits them and
-// returns the commit SHA.
+// Git returns the underlying go-git repository, for what Commit does not
+// cover (tags, symlinks).
+func (r *Repo) Git() *git.Repository { return r.repo }
+
+// ResetMain points main at the commit sha, as a force push does.
+func (r *Repo) ResetMain(sha string) {
+	r.t.Helper()
+	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName("main"), plumbing.NewHash(sha))); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// Commit writes files (an empty content deletes the file), commits them on
+// the current branch and returns the commit SHA. The n-th commit is made
+// at 2025-03-01 12:00:n UTC by "Ops Person <ops@example.com>".
 func (r *Repo) Commit(msg string, files map[string]string) string {
 	r.t.Helper()
 	wt, err := r.repo.Worktree()
@@ -61,7 +74,9 @@ func (r *Repo) Commit(msg string, files map[string]string) string {
 		}
 	}
 	r.n++
-	when := time.Now()
+	// Fixed, increasing commit times keep SHAs and commit metadata the same
+	// from run to run.
+	when := time.Date(2025, 3, 1, 12, 0, r.n, 0, time.UTC)
 	h, err := wt.Commit(msg, &git.CommitOptions{
 		Author:    &object.Signature{Name: "Ops Person", Email: "ops@example.com", When: when},
 		Committer: &object.Signature{Name: "Ops Person", Email: "ops@example.com", When: when},
