@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"steward/internal/pgtest"
 )
 
 // recordCommands records the commands Dump and Restore run.
@@ -166,7 +168,7 @@ func TestDumpRestoreRoundTrip(t *testing.T) {
 			}
 			// The public schema is as a new database has it.
 			acl := queryStrings(t, ctx, dbURL, `SELECT nspowner::regrole::text || ' ' || nspacl::text FROM pg_namespace WHERE nspname = 'public'`)
-			fresh := queryStrings(t, ctx, withDB(t, dbURL, "template1"), `SELECT nspowner::regrole::text || ' ' || nspacl::text FROM pg_namespace WHERE nspname = 'public'`)
+			fresh := queryStrings(t, ctx, pgtest.WithDB(t, dbURL, "template1"), `SELECT nspowner::regrole::text || ' ' || nspacl::text FROM pg_namespace WHERE nspname = 'public'`)
 			if !reflect.DeepEqual(acl, fresh) {
 				t.Errorf("public schema after restore: %v, in template1: %v", acl, fresh)
 			}
@@ -188,7 +190,7 @@ func TestDumpAndRestoreErrorsHidePassword(t *testing.T) {
 	server, _, dbURL := newDB(t)
 	ctx := testCtx(t)
 	dir := t.TempDir()
-	missing := withPassword(t, withDB(t, server, uniqueName(t)))
+	missing := withPassword(t, pgtest.WithDB(t, server, uniqueName()))
 	for _, dsn := range []string{missing, keyValue(t, missing)} {
 		_, err := Dump(ctx, dsn, dir, Backup{Version: "1.0.0"})
 		if err == nil || !strings.Contains(err.Error(), "does not exist") {

@@ -4,13 +4,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"steward/internal/pgtest"
 )
 
 func TestEnsureCreatesOnce(t *testing.T) {
-	server := serverDSN(t)
+	server := pgtest.Server(t)
 	ctx := testCtx(t)
-	name := uniqueName(t) + "-Mixed Case" // a quoted identifier
-	dropLater(t, server, name)
+	name := uniqueName() + "-Mixed Case" // a quoted identifier
+	pgtest.DropAtCleanup(t, server, name)
 	created, err := Ensure(ctx, server, name)
 	if err != nil || !created {
 		t.Fatalf("first Ensure = %v, %v; want true, nil", created, err)
@@ -23,16 +25,16 @@ func TestEnsureCreatesOnce(t *testing.T) {
 		t.Fatalf("%d databases named %q", n, name)
 	}
 	// The new database is usable through its URL.
-	if v, err := SchemaVersion(ctx, withDB(t, server, name), ""); err != nil || v != 0 {
+	if v, err := SchemaVersion(ctx, pgtest.WithDB(t, server, name), ""); err != nil || v != 0 {
 		t.Fatalf("SchemaVersion of the new database = %d, %v", v, err)
 	}
 }
 
 func TestEnsureConcurrent(t *testing.T) {
-	server := serverDSN(t)
+	server := pgtest.Server(t)
 	ctx := testCtx(t)
-	name := uniqueName(t)
-	dropLater(t, server, name)
+	name := uniqueName()
+	pgtest.DropAtCleanup(t, server, name)
 	const n = 8
 	start := make(chan struct{})
 	var wg sync.WaitGroup

@@ -2,60 +2,19 @@ package dbadmin
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lib/pq"
 
-	"steward/probe"
+	"steward/internal/pgtest"
 )
 
 // testPassword is put in DSNs to check that it never shows; the test
 // server's trust authentication ignores it.
 const testPassword = "s3cret"
-
-// serverDSN is the test server's DSN: STEWARD_TEST_PG or the local default.
-// A test that needs it skips when it is unreachable, and fails under CI.
-func serverDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("STEWARD_TEST_PG")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	if _, err := probe.CheckDB(context.Background(), dsn, 3*time.Second); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (STEWARD_TEST_PG) is unreachable under CI: %v", err)
-		}
-		t.Skipf("PostgreSQL (STEWARD_TEST_PG) is unreachable, skipping: %v", err)
-	}
-	return dsn
-}
-
-// withDB returns dsn naming database name instead (both DSN forms).
-func withDB(t *testing.T, dsn, name string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Path, u.RawPath = "/"+name, ""
-		return u.String()
-	}
-	var parts []string
-	for _, f := range strings.Fields(dsn) {
-		if !strings.HasPrefix(f, "dbname=") {
-			parts = append(parts, f)
-		}
-	}
-	return strings.Join(append(parts, "dbname='"+name+"'"), " ")
-}
 
 // withPassword returns the URL dsn with testPassword as its password.
 func withPassword(t *testing.T, dsn string) string {
@@ -79,34 +38,20 @@ func keyValue(t *testing.T, dsn string) string {
 }
 
 // uniqueName is a database name no other test (or test run) uses.
-func uniqueName(t *testing.T) string {
-	var b [6]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("steward_dbadmin_%d_%s", os.Getpid(), hex.EncodeToString(b[:]))
-}
-
-// dropLater drops database name on the server when the test ends,
-// terminating its sessions.
-func dropLater(t *testing.T, server, name string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		execSQL(t, ctx, server, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)")
-	})
-}
+func uniqueName() string { return pgtest.UniqueName("steward_dbadmin") }
 
 // newDB creates a fresh database and returns its name and URL.
 func newDB(t *testing.T) (server, name, dbURL string) {
 	t.Helper()
-	server = serverDSN(t)
-	name = uniqueName(t)
-	dropLater(t, server, name)
+	server = pgtest.Server(t)
+	name = uniqueName()
+	pgtest.DropAtCleanup(t, server, name)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := Ensure(ctx, server, name); err != nil {
 		t.Fatal(err)
 	}
-	return server, name, withDB(t, server, name)
+	return server, name, pgtest.WithDB(t, server, name)
 }
 
 // execSQL runs statements on dsn, each in its own implicit transaction.

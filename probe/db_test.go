@@ -8,40 +8,23 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"steward/internal/pgtest"
 	"steward/internal/tcpproxy"
 )
 
 const secret = "s3cret"
 
-// pgDSN is the test server's DSN: STEWARD_TEST_PG or the local default. A
-// test that needs it skips when it is unreachable, and fails under CI.
-func pgDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("STEWARD_TEST_PG")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	if _, err := CheckDB(context.Background(), dsn, 5*time.Second); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (STEWARD_TEST_PG) is unreachable under CI: %v", err)
-		}
-		t.Skipf("PostgreSQL (STEWARD_TEST_PG) is unreachable, skipping: %v", err)
-	}
-	return dsn
-}
-
 // proxied returns a proxy in front of the test server and a URL DSN through
 // it that carries a password (ignored by trust authentication).
 func proxied(t *testing.T) (*tcpproxy.Proxy, string) {
 	t.Helper()
-	base := pgDSN(t)
+	base := pgtest.Server(t)
 	if !isURLDSN(base) {
 		t.Skip("STEWARD_TEST_PG is not a URL; the proxy tests need one")
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"steward/internal/pgtest"
 	"steward/internal/tcpproxy"
 )
 
@@ -15,7 +16,7 @@ import (
 // cut and restore connectivity.
 func pgProxy(t *testing.T) *tcpproxy.Proxy {
 	t.Helper()
-	u, err := url.Parse(envOr("STEWARD_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"))
+	u, err := url.Parse(pgtest.DSN())
 	if err != nil {
 		t.Fatal(err)
 	}

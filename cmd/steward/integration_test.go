@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"steward/internal/pgtest"
 	"steward/state"
 )
 
@@ -34,7 +35,7 @@ defaults {
   channel  = "stable"
   database = "db-main"
 }
-`, envOr("STEWARD_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), pkgs)
+`, pgtest.DSN(), pkgs)
 	for _, m := range merchants {
 		b.WriteString("\n" + m + "\n")
 	}

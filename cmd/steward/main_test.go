@@ -127,11 +127,4 @@ health { tcp = true }
 	writeTarball(t, dir, name, version, map[string]string{"package.hcl": manifest, "bin/app": "#!/bin/sh\n" + script})
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
 var runtimePortHolder = runtime.PortHolder

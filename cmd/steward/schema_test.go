@@ -12,12 +12,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"steward/internal/pgtest"
 )
 
 // dbQuery runs a query returning one integer on a merchant's database.
 func (f *fleet) dbQuery(t *testing.T, merchant, query string) int64 {
 	t.Helper()
-	dsn := envOr("STEWARD_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	dsn := pgtest.DSN()
 	dsn = strings.Replace(dsn, "/postgres?", "/"+f.dbPrefix+"_"+merchant+"?", 1)
 	db, err := sql.Open("postgres", dsn+"&connect_timeout=5")
 	if err != nil {

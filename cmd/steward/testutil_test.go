@@ -1,23 +1,21 @@
 package main
 
 import (
-	"context"
-	"database/sql"
-	"regexp"
-
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	_ "github.com/lib/pq"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +23,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/lib/pq"
+
+	"steward/internal/pgtest"
 )
 
 // writeTarball writes NAME-VERSION.tar.gz and its .sha256 into dir.
@@ -172,7 +174,7 @@ func (f *fleet) privateDBs(body string) string {
 
 // dropDatabases drops the test server's databases named prefix_*.
 func dropDatabases(t *testing.T, prefix string) {
-	db, err := sql.Open("postgres", envOr("STEWARD_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")+"&connect_timeout=5")
+	db, err := sql.Open("postgres", pgtest.DSN()+"&connect_timeout=5")
 	if err != nil {
 		return
 	}

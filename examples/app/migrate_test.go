@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -19,35 +16,13 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+
+	"steward/internal/pgtest"
 )
 
 // testPassword is put into test DSNs (trust authentication ignores it) to
 // check that no output reveals it.
 const testPassword = "s3cret-pw"
-
-// pgServer returns the test server's DSN: STEWARD_TEST_PG or the local
-// default. Unreachable, the test skips, or fails when CI is set.
-func pgServer(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("STEWARD_TEST_PG")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	db, err := sql.Open("postgres", withConnectTimeout(dsn))
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		db.Close()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (STEWARD_TEST_PG) is unreachable under CI: %v", err)
-		}
-		t.Skipf("PostgreSQL (STEWARD_TEST_PG) is unreachable, skipping: %v", err)
-	}
-	return dsn
-}
 
 // withDBName returns dsn naming database name instead, with testPassword
 // when it is a URL without one.
@@ -72,36 +47,12 @@ func withDBName(t *testing.T, dsn, name string) string {
 	return dsn + " dbname=" + name
 }
 
-// uniqueName returns a database name no other test uses.
-func uniqueName(t *testing.T) string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return fmt.Sprintf("invoicing_test_%d_%s", os.Getpid(), hex.EncodeToString(b))
-}
-
-// dropAtCleanup drops database name when the test ends.
-func dropAtCleanup(t *testing.T, server, name string) {
-	t.Cleanup(func() {
-		db, err := sql.Open("postgres", withConnectTimeout(server))
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer db.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)"); err != nil {
-			t.Errorf("dropping test database %s: %v", name, err)
-		}
-	})
-}
-
 // newDatabase creates an empty database, dropped at cleanup, and returns
 // its DSN and a handle on it.
 func newDatabase(t *testing.T) (string, *sql.DB) {
 	t.Helper()
-	server := pgServer(t)
-	name := uniqueName(t)
+	server := pgtest.Server(t)
+	name := pgtest.UniqueName("invoicing_test")
 	admin, err := sql.Open("postgres", withConnectTimeout(server))
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +63,7 @@ func newDatabase(t *testing.T) (string, *sql.DB) {
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
 		t.Fatal(err)
 	}
-	dropAtCleanup(t, server, name)
+	pgtest.DropAtCleanup(t, server, name)
 	dsn := withDBName(t, server, name)
 	db, err := sql.Open("postgres", withConnectTimeout(dsn))
 	if err != nil {
@@ -486,9 +437,9 @@ func TestMigrateDatabaseDown(t *testing.T) {
 
 // migrate up makes the merchant's database when it does not exist yet.
 func TestMigrateCreatesDatabase(t *testing.T) {
-	server := pgServer(t)
-	name := uniqueName(t)
-	dropAtCleanup(t, server, name)
+	server := pgtest.Server(t)
+	name := pgtest.UniqueName("invoicing_test")
+	pgtest.DropAtCleanup(t, server, name)
 	dsn := withDBName(t, server, name)
 	ctx := testCtx(t)
 	var out, errOut strings.Builder
@@ -502,8 +453,8 @@ func TestMigrateCreatesDatabase(t *testing.T) {
 		t.Errorf("second migrate up = %d, %q, %q", code, out.String(), errOut.String())
 	}
 	// down and version do not create anything.
-	other := uniqueName(t)
-	dropAtCleanup(t, server, other)
+	other := pgtest.UniqueName("invoicing_test")
+	pgtest.DropAtCleanup(t, server, other)
 	errOut.Reset()
 	if code := run(ctx, []string{"migrate", "version"}, envWith(withDBName(t, server, other)), io.Discard, &errOut); code != 1 || !strings.Contains(errOut.String(), "does not exist") {
 		t.Errorf("migrate version of a missing database = %d, %q", code, errOut.String())

@@ -3,15 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"steward/internal/pgtest"
 	"steward/pkgstore"
 )
 
@@ -308,45 +306,20 @@ func testReleaseMigrations(t *testing.T, ctx context.Context, r2, r3 *pkgstore.R
 	}
 }
 
-// newDatabase creates a database on the test server (STEWARD_TEST_PG or
-// the local default), dropped at cleanup, and returns its DSN. The test
-// skips when the server is unreachable, and fails when CI is set.
+// newDatabase creates a database on the test server, dropped at cleanup,
+// and returns its DSN (see package pgtest).
 func newDatabase(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	server := os.Getenv("STEWARD_TEST_PG")
-	if server == "" {
-		server = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	u, err := url.Parse(server)
-	if err != nil || u.Scheme == "" {
-		t.Skip("STEWARD_TEST_PG is not a URL; this test needs one")
-	}
+	server := pgtest.Server(t)
 	db, err := sql.Open("postgres", server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (STEWARD_TEST_PG) is unreachable under CI: %v", err)
-		}
-		t.Skipf("PostgreSQL (STEWARD_TEST_PG) is unreachable, skipping: %v", err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := fmt.Sprintf("pkgbuild_test_%d_%s", os.Getpid(), hex.EncodeToString(b))
-	if _, err := db.ExecContext(pctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
+	defer db.Close()
+	name := pgtest.UniqueName("pkgbuild_test")
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)"); err != nil {
-			t.Errorf("dropping test database %s: %v", name, err)
-		}
-	})
-	u.Path, u.RawPath = "/"+name, ""
-	return u.String()
+	pgtest.DropAtCleanup(t, server, name)
+	return pgtest.WithDB(t, server, name)
 }
