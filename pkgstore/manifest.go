@@ -117,79 +117,93 @@ func ParseManifest(src []byte, filename string) (*Manifest, hcl.Diagnostics) {
 }
 
 func parseCommand(attr *hcl.Attribute) ([]hcl.Expression, hcl.Diagnostics) {
-	elems, diags := staticList(attr)
+	elems, diags := staticList(attr, attr.Name, `["bin/app", "--port=${port}"]`)
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	for i, e := range elems {
-		v, d := e.Value(validateCtx)
-		diags = append(diags, d...)
-		if d.HasErrors() {
-			continue
-		}
-		s, err := toString(v)
-		if err != nil {
-			diags = append(diags, elemDiag(attr.Name, i, e, err.Error()))
-			continue
-		}
-		if i == 0 && !s.IsKnown() {
-			diags = append(diags, elemDiag(attr.Name, i, e, "the program must be a literal path, without ${...}"))
-			continue
-		}
-		if i == 0 {
-			if msg := checkProgram(s.AsString()); msg != "" {
-				diags = append(diags, elemDiag(attr.Name, i, e, msg))
-			}
-		}
-	}
+	_, diags = checkArgv(attr.Name, elems, validateCtx, false)
 	return elems, diags
 }
 
+// parseMigrate parses the top-level migrate: literal strings only.
 func parseMigrate(attr *hcl.Attribute) ([]string, hcl.Diagnostics) {
-	elems, diags := staticList(attr)
+	return literalArgv(attr, attr.Name, false)
+}
+
+// literalArgv parses a list of literal strings whose first element is a
+// program inside the release, naming it what in diagnostics. With
+// refuseTo, an element that uses ${to} gets a message of its own (only
+// schema down has it).
+func literalArgv(attr *hcl.Attribute, what string, refuseTo bool) ([]string, hcl.Diagnostics) {
+	elems, diags := staticList(attr, what, `["bin/app", "migrate"]`)
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	argv := make([]string, 0, len(elems))
-	for i, e := range elems {
-		v, d := e.Value(nil)
-		diags = append(diags, d...)
-		if d.HasErrors() {
-			continue
+	vals, diags := checkArgv(what, elems, nil, refuseTo)
+	argv := make([]string, 0, len(vals))
+	for _, v := range vals {
+		if v != cty.NilVal {
+			argv = append(argv, v.AsString())
 		}
-		s, err := toString(v)
-		if err != nil {
-			diags = append(diags, elemDiag(attr.Name, i, e, err.Error()))
-			continue
-		}
-		arg := s.AsString()
-		if i == 0 {
-			if msg := checkProgram(arg); msg != "" {
-				diags = append(diags, elemDiag(attr.Name, i, e, msg))
-			}
-		}
-		argv = append(argv, arg)
 	}
 	return argv, diags
 }
 
-// staticList returns the elements of a list written out in the file, which is
-// what command and migrate must be; an empty list is an error.
-func staticList(attr *hcl.Attribute) ([]hcl.Expression, hcl.Diagnostics) {
+// checkArgv checks the elements of a command list: each must evaluate in
+// ctx (nil allows literals only) to a string, and the first must name a
+// program inside the release, literally. With refuseTo, an element that
+// refers to ${to} is refused first, with its own message. It returns each
+// element's string value (unknown where it uses a variable of ctx, and
+// cty.NilVal where it was refused).
+func checkArgv(what string, elems []hcl.Expression, ctx *hcl.EvalContext, refuseTo bool) ([]cty.Value, hcl.Diagnostics) {
+	vals := make([]cty.Value, len(elems))
+	var diags hcl.Diagnostics
+	for i, e := range elems {
+		if refuseTo && refersTo(e, "to") {
+			diags = append(diags, elemDiag(what, i, e, "${to} is only available in schema down"))
+			continue
+		}
+		v, d := e.Value(ctx)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		s, err := toString(v)
+		if err != nil {
+			diags = append(diags, elemDiag(what, i, e, err.Error()))
+			continue
+		}
+		vals[i] = s
+		if i > 0 {
+			continue
+		}
+		if !s.IsKnown() {
+			diags = append(diags, elemDiag(what, i, e, "the program must be a literal path, without ${...}"))
+		} else if msg := checkProgram(s.AsString()); msg != "" {
+			diags = append(diags, elemDiag(what, i, e, msg))
+		}
+	}
+	return vals, diags
+}
+
+// staticList returns the elements of a list written out in the file, naming
+// it what in diagnostics, which show example as its form; an empty list is
+// an error.
+func staticList(attr *hcl.Attribute, what, example string) ([]hcl.Expression, hcl.Diagnostics) {
 	elems, d := hcl.ExprList(attr.Expr)
 	if d.HasErrors() {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
-			Summary:  fmt.Sprintf("Invalid %s", attr.Name),
-			Detail:   fmt.Sprintf("%s must be a list of strings, like [\"bin/app\", \"--port=${port}\"].", attr.Name),
+			Summary:  fmt.Sprintf("Invalid %s", what),
+			Detail:   fmt.Sprintf("%s must be a list of strings, like %s.", what, example),
 			Subject:  attr.Expr.Range().Ptr(),
 		}}
 	}
 	if len(elems) == 0 {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
-			Summary:  fmt.Sprintf("Empty %s", attr.Name),
-			Detail:   fmt.Sprintf("%s needs at least the program to run.", attr.Name),
+			Summary:  fmt.Sprintf("Empty %s", what),
+			Detail:   fmt.Sprintf("%s needs at least the program to run.", what),
 			Subject:  attr.Expr.Range().Ptr(),
 		}}
 	}

@@ -200,7 +200,7 @@ func parseSchema(b *hcl.Block, topMigrate bool) (*Schema, hcl.Diagnostics) {
 	migrate, hasMigrate := content.Attributes["migrate"]
 	if hasMigrate {
 		var d hcl.Diagnostics
-		s.Migrate, d = literalArgv(migrate, "schema migrate")
+		s.Migrate, d = literalArgv(migrate, "schema migrate", true)
 		diags = append(diags, d...)
 	}
 	if attr, ok := content.Attributes["down"]; ok {
@@ -234,7 +234,7 @@ func parseSchema(b *hcl.Block, topMigrate bool) (*Schema, hcl.Diagnostics) {
 		}
 	case hasCommand:
 		var d hcl.Diagnostics
-		s.Command, d = literalArgv(command, "schema command")
+		s.Command, d = literalArgv(command, "schema command", true)
 		diags = append(diags, d...)
 		s.Query = ""
 	}
@@ -283,71 +283,18 @@ func schemaVersion(v cty.Value) (int64, string) {
 	return i, ""
 }
 
-// literalArgv parses a list of literal strings whose first element is a
-// program inside the release. Variables are not allowed; ${to} gets a
-// message of its own.
-func literalArgv(attr *hcl.Attribute, what string) ([]string, hcl.Diagnostics) {
-	elems, diags := staticListNamed(attr, what)
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	argv := make([]string, 0, len(elems))
-	for i, e := range elems {
-		if refersTo(e, "to") {
-			diags = append(diags, elemDiag(what, i, e, "${to} is only available in schema down"))
-			continue
-		}
-		v, d := e.Value(nil)
-		diags = append(diags, d...)
-		if d.HasErrors() {
-			continue
-		}
-		s, err := toString(v)
-		if err != nil {
-			diags = append(diags, elemDiag(what, i, e, err.Error()))
-			continue
-		}
-		if i == 0 {
-			if msg := checkProgram(s.AsString()); msg != "" {
-				diags = append(diags, elemDiag(what, i, e, msg))
-			}
-		}
-		argv = append(argv, s.AsString())
-	}
-	return argv, diags
-}
-
 // parseDown checks the down command: a literal program, then strings that
 // may use ${to}, which at least one must.
 func parseDown(attr *hcl.Attribute) ([]hcl.Expression, hcl.Diagnostics) {
 	const what = "schema down"
-	elems, diags := staticListNamed(attr, what)
+	elems, diags := staticList(attr, what, `["bin/app", "migrate", "down", "${to}"]`)
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	_, diags = checkArgv(what, elems, downCtx, false)
 	usesTo := false
-	for i, e := range elems {
-		v, d := e.Value(downCtx)
-		diags = append(diags, d...)
-		if d.HasErrors() {
-			continue
-		}
-		s, err := toString(v)
-		if err != nil {
-			diags = append(diags, elemDiag(what, i, e, err.Error()))
-			continue
-		}
-		if i == 0 {
-			if !s.IsKnown() {
-				diags = append(diags, elemDiag(what, i, e, "the program must be a literal path, without ${...}"))
-			} else if msg := checkProgram(s.AsString()); msg != "" {
-				diags = append(diags, elemDiag(what, i, e, msg))
-			}
-			continue
-		}
-		if refersTo(e, "to") {
-			usesTo = true
-		}
+	for _, e := range elems[1:] {
+		usesTo = usesTo || refersTo(e, "to")
 	}
 	if !diags.HasErrors() && !usesTo {
 		diags = append(diags, attrDiag(attr, "Invalid schema down", `down must pass the version to migrate down to, like ["bin/app", "migrate", "down", "${to}"].`))
@@ -363,27 +310,4 @@ func refersTo(e hcl.Expression, name string) bool {
 		}
 	}
 	return false
-}
-
-// staticListNamed returns the elements of a list written out in the file,
-// naming it what in diagnostics; an empty list is an error.
-func staticListNamed(attr *hcl.Attribute, what string) ([]hcl.Expression, hcl.Diagnostics) {
-	elems, d := hcl.ExprList(attr.Expr)
-	if d.HasErrors() {
-		return nil, hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  fmt.Sprintf("Invalid %s", what),
-			Detail:   fmt.Sprintf("%s must be a list of strings, like [\"bin/app\", \"migrate\"].", what),
-			Subject:  attr.Expr.Range().Ptr(),
-		}}
-	}
-	if len(elems) == 0 {
-		return nil, hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  fmt.Sprintf("Empty %s", what),
-			Detail:   fmt.Sprintf("%s needs at least the program to run.", what),
-			Subject:  attr.Expr.Range().Ptr(),
-		}}
-	}
-	return elems, nil
 }
