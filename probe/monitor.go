@@ -109,8 +109,8 @@ type MonitorOptions struct {
 // no goroutine or ticker per target.
 //
 // Each target is probed over its own kept connection (a Session), closed
-// when the target is removed, when its Generation or port changes, and when
-// Run returns.
+// when the target is removed, when its Generation changes, and when Run
+// returns (a Session also drops it by itself when the port changes).
 //
 // Probes of a target are due at a fixed rate (each due time is the previous
 // one plus a jittered Interval, not counted from when the last probe ended;
@@ -279,8 +279,8 @@ func (m *Monitor) Set(t Target) {
 		// old process's connection.
 		return
 	}
-	if newGen || e.t.Port != t.Port {
-		e.closeSession()
+	if newGen {
+		e.closeSession() // the connection was to the replaced process
 	}
 	switch {
 	case newGen:
@@ -482,7 +482,7 @@ func (m *Monitor) work(ctx context.Context, j job) {
 		return // removed
 	}
 	now := m.opts.Now()
-	if e.epoch != j.epoch || e.t.Port != j.t.Port {
+	if e.epoch != j.epoch {
 		e.closeSession() // the connection was to the replaced process
 	}
 	if e.epoch != j.epoch {

@@ -154,6 +154,28 @@ func TestSessionKeepsItsConnection(t *testing.T) {
 	}
 }
 
+// A Session asked to probe another port drops the connection to the old
+// one.
+func TestSessionFollowsAPortChange(t *testing.T) {
+	a := newRawServer(t, func(int) (string, bool) { return okAnswer, false })
+	b := newRawServer(t, func(int) (string, bool) { return okAnswer, false })
+	s := New().NewSession()
+	defer s.Close()
+	for _, port := range []int{a.port, a.port, b.port, b.port} {
+		if err := s.Probe(context.Background(), port, "/health", 0, time.Second); err != nil {
+			t.Fatalf("probe of port %d: %v", port, err)
+		}
+	}
+	select {
+	case <-a.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection to the old port was not closed within 5s")
+	}
+	if na, nb := a.conns.Load(), b.conns.Load(); na != 1 || nb != 1 {
+		t.Errorf("connections: %d to the old port, %d to the new, want 1 and 1", na, nb)
+	}
+}
+
 func TestSessionDoesNotKeepWhatItCannotReuse(t *testing.T) {
 	tests := []struct {
 		name   string
