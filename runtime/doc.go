@@ -45,11 +45,11 @@
 //
 // # Logs
 //
-// The log shim (package logshim: RunLogShim, run as Runtime.ShimArgv
-// followed by "-dir LOGDIR -max BYTES -keep N", with GOMAXPROCS=1; steward's
-// ShimArgv is the small steward-logshim program when it is installed beside
-// steward) appends everything the merchant and its
-// children write to LOGDIR/current.log (mode 0640), rotating by size at
+// The log shim (package runtime/logshim, run as Runtime.ShimArgv followed
+// by logshim.Args, with GOMAXPROCS=1; steward's ShimArgv is the small
+// steward-logshim program when it is installed beside steward) appends
+// everything the merchant and its children write to LOGDIR/current.log
+// (mode 0640), rotating by size at
 // line boundaries into current.log.1 (newest) .. current.log.N (oldest). It
 // ignores SIGTERM, SIGINT, SIGHUP and SIGPIPE and exits at EOF, that is
 // when every process holding the pipe's write end has exited. Rotation
@@ -65,7 +65,6 @@
 //	(*Runtime).Start(ctx, Spec) (Proc, error)
 //	Stop(ctx, Proc, grace) error          Kill(Proc) error
 //	Wait(ctx, Proc) (ExitStatus, error)
-//	RunLogShim(args, stdin) int           ShimArgs(dir, max, keep) []string
 //	TailLines(dir, n, re) ([]string, error)
 //	Follow(ctx, dir, re, w) error         TailFollow(ctx, dir, n, re, w) error
 //	PortHolder(port) (pid, found, error)  PortFree(port) bool

@@ -16,6 +16,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
+
+	"steward/runtime/logshim"
 )
 
 // logFiles returns the paths of dir's log files, oldest first:
@@ -55,7 +57,7 @@ func logFiles(dir string) ([]string, error) {
 // current.log and its rotated files, oldest first. Lines carry no newline.
 func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
 	// List and open while holding off rotation (released before reading).
-	unlock := lockRotation(dir, unix.LOCK_SH)
+	unlock := logshim.LockRotation(dir, unix.LOCK_SH)
 	defer unlock()
 	paths, err := logFiles(dir)
 	if err != nil {
@@ -187,7 +189,7 @@ func newLineFollower(dir string, tailN int, re *regexp.Regexp, w io.Writer) (*li
 	// Take stock of the files under the rotation lock, so that they are
 	// consistent with each other: current.log is where following starts,
 	// the rest are known (old) and only read for the backlog.
-	unlock := lockRotation(dir, unix.LOCK_SH)
+	unlock := logshim.LockRotation(dir, unix.LOCK_SH)
 	defer unlock()
 	paths, err := logFiles(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -345,7 +347,7 @@ func (lf *lineFollower) step() error {
 			lf.known = append(lf.known, mine)
 		}
 		// Find and open the successor while no rotation shifts the names.
-		unlock := lockRotation(filepath.Dir(lf.path), unix.LOCK_SH)
+		unlock := logshim.LockRotation(filepath.Dir(lf.path), unix.LOCK_SH)
 		next := lf.path
 		if err1 == nil {
 			next = lf.successor(mine)
@@ -362,7 +364,7 @@ func (lf *lineFollower) step() error {
 // openFirstNew opens the oldest log file not known to the follower.
 func (lf *lineFollower) openFirstNew() bool {
 	dir := filepath.Dir(lf.path)
-	defer lockRotation(dir, unix.LOCK_SH)()
+	defer logshim.LockRotation(dir, unix.LOCK_SH)()
 	paths, err := logFiles(dir)
 	if err != nil {
 		return false

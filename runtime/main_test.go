@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"steward/runtime/logshim"
 )
 
 // The test binary impersonates the processes the tests need, as the os/exec
@@ -30,7 +32,7 @@ const (
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == shimArg {
-		os.Exit(RunLogShim(os.Args[2:], os.Stdin))
+		os.Exit(logshim.Run(os.Args[2:], os.Stdin))
 	}
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(helperMain(mode))

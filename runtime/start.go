@@ -58,7 +58,7 @@ type Spec struct {
 type Runtime struct {
 	// ShimArgv is the command that runs the log shim, for example
 	// {"/proc/self/exe", "__logshim"}; the command it names must call
-	// RunLogShim with the arguments that follow ShimArgv and with its stdin.
+	// logshim.Run with the arguments that follow ShimArgv and with its stdin.
 	// ShimArgv[0] must be an absolute path.
 	ShimArgv []string
 }
@@ -120,7 +120,7 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 
 	shim := &exec.Cmd{
 		Path: r.ShimArgv[0],
-		Args: append(append([]string(nil), r.ShimArgv...), ShimArgs(logDir, maxBytes, keep)...),
+		Args: append(append([]string(nil), r.ShimArgv...), logshim.Args(logDir, maxBytes, keep)...),
 		// One thread of Go scheduling is all a pipe copier needs, and
 		// setting up fewer Ps makes its start about a fifth cheaper.
 		Env: []string{"GOMAXPROCS=1"},

@@ -11,7 +11,7 @@ import (
 	"sort"
 	"strings"
 
-	"steward/runtime"
+	"steward/runtime/logshim"
 )
 
 // Exit codes.
@@ -51,7 +51,7 @@ func commands() []command {
 		{name: "fmt", synopsis: "Rewrite spec files in canonical format", run: cmdFmt},
 		{name: "version", synopsis: "Print steward's version", run: cmdVersion},
 		{name: "__logshim", hidden: true, run: func(_ context.Context, e *env, args []string) int {
-			return runtime.RunLogShim(args, e.stdin)
+			return logshim.Run(args, e.stdin)
 		}},
 	}
 }
