@@ -571,29 +571,7 @@ func TestInstallHTTPConcurrentProcesses(t *testing.T) {
 	ps := newPkgServer(t, dir, true)
 	s := openStore(t)
 
-	const n = 4
-	cmds := make([]*exec.Cmd, n)
-	outs := make([]strings.Builder, n)
-	for i := range n {
-		cmd := exec.CommandContext(ctx, os.Args[0])
-		cmd.Env = append(os.Environ(), "PKGSTORE_TEST_INSTALL=1", "PKGSTORE_RELEASES="+s.Dir(), "PKGSTORE_SOURCE="+ps.url())
-		cmd.Stdout = &outs[i]
-		cmd.Stderr = &outs[i]
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		cmds[i] = cmd
-	}
-	unpacked := 0
-	for i, cmd := range cmds {
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("process %d: %v\n%s", i, err, outs[i].String())
-		}
-		if strings.HasPrefix(outs[i].String(), "unpacked=1 ") {
-			unpacked++
-		}
-	}
-	if unpacked != 1 {
+	if unpacked := installInProcesses(t, ctx, s, ps.url(), 4); unpacked != 1 {
 		t.Errorf("%d processes unpacked, want 1", unpacked)
 	}
 	if got := ps.count("app-1.0.0.tar.gz"); got != 1 {

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 func TestParseManifest(t *testing.T) {
@@ -35,7 +37,7 @@ func TestParseManifest(t *testing.T) {
 // The diagnostics of bad manifests, file:line,col-col first.
 func TestParseManifestErrors(t *testing.T) {
 	const file = "invoicing-1.2.0.tar.gz/package.hcl"
-	tests := []struct{ src, want string }{
+	tests := []badManifest{
 		{``, `:1,1-1: Missing required argument; The argument "command" is required, but no definition was found.`},
 		{`command = []`, `:1,11-13: Empty command; command needs at least the program to run.`},
 		{`command = "bin/app"`, `:1,11-20: Invalid command; command must be a list of strings, like ["bin/app", "--port=${port}"].`},
@@ -58,27 +60,13 @@ func TestParseManifestErrors(t *testing.T) {
 		{"command = [\"bin/app\"]\nmigrate = []\n", `:2,11-13: Empty migrate;`},
 		{"command = [\"bin/app\"\n", `:1,11-12: Unterminated tuple constructor expression;`},
 	}
-	for _, tt := range tests {
-		m, diags := ParseManifest([]byte(tt.src), file)
-		if m != nil || !diags.HasErrors() {
-			t.Errorf("%q: manifest %v, diagnostics %v; want an error", tt.src, m, diags)
-			continue
-		}
-		if got := diags.Error(); !strings.HasPrefix(got, file+tt.want) {
-			t.Errorf("%q:\n got %s\nwant %s%s", tt.src, got, file, tt.want)
-		}
-	}
+	checkRefused(t, file, tests)
 }
 
 // Every problem is reported, not just the first.
 func TestParseManifestReportsAll(t *testing.T) {
 	src := "command = [\"/abs\", null]\nfoo = 1\nhealth {}\n"
-	_, diags := ParseManifest([]byte(src), "package.hcl")
-	var lines []int
-	for _, d := range diags {
-		lines = append(lines, d.Subject.Start.Line)
-	}
-	slices.Sort(lines)
+	lines, diags := diagLines(src)
 	if !slices.Equal(lines, []int{1, 1, 2, 3}) {
 		t.Errorf("diagnostics on lines %v, want [1 1 2 3]: %v", lines, diags)
 	}
@@ -108,4 +96,36 @@ func TestArgv(t *testing.T) {
 			t.Errorf("Argv(%d) succeeded", port)
 		}
 	}
+}
+
+// badManifest is a manifest that must be refused, and the start of its
+// diagnostics after the file name.
+type badManifest struct{ src, want string }
+
+// checkRefused parses each manifest as file and checks that it is refused
+// with diagnostics that start with file+want.
+func checkRefused(t *testing.T, file string, tests []badManifest) {
+	t.Helper()
+	for _, tt := range tests {
+		m, diags := ParseManifest([]byte(tt.src), file)
+		if m != nil || !diags.HasErrors() {
+			t.Errorf("%q: manifest %v, diagnostics %v; want an error", tt.src, m, diags)
+			continue
+		}
+		if got := diags.Error(); !strings.HasPrefix(got, file+tt.want) {
+			t.Errorf("%q:\n got %s\nwant %s%s", tt.src, got, file, tt.want)
+		}
+	}
+}
+
+// diagLines parses src and returns the lines its diagnostics point at,
+// sorted, and the diagnostics.
+func diagLines(src string) ([]int, hcl.Diagnostics) {
+	_, diags := ParseManifest([]byte(src), "package.hcl")
+	var lines []int
+	for _, d := range diags {
+		lines = append(lines, d.Subject.Start.Line)
+	}
+	slices.Sort(lines)
+	return lines, diags
 }

@@ -175,7 +175,7 @@ func TestReleaseSchemaCommands(t *testing.T) {
 func TestParseSchemaErrors(t *testing.T) {
 	const file = "invoicing-1.2.0.tar.gz/package.hcl"
 	const head = "command = [\"bin/app\"]\nmigrate = [\"bin/app\"]\n"
-	tests := []struct{ src, want string }{
+	tests := []badManifest{
 		{head + "schema {}\n", `:3,8-8: Missing required argument; The argument "version" is required, but no definition was found.`},
 		{head + "schema {\n  version = 1\n  foo = 2\n}\n", `:5,3-6: Unsupported argument; An argument named "foo" is not expected here.`},
 		{head + "schema {\n  version = 1\n  bar {}\n}\n", `:5,3-6: Unsupported block type; Blocks of type "bar" are not expected here.`},
@@ -209,27 +209,13 @@ func TestParseSchemaErrors(t *testing.T) {
 		{head + "schema {\n  version = 1\n  timeout = \"-1m\"\n}\n", `:5,13-18: Invalid schema timeout;`},
 		{"command = [\"bin/app\"]\nschema {\n  version = 1\n}\n", `:2,1-7: No schema migrate command; A release that needs schema version 1 or later needs a command to migrate there: set migrate in the schema block or at the top level.`},
 	}
-	for _, tt := range tests {
-		m, diags := ParseManifest([]byte(tt.src), file)
-		if m != nil || !diags.HasErrors() {
-			t.Errorf("%q: manifest %v, diagnostics %v; want an error", tt.src, m, diags)
-			continue
-		}
-		if got := diags.Error(); !strings.HasPrefix(got, file+tt.want) {
-			t.Errorf("%q:\n got %s\nwant %s%s", tt.src, got, file, tt.want)
-		}
-	}
+	checkRefused(t, file, tests)
 }
 
 // Every problem of a schema block is reported, not just the first.
 func TestParseSchemaReportsAll(t *testing.T) {
 	src := "command = [\"bin/app\"]\nschema {\n  version = -1\n  migrate = [\"/m\"]\n  query = \"q\"\n  command = [\"bin/v\"]\n  timeout = \"x\"\n  foo = 1\n}\n"
-	_, diags := ParseManifest([]byte(src), "package.hcl")
-	var lines []int
-	for _, d := range diags {
-		lines = append(lines, d.Subject.Start.Line)
-	}
-	slices.Sort(lines)
+	lines, diags := diagLines(src)
 	if !slices.Equal(lines, []int{3, 4, 6, 7, 8}) {
 		t.Errorf("diagnostics on lines %v, want [3 4 6 7 8]: %v", lines, diags)
 	}

@@ -409,12 +409,22 @@ func TestInstallConcurrentProcesses(t *testing.T) {
 	writePackage(t, src, "app", "1.0.0", appEntries(goodManifest))
 	s := openStore(t)
 
-	const n = 4
+	if unpacked := installInProcesses(t, ctx, s, src, 4); unpacked != 1 {
+		t.Errorf("%d processes unpacked, want 1", unpacked)
+	}
+}
+
+// installInProcesses installs app 1.0.0 from source into s from n
+// processes at once (the test binary itself, see TestMain), checks that
+// each succeeded with the release's directory, and returns how many of
+// them unpacked it.
+func installInProcesses(t *testing.T, ctx context.Context, s *Store, source string, n int) (unpacked int) {
+	t.Helper()
 	cmds := make([]*exec.Cmd, n)
 	outs := make([]strings.Builder, n)
 	for i := range n {
 		cmd := exec.CommandContext(ctx, os.Args[0])
-		cmd.Env = append(os.Environ(), "PKGSTORE_TEST_INSTALL=1", "PKGSTORE_RELEASES="+s.Dir(), "PKGSTORE_SOURCE="+src)
+		cmd.Env = append(os.Environ(), "PKGSTORE_TEST_INSTALL=1", "PKGSTORE_RELEASES="+s.Dir(), "PKGSTORE_SOURCE="+source)
 		cmd.Stdout = &outs[i]
 		cmd.Stderr = &outs[i]
 		if err := cmd.Start(); err != nil {
@@ -422,7 +432,6 @@ func TestInstallConcurrentProcesses(t *testing.T) {
 		}
 		cmds[i] = cmd
 	}
-	unpacked := 0
 	for i, cmd := range cmds {
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("process %d: %v\n%s", i, err, outs[i].String())
@@ -435,9 +444,7 @@ func TestInstallConcurrentProcesses(t *testing.T) {
 			unpacked++
 		}
 	}
-	if unpacked != 1 {
-		t.Errorf("%d processes unpacked, want 1", unpacked)
-	}
+	return unpacked
 }
 
 // A crash mid-unpack leaves a temporary directory; the next Install of

@@ -271,23 +271,6 @@ func (c *changes) until(t *testing.T, w *DBWatcher, d time.Duration, ok func([]D
 	}
 }
 
-func runWatcher(t *testing.T, w *DBWatcher) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("DBWatcher.Run did not return within 5s of its context ending")
-		}
-	})
-}
-
 func checkStatusSecretFree(t *testing.T, w *DBWatcher) {
 	t.Helper()
 	for _, s := range w.Status() {
@@ -311,7 +294,7 @@ func TestDBWatcherCutAndRestore(t *testing.T) {
 		t.Fatalf("status before Run: %+v", st)
 	}
 	start := time.Now()
-	runWatcher(t, w)
+	runUntilEnd(t, w.Run)
 	ch.wait(t, "db-east", true, timeout+margin)
 	t.Logf("first determination (up) after %s", time.Since(start).Round(time.Millisecond))
 
@@ -356,7 +339,7 @@ func TestDBWatcherBlackhole(t *testing.T) {
 	ch := newChanges()
 	w := NewDBWatcher(DBWatcherOptions{OnChange: ch.on})
 	w.Set([]DBTarget{{Name: "db-west", DSN: dsn, Interval: interval, Timeout: timeout, DownAfter: downAfter, UpAfter: 1}})
-	runWatcher(t, w)
+	runUntilEnd(t, w.Run)
 	ch.wait(t, "db-west", true, timeout+margin)
 
 	p.Blackhole()
@@ -386,7 +369,7 @@ func TestDBWatcherFlapping(t *testing.T) {
 	ch := newChanges()
 	w := NewDBWatcher(DBWatcherOptions{OnChange: ch.on})
 	w.Set([]DBTarget{{Name: "db", DSN: dsn, Interval: interval, Timeout: 500 * time.Millisecond, DownAfter: 3, UpAfter: 2}})
-	runWatcher(t, w)
+	runUntilEnd(t, w.Run)
 	ch.wait(t, "db", true, 2*time.Second)
 	before := ch.count()
 
@@ -447,7 +430,7 @@ func TestDBWatcherSet(t *testing.T) {
 		{Name: "a", DSN: "dsn-a", Interval: iv},
 		{Name: "b", DSN: "dsn-b", Interval: iv, DownAfter: 2},
 	})
-	runWatcher(t, w)
+	runUntilEnd(t, w.Run)
 	upDown := func(st []DBStatus) string {
 		var b strings.Builder
 		for _, s := range st {

@@ -178,11 +178,13 @@ func options(t *testing.T) (MonitorOptions, *recorder) {
 	}, rec
 }
 
-// run runs m until the test ends and checks that Run returns.
-func run(t *testing.T, m *Monitor) {
+// runUntilEnd runs run (a Monitor's or DBWatcher's Run) until the test
+// ends, and checks that it then returns nil within 5s of its context
+// ending.
+func runUntilEnd(t *testing.T, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
+	go func() { done <- run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -225,7 +227,7 @@ func TestMonitorDetectsHungHTTPServer(t *testing.T) {
 		margin   = 300 * time.Millisecond
 	)
 	m.Set(Target{ID: "acme", Port: srv.port, HTTP: "/health", Interval: interval, Timeout: timeout, Failures: failures})
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	rec.next(t, "acme", 5*time.Second, healthy)
 
 	for round := 1; round <= 2; round++ {
@@ -285,7 +287,7 @@ func TestMonitorHealthyServerNeverFires(t *testing.T) {
 	for i := range 3 {
 		m.Set(Target{ID: fmt.Sprint("m", i), Port: srv.port, HTTP: "/health", Interval: 20 * time.Millisecond, Timeout: time.Second, Failures: 1})
 	}
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	for n := 0; n < 60; n++ {
 		select {
 		case r := <-rec.results:
@@ -306,7 +308,7 @@ func TestMonitorStartGrace(t *testing.T) {
 	opts, rec := options(t)
 	m := NewMonitor(New(), opts)
 	const grace = 600 * time.Millisecond
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	setAt := time.Now()
 	m.Set(Target{ID: "acme", Port: srv.port, HTTP: "/health", Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 2, StartGrace: grace})
 	graced := 0
@@ -344,7 +346,7 @@ func TestMonitorNewGenerationResets(t *testing.T) {
 	m := NewMonitor(New(), opts)
 	tg := Target{ID: "acme", Port: srv.port, HTTP: "/health", Interval: 30 * time.Millisecond, Timeout: time.Second, Failures: 2, Generation: 1}
 	m.Set(tg)
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	waitFire := func(gen uint64) {
 		t.Helper()
 		select {
@@ -398,7 +400,7 @@ func TestMonitorRemove(t *testing.T) {
 	for _, id := range []string{"gone", "kept"} {
 		m.Set(Target{ID: id, Port: srv.port, HTTP: "/health", Interval: 20 * time.Millisecond, Timeout: time.Second})
 	}
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	rec.next(t, "gone", 5*time.Second, healthy)
 	m.Remove("gone")
 	if _, ok := m.Health("gone"); ok {
@@ -457,7 +459,7 @@ func TestMonitorRunAgain(t *testing.T) {
 	}
 
 	hang.Store(false)
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	rec.next(t, "acme", 5*time.Second, healthy)
 }
 
@@ -472,7 +474,7 @@ func TestMonitorDetectsStoppedProcess(t *testing.T) {
 	)
 	tg := Target{ID: "acme", Port: port, HTTP: "/health", Interval: interval, Timeout: timeout, Failures: failures, Generation: 1}
 	m.Set(tg)
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	rec.next(t, "acme", 5*time.Second, healthy)
 
 	stop(t, pid)
@@ -502,7 +504,7 @@ func TestMonitorTCPMissesStoppedProcess(t *testing.T) {
 	opts, rec := options(t)
 	m := NewMonitor(New(), opts)
 	m.Set(Target{ID: "acme", Port: port, Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Failures: 1})
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	rec.next(t, "acme", 5*time.Second, healthy)
 	stop(t, pid)
 	for range 5 {
@@ -581,7 +583,7 @@ func TestMonitor1000Targets(t *testing.T) {
 		m.Set(Target{ID: fmt.Sprint("m", i), Port: ports[i%len(ports)], Interval: interval, Timeout: time.Second})
 	}
 	before := runtime.NumGoroutine()
-	run(t, m)
+	runUntilEnd(t, m.Run)
 	start := time.Now()
 	const want = 8 * n
 	deadline := time.After(10 * time.Second)

@@ -30,15 +30,7 @@ func FuzzLoad(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, stateFile), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		st, err := OpenFile(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
+		st := storeHolding(t, stateFile, data)
 		ctx := context.Background()
 		s, err := st.Load(ctx)
 		if err != nil {
@@ -89,15 +81,7 @@ func FuzzEvents(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, eventsFile), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		st, err := OpenFile(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
+		st := storeHolding(t, eventsFile, data)
 		ctx := context.Background()
 		before, err := st.Events(ctx, "", 0)
 		if err != nil {
@@ -114,4 +98,20 @@ func FuzzEvents(f *testing.F) {
 			t.Fatalf("Events after AppendEvent = %d events, last %+v; want %d, the appended one last", len(after), after[len(after)-1], len(before)+1)
 		}
 	})
+}
+
+// storeHolding opens a FileStore in a new directory whose file name holds
+// data; it is closed when the test ends.
+func storeHolding(t *testing.T, name string, data []byte) *FileStore {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
