@@ -257,7 +257,7 @@ func TestGitPrunesOldCheckouts(t *testing.T) {
 	for _, e := range entries {
 		got = append(got, e.Name())
 	}
-	want := []string{last[2], last[3]}
+	want := []string{last[2] + checkoutSuffix, last[3] + checkoutSuffix}
 	if strings.Join(got, ",") != strings.Join(want, ",") && strings.Join(got, ",") != want[1]+","+want[0] {
 		t.Errorf("checkouts %v, want the current and the previous %v", got, want)
 	}

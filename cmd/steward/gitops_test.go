@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -313,4 +314,66 @@ func grepLines(text, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestCraftedCommitsWriteNothingOutside pushes commits crafted the way a
+// hostile pusher would (with git hash-object --literally) and checks that
+// neither validate nor the daemon writes anything outside the checkout,
+// that the bad commits change nothing, and that the error is shown.
+func TestCraftedCommitsWriteNothingOutside(t *testing.T) {
+	pkgs := examplePackages(t)
+	repo := gittest.New(t)
+	f := newFleet(t, 10)
+	outside := t.TempDir()
+	good := repo.Commit("alpha", map[string]string{"merchants/fleet.hcl": f.privateDBs(fleetSpec(pkgs, merchantBlock("alpha")))})
+	merchants := gittest.RawEntry{Mode: "40000", Name: "merchants", Hash: repo.TreeOf(good, "merchants")}
+	blob := repo.Blob("* * * * * root touch /tmp/pwned\n")
+	link := gittest.RawEntry{Mode: "120000", Name: "evil", Hash: repo.Blob(outside)}
+	crafted := map[string]string{
+		"slash":     repo.RawTree(merchants, link, gittest.RawEntry{Mode: "100644", Name: "evil/pwned", Hash: blob}),
+		"duplicate": repo.RawTree(merchants, link, gittest.RawEntry{Mode: "40000", Name: "evil", Hash: repo.RawTree(gittest.RawEntry{Mode: "100644", Name: "pwned", Hash: blob})}),
+		"dotdot":    repo.RawTree(merchants, gittest.RawEntry{Mode: "40000", Name: "..", Hash: repo.RawTree(gittest.RawEntry{Mode: "100644", Name: "pwned", Hash: blob})}),
+		"dotgit":    repo.RawTree(merchants, gittest.RawEntry{Mode: "40000", Name: ".git", Hash: repo.RawTree(gittest.RawEntry{Mode: "100644", Name: "config", Hash: blob})}),
+	}
+	nothingOutside := func(when string) {
+		t.Helper()
+		if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+			t.Errorf("%s: %d entries written outside the checkout", when, len(ents))
+		}
+		filepath.WalkDir(f.dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Name() == "pwned" {
+				t.Errorf("%s: crafted file written at %s", when, p)
+			}
+			return nil
+		})
+	}
+	f.useGit(repo.Path, "1h", "")
+	for name, tree := range crafted {
+		repo.CommitTree(tree, name)
+		_, stderr, code := f.steward("validate")
+		if code != 1 || !strings.Contains(stderr, "refused") {
+			t.Errorf("validate of the %s commit: exit %d, stderr:\n%s", name, code, stderr)
+		}
+		nothingOutside("validate of the " + name + " commit")
+	}
+
+	repo.ResetMain(good)
+	f.startDaemon()
+	before := f.waitRunning(60*time.Second, "alpha")
+	for name, tree := range crafted {
+		sha := repo.CommitTree(tree, name)
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/v1/sync", f.apiPort), "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		waitFor(t, 30*time.Second, "the refused "+name+" commit in status", func() bool {
+			return strings.Contains(f.apiStatus().SpecError, sha[:12])
+		})
+		st := f.apiStatus()
+		if st.Revision != good || f.merchant(st, "alpha").PID != f.merchant(before, "alpha").PID {
+			t.Errorf("the %s commit changed something: revision %s, alpha pid %d", name, st.Revision, f.merchant(st, "alpha").PID)
+		}
+		nothingOutside("the daemon's poll of the " + name + " commit")
+	}
 }

@@ -3,8 +3,13 @@
 package gittest
 
 import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,4 +90,84 @@ func (r *Repo) Commit(msg string, files map[string]string) string {
 		r.t.Fatal(err)
 	}
 	return h.String()
+}
+
+// RawEntry is one entry of a tree object written byte for byte, as a
+// hostile pusher could: any mode, any name (slashes, "..", duplicates).
+type RawEntry struct {
+	Mode string // "100644", "100755", "120000" (symlink), "40000" (tree)
+	Name string
+	Hash string // hex object id
+}
+
+// git runs the git command in the repository with a fixed identity and
+// clock, and returns its trimmed output.
+func (r *Repo) git(stdin []byte, args ...string) string {
+	r.t.Helper()
+	out, err := r.tryGit(stdin, args...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+func (r *Repo) tryGit(stdin []byte, args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = r.Path
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=Mallory", "GIT_AUTHOR_EMAIL=mallory@example.com",
+		"GIT_COMMITTER_NAME=Mallory", "GIT_COMMITTER_EMAIL=mallory@example.com",
+		"GIT_AUTHOR_DATE=2025-03-02T12:00:00Z", "GIT_COMMITTER_DATE=2025-03-02T12:00:00Z")
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, stderr)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Blob writes content as a blob object and returns its id.
+func (r *Repo) Blob(content string) string {
+	r.t.Helper()
+	return r.git([]byte(content), "hash-object", "-w", "--stdin")
+}
+
+// RawTree writes a tree object holding exactly entries, in the order
+// given, with `git hash-object --literally` (which checks nothing), and
+// returns its id.
+func (r *Repo) RawTree(entries ...RawEntry) string {
+	r.t.Helper()
+	var b bytes.Buffer
+	for _, e := range entries {
+		id, err := hex.DecodeString(e.Hash)
+		if err != nil || len(id) != 20 {
+			r.t.Fatalf("RawTree: bad object id %q", e.Hash)
+		}
+		fmt.Fprintf(&b, "%s %s\x00", e.Mode, e.Name)
+		b.Write(id)
+	}
+	return r.git(b.Bytes(), "hash-object", "-t", "tree", "--literally", "-w", "--stdin")
+}
+
+// CommitTree commits tree with `git commit-tree` as a commit without
+// parents (a force push: a fetch then reads no history that an earlier
+// crafted commit may have broken), points main at it and returns its id.
+func (r *Repo) CommitTree(tree, msg string) string {
+	r.t.Helper()
+	args := []string{"commit-tree", tree, "-m", msg}
+	sha := r.git(nil, args...)
+	r.git(nil, "update-ref", "refs/heads/main", sha)
+	return sha
+}
+
+// TreeOf returns the id of the tree of commit sha's path dir ("" for the
+// root), for building crafted trees beside real content.
+func (r *Repo) TreeOf(sha, dir string) string {
+	r.t.Helper()
+	return r.git(nil, "rev-parse", sha+"^{tree}:"+dir)
 }
