@@ -9,57 +9,21 @@ import (
 	"sync"
 	"time"
 
+	"steward/api"
 	"steward/probe"
 	"steward/reconcile"
 	"steward/spec"
 	"steward/state"
 )
 
-// merchantStatus is one merchant in `status -o json`. The field names are
-// part of steward's outside contract.
-type merchantStatus struct {
-	ID             string     `json:"id"`
-	State          string     `json:"state"`
-	PID            int        `json:"pid"`
-	Port           int        `json:"port"`
-	Version        string     `json:"version"`
-	DesiredVersion string     `json:"desired_version"`
-	Healthy        bool       `json:"healthy"`
-	Database       string     `json:"database"`
-	Restarts       int        `json:"restarts"`
-	Schema         *int64     `json:"schema,omitempty"`
-	Failures       int        `json:"failures,omitempty"`
-	NextAttempt    *time.Time `json:"next_attempt,omitempty"`
-	Since          *time.Time `json:"since,omitempty"`
-	LastError      string     `json:"last_error,omitempty"`
-	Revision       string     `json:"revision,omitempty"`
-	InSpecs        bool       `json:"in_specs"`
-}
-
-type databaseStatus struct {
-	Name      string     `json:"name"`
-	Up        bool       `json:"up"`
-	Since     *time.Time `json:"since,omitempty"`
-	LastError string     `json:"last_error,omitempty"`
-}
-
-type rolloutStatus struct {
-	Package   string   `json:"package"`
-	Version   string   `json:"version"`
-	Halted    bool     `json:"halted"`
-	Reason    string   `json:"reason,omitempty"`
-	Succeeded []string `json:"succeeded"`
-	Failed    []string `json:"failed"`
-}
-
-type statusDoc struct {
-	Merchants []merchantStatus `json:"merchants"`
-	Databases []databaseStatus `json:"databases"`
-	Rollouts  []rolloutStatus  `json:"rollouts,omitempty"`
-	Revision  string           `json:"revision,omitempty"`
-	Serial    uint64           `json:"serial"`
-	SpecError string           `json:"spec_error,omitempty"`
-}
+// The status document's types are the API's: the CLI prints the same
+// document as GET /v1/status.
+type (
+	statusDoc      = api.Status
+	merchantStatus = api.MerchantStatus
+	databaseStatus = api.DatabaseStatus
+	rolloutStatus  = api.RolloutStatus
+)
 
 // healthFunc tells whether a running merchant is healthy.
 type healthFunc func(ctx context.Context, id string, port int, m *spec.Merchant) bool
