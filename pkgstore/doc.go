@@ -31,6 +31,12 @@
 // A Store keeps releases under its directory as <dir>/<name>/<version>/,
 // each unpacked once and shared by every merchant running it. The contract:
 //
+//   - Only regular files are read from a local source: its tarball, .sha256
+//     and SHA256SUMS are opened without blocking (a FIFO never hangs an
+//     Install), checked with fstat and refused, as a bad package naming the
+//     file and what it is, when they are anything else (a FIFO, a device
+//     such as a link to /dev/zero, a socket, a directory). Digest files,
+//     local or over HTTP, are read up to 16 MiB.
 //   - Install knows the tarball's digest before it unpacks anything, checks
 //     the tarball against it, and hashes the stream again while unpacking.
 //     A local tarball is checked before anything is written. An HTTP

@@ -26,7 +26,8 @@ const (
 	// headerTimeout bounds the wait for response headers once a request
 	// is sent: a server that accepts and then says nothing is given up on.
 	headerTimeout = time.Minute
-	// maxSumsBytes bounds a .sha256 or SHA256SUMS read over HTTP.
+	// maxSumsBytes bounds a .sha256 or SHA256SUMS read, over HTTP or from
+	// a directory.
 	maxSumsBytes = 16 << 20
 )
 

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"steward/internal/safefile"
 )
 
 var (
@@ -198,10 +200,10 @@ func lookupSum(lines []sumLine, label, want string) (sum string, ok bool, err er
 	return sum, ok, nil
 }
 
-// readDigestFile reads a sha256sum-format file and returns the digest
-// listed for want.
+// readDigestFile reads a sha256sum-format file (a regular file of at most
+// maxSumsBytes) and returns the digest listed for want.
 func readDigestFile(p, want string) (string, error) {
-	data, err := os.ReadFile(p)
+	data, err := safefile.ReadRegular(context.Background(), p, maxSumsBytes)
 	if err != nil {
 		return "", err
 	}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"steward/internal/safefile"
 )
 
 // ErrBadPackage is matched (errors.Is) by every error that is about the
@@ -193,16 +195,17 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 	}
 	tarName := Tarball(name, version)
 	tarPath := filepath.Join(srcDir, tarName)
-	f, err := os.Open(tarPath)
+	f, _, err := safefile.OpenRegular(tarPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, notFound(srcDir, name, tarName)
 	}
 	if err != nil {
-		return nil, err
+		return nil, sourceFileErr(err)
 	}
 	defer f.Close()
 	want, err := sourceDigest(tarName, func(file string) ([]byte, error) {
-		return os.ReadFile(filepath.Join(srcDir, file))
+		b, err := safefile.ReadRegular(ctx, filepath.Join(srcDir, file), maxSumsBytes)
+		return b, sourceFileErr(err)
 	})
 	if err != nil {
 		return nil, err
@@ -365,6 +368,16 @@ func (s *Store) Remove(ctx context.Context, name, version string) error {
 		return err
 	}
 	return nil
+}
+
+// sourceFileErr marks a file of a package source that is not a regular
+// file, or is too large, as a bad package: retrying cannot help until the
+// source changes.
+func sourceFileErr(err error) error {
+	if errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge) {
+		return badPackage{err}
+	}
+	return err
 }
 
 func notFound(srcDir, name, tarName string) error {
