@@ -195,7 +195,7 @@ func (h *httpSource) download(ctx context.Context, tarName, dst, want string, ma
 	}
 	defer resp.Body.Close()
 	tooBig := func() error {
-		return badPackage{fmt.Errorf("%s from %s is larger than the limit of %d bytes", tarName, shown, max)}
+		return badPackage{fmt.Errorf("%s from %s is larger than the package size limit of %d bytes", tarName, shown, max)}
 	}
 	if resp.ContentLength > max {
 		return nil, tooBig()
@@ -211,7 +211,7 @@ func (h *httpSource) download(ctx context.Context, tarName, dst, want string, ma
 		}
 	}()
 	hash := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, hash), io.LimitReader(resp.Body, max+1))
+	n, err := io.Copy(io.MultiWriter(f, hash), ctxReader{ctx, io.LimitReader(resp.Body, max+1)})
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", shown, err)
 	}

@@ -99,7 +99,7 @@ func AvailableVersions(source, name string) ([]string, error) {
 // AvailableVersions is the package-level AvailableVersions with a context,
 // using the Store's HTTP client for HTTP sources.
 func (s *Store) AvailableVersions(ctx context.Context, source, name string) ([]string, error) {
-	return availableVersions(ctx, s.HTTPClient, source, name)
+	return availableVersions(ctx, s.opts.HTTPClient, source, name)
 }
 
 func availableVersions(ctx context.Context, client *http.Client, source, name string) ([]string, error) {
