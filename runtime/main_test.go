@@ -70,6 +70,8 @@ func helperMain(mode string) int {
 		return 0
 	case "ministeward":
 		return miniStewardMain()
+	case "nofds":
+		return noFDsMain()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
