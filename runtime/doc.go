@@ -58,6 +58,19 @@
 // /proc is parsed by hand (one read and a fuzzed parser, about 11µs and 9
 // allocations an Inspect; github.com/prometheus/procfs takes twice that).
 //
+// # Pre-flight
+//
+// Preflight checks, without changing anything, what Start needs and
+// execve(2) accepts: the program (a regular file the merchant's user may
+// reach and execute, on a file system not mounted noexec), no NUL byte in
+// any argument or environment string, none longer than MAX_ARG_STRLEN, all
+// of them with their pointers within the kernel's limit (ArgLimit: a
+// quarter of RLIMIT_STACK, at least 128 KiB, at most 6 MiB), the release
+// dir readable, the work and log dirs creatable. Start runs it first, so a
+// caller that checks with Preflight before stopping an old process knows
+// Start will not refuse the new one for any of these reasons. Its errors
+// match ErrPreflight and never quote environment values.
+//
 // # Logs
 //
 // The log shim (package runtime/logshim, run as Runtime.ShimArgv followed
@@ -78,6 +91,7 @@
 //
 //	Inspect(pid) (Proc, error)            Proc.Check() (Liveness, error)
 //	Proc.Alive() bool
+//	Preflight(Spec) error                 ArgLimit() int64
 //	(*Runtime).Start(ctx, Spec) (Proc, error)
 //	Stop(ctx, Proc, grace) error          Kill(Proc) error
 //	Wait(ctx, Proc) (ExitStatus, error)
