@@ -87,6 +87,17 @@
 // sees them half shifted and Follow loses no file even when it lags
 // several rotations behind (as long as the files are still kept).
 //
+// A merchant's files live below the runtime root in merchants/ID/work and
+// merchants/ID/logs (MerchantDirs). TailMerchant and FollowMerchant, which
+// `steward logs` uses, take the root and a merchant id, refuse an id that
+// is not a single plain name (CheckMerchantID: "../x" is refused), and
+// open every file through an os.Root on root/merchants: no name and no
+// symbolic link planted in a merchant's directory (which the merchant's
+// user owns) leads a reader out of it. Log readers open only regular
+// files, without blocking: a FIFO in place of a log file is refused, not
+// waited on. TailLines, Follow and TailFollow read a given directory the
+// same way, through an os.Root on its parent.
+//
 // # API
 //
 //	Inspect(pid) (Proc, error)            Proc.Check() (Liveness, error)
@@ -95,6 +106,9 @@
 //	(*Runtime).Start(ctx, Spec) (Proc, error)
 //	Stop(ctx, Proc, grace) error          Kill(Proc) error
 //	Wait(ctx, Proc) (ExitStatus, error)
+//	TailMerchant(root, id, n, re) ([]string, error)
+//	FollowMerchant(ctx, root, id, n, re, w) error
+//	MerchantDirs(root, id) (work, logs, error)  CheckMerchantID(id) error
 //	TailLines(dir, n, re) ([]string, error)
 //	Follow(ctx, dir, re, w) error         TailFollow(ctx, dir, n, re, w) error
 //	PortHolder(port) (pid, found, error)  PortFree(port) bool

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -209,4 +210,35 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, context.Cause(r.Ctx)
 	}
 	return r.R.Read(p)
+}
+
+// OpenRegularIn is OpenRegular for the file name inside root: the name is
+// resolved by root (it may not lead out of it, not even through symbolic
+// links), and errors name it as root.Name() joined with name.
+func OpenRegularIn(root *os.Root, name string) (*os.File, fs.FileInfo, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, &NotRegularError{Path: filepath.Join(root.Name(), name), Mode: fi.Mode().Type()}
+	}
+	// A regular file was never in the runtime's poller: clearing the flag
+	// behind its back is safe.
+	fd := f.Fd()
+	flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(fd, unix.F_SETFL, flags&^unix.O_NONBLOCK)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, &fs.PathError{Op: "fcntl", Path: filepath.Join(root.Name(), name), Err: err}
+	}
+	return f, fi, nil
 }

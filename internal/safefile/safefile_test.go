@@ -192,3 +192,43 @@ func TestReaderStopsAtContextEnd(t *testing.T) {
 		t.Errorf("after cancel: %d bytes, %v", n, err)
 	}
 }
+
+func TestOpenRegularIn(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "log"), []byte("line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink("/etc/passwd", filepath.Join(dir, "out"))
+	os.Symlink("log", filepath.Join(dir, "in"))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+
+	for _, name := range []string{"log", "in"} {
+		f, fi, err := OpenRegularIn(root, name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		flags, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+		if fi.Size() != 5 || flags&unix.O_NONBLOCK != 0 {
+			t.Errorf("%s: size %d, flags %#x", name, fi.Size(), flags)
+		}
+		f.Close()
+	}
+	var err2 error
+	within(t, func() { _, _, err2 = OpenRegularIn(root, "fifo") })
+	if !errors.Is(err2, ErrNotRegular) || !strings.Contains(err2.Error(), filepath.Join(dir, "fifo")) {
+		t.Errorf("fifo: %v", err2)
+	}
+	if _, _, err := OpenRegularIn(root, "out"); err == nil {
+		t.Error("a link out of the root was followed")
+	}
+	if _, _, err := OpenRegularIn(root, "../x"); err == nil {
+		t.Error("a name out of the root was opened")
+	}
+}
