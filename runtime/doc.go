@@ -111,7 +111,10 @@
 //	MerchantDirs(root, id) (work, logs, error)  CheckMerchantID(id) error
 //	TailLines(dir, n, re) ([]string, error)
 //	Follow(ctx, dir, re, w) error         TailFollow(ctx, dir, n, re, w) error
+//	RunOnce(ctx, Spec, timeout, quiet) (output, error)
+//	PortOwner(port, workDir) (p, mine, found, error)
 //	PortHolder(port) (pid, found, error)  PortFree(port) bool
+//	FreePort(low, high, taken) (int, bool)
 //	LookupUser(name) (*syscall.Credential, error)
 //
 // Stop and Kill return an error matching ErrNotAlive when the Proc no
@@ -124,4 +127,18 @@
 //
 // PortHolder maps a listening TCP port to the process holding its socket
 // (via /proc/net/tcp{,6} and /proc/*/fd); PortFree is a bind test.
+// PortOwner combines them for adoption: the holder of a taken port and
+// whether it runs in a given merchant's work dir. FreePort finds the
+// lowest bindable port of a range that a caller's function does not claim.
+// They only observe: which port a merchant gets is the planner's decision.
+// A failure to read /proc is an error, never "free" or "nobody".
+//
+// # One-off commands
+//
+// RunOnce runs a command (a migration, a schema version query) the way a
+// merchant runs, after Preflight: its user, work dir and exact
+// environment, in its own process group, which is killed with SIGKILL when
+// the timeout passes. It returns the end of the output (RunOutputMax
+// bytes) and, unless quiet, appends all of it, framed, to the merchant's
+// log, which it never opens through a link.
 package runtime

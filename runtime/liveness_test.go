@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,6 +94,8 @@ type noFDsReport struct {
 	WaitUnk   bool   `json:"wait_unknown"`
 	WaitExit  string `json:"wait_exit"`
 	DeadCheck string `json:"dead_check"` // Check of a PID no process has
+	PortFound bool   `json:"port_found"` // PortOwner of $NOFDS_PORT
+	PortErr   string `json:"port_err"`
 }
 
 // noFDsMain lowers RLIMIT_NOFILE, opens descriptors until EMFILE, then asks
@@ -143,6 +147,12 @@ func noFDsMain() int {
 	}
 	dl, _ := Proc{PID: 1 << 30, StartTime: 1}.Check()
 	r.DeadCheck = dl.String()
+	port, _ := strconv.Atoi(os.Getenv("NOFDS_PORT"))
+	if _, _, found, err := PortOwner(port, "/"); err != nil {
+		r.PortErr = err.Error()
+	} else {
+		r.PortFound = found
+	}
 	// Print with the descriptors still held: stdout is open already.
 	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 		return 1
@@ -159,8 +169,14 @@ func noFDsMain() int {
 func TestCheckWithoutDescriptors(t *testing.T) {
 	m := start(t, helperSpec(t, "sleeper"))
 	spec, _ := json.Marshal(m.p)
+	l, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
 	cmd := exec.CommandContext(testCtx(t), testExe(t), "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=nofds", "NOFDS_PROC="+string(spec))
+	cmd.Env = append(os.Environ(), helperEnv+"=nofds", "NOFDS_PROC="+string(spec), "NOFDS_PORT="+strconv.Itoa(port))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -183,6 +199,9 @@ func TestCheckWithoutDescriptors(t *testing.T) {
 	}
 	if r.DeadCheck != "dead" {
 		t.Errorf("Check of a PID no process has, without descriptors: %s, want dead (kill(2) needs none)", r.DeadCheck)
+	}
+	if r.PortErr == "" {
+		t.Errorf("PortOwner without descriptors: found %v and no error; want the owner unknown (an error)", r.PortFound)
 	}
 	// Nothing was signalled: the merchant still runs.
 	if l, err := m.p.Check(); l != Alive {

@@ -72,6 +72,8 @@ func helperMain(mode string) int {
 		return miniStewardMain()
 	case "nofds":
 		return noFDsMain()
+	case "once":
+		return onceMain()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
