@@ -31,14 +31,30 @@
 // A Store keeps releases under its directory as <dir>/<name>/<version>/,
 // each unpacked once and shared by every merchant running it. The contract:
 //
+//   - Only regular files are read from a local source: its tarball, .sha256
+//     and SHA256SUMS are opened without blocking (a FIFO never hangs an
+//     Install), checked with fstat and refused, as a bad package naming the
+//     file and what it is, when they are anything else (a FIFO, a device
+//     such as a link to /dev/zero, a socket, a directory). Digest files,
+//     local or over HTTP, are read up to 16 MiB.
 //   - Install knows the tarball's digest before it unpacks anything, checks
 //     the tarball against it, and hashes the stream again while unpacking.
 //     A local tarball is checked before anything is written. An HTTP
 //     tarball is downloaded, under the version's lock, into
 //     <dir>/<name>/.tmp-<version>-download, hashed while it is written and
-//     refused beyond Limits.MaxBytes; it is unpacked only once its digest
-//     matches, and removed afterwards, whatever happened.
-//   - HTTP requests go through Store.HTTPClient (see NewHTTPClient: 10s to
+//     refused beyond Options.PackageSize; it is unpacked only once its
+//     digest matches, and removed afterwards, whatever happened.
+//   - Reading is bounded in size and in time (see Options, set with
+//     OpenWith): a tarball larger than Options.PackageSize (default 1 GiB)
+//     is a bad package naming the limit, local ones refused before they are
+//     read. Hashing, downloading and unpacking look at the context before
+//     every chunk (32 KiB, of the compressed and of the decompressed
+//     stream), and each stage of an Install that reads a package (the
+//     check of a local tarball; under the version's lock, the download and
+//     the unpacking) has a deadline of Options.Timeout (default 15m): past
+//     it the Install fails with an error naming the limit that matches
+//     context.DeadlineExceeded.
+//   - HTTP requests go through Options.HTTPClient (see NewHTTPClient: 10s to
 //     connect, 1m for response headers, DefaultHTTPTimeout per request)
 //     and end with the context of the call. Userinfo in a source URL is
 //     sent as basic auth. Errors name URLs without userinfo, query or
@@ -53,14 +69,18 @@
 //     out of the release (or using ".." anywhere but at their start),
 //     hard links to anything but a regular file unpacked before, devices,
 //     fifos and other entry types, entries beneath a symlink or file,
-//     duplicates, and archives beyond Limits (default 100 000 entries and
-//     1 GiB of file data). The error (an *UnsafeEntryError) names the entry.
+//     duplicates, and archives beyond the unpack limits (Options.MaxFiles,
+//     default 100 000 entries; Options.MaxBytes, default 1 GiB of file
+//     data). The error (an *UnsafeEntryError) names the entry. The
+//     decompressed stream as a whole, what follows the end of the archive
+//     included, is bounded too (a gzip bomb is a bad package).
 //     All writes go through an os.Root on the temporary directory as well.
 //   - An installed release is read-only: directories 0555, files 0444 plus
 //     their execute bits; set-id bits are dropped.
 //   - Errors caused by the package itself (no digest, a malformed .sha256
-//     or SHA256SUMS, digest mismatch, a download beyond Limits.MaxBytes,
-//     corrupt archive, refused entry, bad manifest) match ErrBadPackage;
+//     or SHA256SUMS, a tarball or digest file that is not a regular file or
+//     is over its size limit, digest mismatch, corrupt archive, refused
+//     entry, bad manifest) match ErrBadPackage;
 //     bad manifests are *ManifestError with hcl.Diagnostics whose ranges
 //     name "NAME-VERSION.tar.gz/package.hcl". A missing tarball or release
 //     (an HTTP 404 or 410 included) wraps fs.ErrNotExist, and so does a

@@ -51,7 +51,7 @@ func FuzzUnpack(f *testing.F) {
 			zw.Close()
 			data = buf.Bytes()
 		}
-		lim := Limits{MaxFiles: 200, MaxBytes: 1 << 20}
+		lim := limits{MaxFiles: 200, MaxBytes: 1 << 20}
 		err := unpack(context.Background(), bytes.NewReader(data), root, lim)
 
 		// Whatever happened, nothing was made beside the root.

@@ -109,9 +109,15 @@ func writePackage(t testing.TB, dir, name, version string, entries []entry) stri
 // again before the test's cleanup removes it.
 func openStore(t testing.TB) *Store {
 	t.Helper()
+	return openStoreWith(t, Options{})
+}
+
+// openStoreWith is openStore with options.
+func openStoreWith(t testing.TB, opts Options) *Store {
+	t.Helper()
 	dir := t.TempDir()
 	t.Cleanup(func() { _ = removeAllWritable(dir) })
-	s, err := Open(filepath.Join(dir, "releases"))
+	s, err := OpenWith(filepath.Join(dir, "releases"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,8 @@ const (
 	// headerTimeout bounds the wait for response headers once a request
 	// is sent: a server that accepts and then says nothing is given up on.
 	headerTimeout = time.Minute
-	// maxSumsBytes bounds a .sha256 or SHA256SUMS read over HTTP.
+	// maxSumsBytes bounds a .sha256 or SHA256SUMS read, over HTTP or from
+	// a directory.
 	maxSumsBytes = 16 << 20
 )
 
@@ -194,7 +195,7 @@ func (h *httpSource) download(ctx context.Context, tarName, dst, want string, ma
 	}
 	defer resp.Body.Close()
 	tooBig := func() error {
-		return badPackage{fmt.Errorf("%s from %s is larger than the limit of %d bytes", tarName, shown, max)}
+		return badPackage{fmt.Errorf("%s from %s is larger than the package size limit of %d bytes", tarName, shown, max)}
 	}
 	if resp.ContentLength > max {
 		return nil, tooBig()
@@ -210,7 +211,7 @@ func (h *httpSource) download(ctx context.Context, tarName, dst, want string, ma
 		}
 	}()
 	hash := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, hash), io.LimitReader(resp.Body, max+1))
+	n, err := io.Copy(io.MultiWriter(f, hash), ctxReader{ctx, io.LimitReader(resp.Body, max+1)})
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", shown, err)
 	}

@@ -319,7 +319,7 @@ func TestInstallHTTPErrors(t *testing.T) {
 			prepare: func(t *testing.T, dir string, ps *pkgServer) {
 				writePackage(t, dir, "app", "1.0.0", appEntries(goodManifest))
 			},
-			want: tarName + " from %URL%/" + tarName + " is larger than the limit of 100 bytes",
+			want: tarName + " from %URL%/" + tarName + " is larger than the package size limit of 100 bytes",
 			bad:  true,
 		},
 		{
@@ -337,7 +337,7 @@ func TestInstallHTTPErrors(t *testing.T) {
 					}
 				})
 			},
-			want: tarName + " from %URL%/" + tarName + " is larger than the limit of 102400 bytes",
+			want: tarName + " from %URL%/" + tarName + " is larger than the package size limit of 102400 bytes",
 			bad:  true,
 		},
 		{
@@ -358,8 +358,7 @@ func TestInstallHTTPErrors(t *testing.T) {
 			dir := t.TempDir()
 			ps := newPkgServer(t, dir, true)
 			tt.prepare(t, dir, ps)
-			s := openStore(t)
-			s.Limits.MaxBytes = tt.limit
+			s := openStoreWith(t, Options{PackageSize: tt.limit})
 			_, err := s.Install(ctx, ps.url(), "app", "1.0.0")
 			if err == nil {
 				t.Fatal("Install succeeded")
@@ -420,10 +419,11 @@ func TestInstallHTTPHangs(t *testing.T) {
 			writePackage(t, dir, "app", "1.0.0", appEntries(goodManifest))
 			ps := newPkgServer(t, dir, true)
 			ps.handle(tarName, tt.handler)
-			s := openStore(t)
+			var opts Options
 			if tt.client > 0 {
-				s.HTTPClient.Timeout = tt.client
+				opts.HTTPClient = NewHTTPClient(tt.client)
 			}
+			s := openStoreWith(t, opts)
 			ctx := testContext(t)
 			if tt.ctx > 0 {
 				var cancel context.CancelFunc

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"steward/internal/safefile"
 )
 
 var (
@@ -97,7 +99,7 @@ func AvailableVersions(source, name string) ([]string, error) {
 // AvailableVersions is the package-level AvailableVersions with a context,
 // using the Store's HTTP client for HTTP sources.
 func (s *Store) AvailableVersions(ctx context.Context, source, name string) ([]string, error) {
-	return availableVersions(ctx, s.HTTPClient, source, name)
+	return availableVersions(ctx, s.opts.HTTPClient, source, name)
 }
 
 func availableVersions(ctx context.Context, client *http.Client, source, name string) ([]string, error) {
@@ -198,10 +200,10 @@ func lookupSum(lines []sumLine, label, want string) (sum string, ok bool, err er
 	return sum, ok, nil
 }
 
-// readDigestFile reads a sha256sum-format file and returns the digest
-// listed for want.
+// readDigestFile reads a sha256sum-format file (a regular file of at most
+// maxSumsBytes) and returns the digest listed for want.
 func readDigestFile(p, want string) (string, error) {
-	data, err := os.ReadFile(p)
+	data, err := safefile.ReadRegular(context.Background(), p, maxSumsBytes)
 	if err != nil {
 		return "", err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"steward/internal/safefile"
 )
 
 // ErrBadPackage is matched (errors.Is) by every error that is about the
@@ -46,23 +47,19 @@ func (*ManifestError) Is(t error) bool { return t == ErrBadPackage }
 // directories live beside the releases under names starting with ".".
 // A Store is safe for concurrent use by goroutines and by processes.
 type Store struct {
-	dir string
-
-	// Limits bound each unpack, and MaxBytes each download too; set
-	// before the first Install.
-	Limits Limits
-
-	// HTTPClient fetches from http:// and https:// sources. Open sets
-	// NewHTTPClient(DefaultHTTPTimeout); replace it (or change its
-	// Timeout) before the first Install. Each request is also bounded by
-	// the context of the call making it.
-	HTTPClient *http.Client
+	dir  string
+	opts Options // with defaults
 
 	unpacks atomic.Int64 // releases unpacked by this Store, for tests
 }
 
-// Open returns the store rooted at dir, creating dir if needed.
-func Open(dir string) (*Store, error) {
+// Open returns the store rooted at dir, creating dir if needed, with the
+// default Options.
+func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith returns the store rooted at dir, creating dir if needed, tuned
+// by opts (zero fields take the defaults).
+func OpenWith(dir string, opts Options) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -70,8 +67,11 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("releases directory: %w", err)
 	}
-	return &Store{dir: abs, HTTPClient: NewHTTPClient(DefaultHTTPTimeout)}, nil
+	return &Store{dir: abs, opts: opts.withDefaults()}, nil
 }
+
+// Options returns the store's options, defaults filled in.
+func (s *Store) Options() Options { return s.opts }
 
 // Dir returns the absolute releases directory.
 func (s *Store) Dir() string { return s.dir }
@@ -169,14 +169,17 @@ func (s *Store) digestRecord(name, version string) string {
 // from source, checks its sha256 against the digest the source gives (its
 // .sha256, or its line in SHA256SUMS), unpacks it into a temporary
 // directory beside the final one (refusing unsafe entries, see
-// UnsafeEntryError and Limits), checks the manifest, makes the tree
+// UnsafeEntryError and Options), checks the manifest, makes the tree
 // read-only and renames it into place. Installs of one version are
 // serialised by a lock file, across processes too.
 //
 // source is a local directory (see SourceDir), whose tarball is verified
 // before anything is written, or an http:// or https:// base URL, whose
 // tarball is downloaded under the version's lock into a file beside the
-// release, at most Limits.MaxBytes, and verified before it is unpacked.
+// release, at most Options.PackageSize, and verified before it is unpacked.
+//
+// Each stage that reads the package is bounded by Options.Timeout (see
+// Options).
 func (s *Store) Install(ctx context.Context, source, name, version string) (*Release, error) {
 	if err := checkNameVersion(name, version); err != nil {
 		return nil, err
@@ -193,26 +196,42 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 	}
 	tarName := Tarball(name, version)
 	tarPath := filepath.Join(srcDir, tarName)
-	f, err := os.Open(tarPath)
+	f, fi, err := safefile.OpenRegular(tarPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, notFound(srcDir, name, tarName)
 	}
 	if err != nil {
-		return nil, err
+		return nil, sourceFileErr(err)
 	}
 	defer f.Close()
-	want, err := sourceDigest(tarName, func(file string) ([]byte, error) {
-		return os.ReadFile(filepath.Join(srcDir, file))
+	if fi.Size() > s.opts.PackageSize {
+		return nil, s.tooLarge(tarPath, fi.Size())
+	}
+	var want string
+	err = s.bounded(ctx, "checking "+tarPath, func(ctx context.Context) error {
+		var err error
+		want, err = sourceDigest(tarName, func(file string) ([]byte, error) {
+			b, err := safefile.ReadRegular(ctx, filepath.Join(srcDir, file), maxSumsBytes)
+			return b, sourceFileErr(err)
+		})
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, ctxReader{ctx, io.LimitReader(f, s.opts.PackageSize+1)})
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", tarName, err)
+		}
+		if n > s.opts.PackageSize {
+			return s.tooLarge(tarPath, -1)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			return badPackage{fmt.Errorf("sha256 mismatch for %s: got %s, want %s", tarName, got, want)}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", tarName, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return nil, badPackage{fmt.Errorf("sha256 mismatch for %s: got %s, want %s", tarName, got, want)}
 	}
 
 	// The tarball is what its digest says: from here on we write.
@@ -224,10 +243,19 @@ func (s *Store) Install(ctx context.Context, source, name, version string) (*Rel
 	})
 }
 
+// tooLarge is the error for a tarball over Options.PackageSize; size is
+// -1 when it grew beyond the limit while it was read.
+func (s *Store) tooLarge(path string, size int64) error {
+	if size < 0 {
+		return badPackage{fmt.Errorf("%s grew beyond the package size limit of %d bytes while it was read", path, s.opts.PackageSize)}
+	}
+	return badPackage{fmt.Errorf("%s is %d bytes, over the package size limit of %d bytes", path, size, s.opts.PackageSize)}
+}
+
 // installHTTP fetches the digest and the tarball under the version's lock,
 // so that concurrent installs of one version download it once.
 func (s *Store) installHTTP(ctx context.Context, source, name, version string) (*Release, error) {
-	src, err := newHTTPSource(s.HTTPClient, source)
+	src, err := newHTTPSource(s.opts.HTTPClient, source)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +266,7 @@ func (s *Store) installHTTP(ctx context.Context, source, name, version string) (
 			return nil, err
 		}
 		spool := filepath.Join(nameDir, ".tmp-"+version+"-download")
-		f, err := src.download(ctx, tarName, spool, want, s.Limits.withDefaults().MaxBytes)
+		f, err := src.download(ctx, tarName, spool, want, s.opts.PackageSize)
 		if err != nil {
 			return nil, err
 		}
@@ -275,6 +303,19 @@ func (s *Store) install(ctx context.Context, name, version string, fetch func(ct
 	if err := removeStale(nameDir, version); err != nil {
 		return nil, err
 	}
+	tarName := Tarball(name, version)
+	var r *Release
+	err = s.bounded(ctx, "installing "+tarName, func(ctx context.Context) error {
+		var err error
+		r, err = s.fetchAndUnpack(ctx, nameDir, name, version, fetch)
+		return err
+	})
+	return r, err
+}
+
+// fetchAndUnpack gets the tarball from fetch and unpacks it into place;
+// the caller holds the version's lock.
+func (s *Store) fetchAndUnpack(ctx context.Context, nameDir, name, version string, fetch func(ctx context.Context, nameDir string) (*tarball, error)) (*Release, error) {
 	tb, err := fetch(ctx, nameDir)
 	if err != nil {
 		return nil, err
@@ -297,8 +338,8 @@ func (s *Store) install(ctx context.Context, name, version string, fetch func(ct
 	// Hash again while unpacking, so a tarball rewritten since it was
 	// checked is caught rather than installed.
 	h := sha256.New()
-	tee := io.TeeReader(ctxReader{ctx, tb.f}, h)
-	if err := unpack(ctx, tee, tmp, s.Limits); err != nil {
+	tee := io.TeeReader(ctxReader{ctx, io.LimitReader(tb.f, s.opts.PackageSize+1)}, h)
+	if err := unpack(ctx, tee, tmp, s.opts.limits()); err != nil {
 		return nil, fmt.Errorf("unpacking %s: %w", tarName, err)
 	}
 	if _, err := io.Copy(io.Discard, tee); err != nil {
@@ -365,6 +406,16 @@ func (s *Store) Remove(ctx context.Context, name, version string) error {
 		return err
 	}
 	return nil
+}
+
+// sourceFileErr marks a file of a package source that is not a regular
+// file, or is too large, as a bad package: retrying cannot help until the
+// source changes.
+func sourceFileErr(err error) error {
+	if errors.Is(err, safefile.ErrNotRegular) || errors.Is(err, safefile.ErrTooLarge) {
+		return badPackage{err}
+	}
+	return err
 }
 
 func notFound(srcDir, name, tarName string) error {

@@ -13,18 +13,14 @@ import (
 	"strings"
 )
 
-// Limits bound what one package may unpack to. Zero fields take the defaults.
-type Limits struct {
-	MaxFiles int   // entries of any kind; default DefaultMaxFiles
-	MaxBytes int64 // total size of regular files; default DefaultMaxBytes
+// limits bound what one package may unpack to (Options.MaxFiles,
+// Options.MaxBytes). Zero fields take the defaults.
+type limits struct {
+	MaxFiles int   // entries of any kind
+	MaxBytes int64 // total size of regular files
 }
 
-const (
-	DefaultMaxFiles       = 100_000
-	DefaultMaxBytes int64 = 1 << 30
-)
-
-func (l Limits) withDefaults() Limits {
+func (l limits) withDefaults() limits {
 	if l.MaxFiles <= 0 {
 		l.MaxFiles = DefaultMaxFiles
 	}
@@ -32,6 +28,33 @@ func (l Limits) withDefaults() Limits {
 		l.MaxBytes = DefaultMaxBytes
 	}
 	return l
+}
+
+// streamMax is the most the decompressed stream may hold: the file data,
+// plus 8 KiB per entry for its headers (PAX records included) and padding,
+// plus 1 MiB for what follows the end of the archive (tar pads to records
+// of 10 KiB).
+func (l limits) streamMax() int64 {
+	return l.MaxBytes + int64(l.MaxFiles)*(8<<10) + 1<<20
+}
+
+// boundedReader fails a read beyond max bytes.
+type boundedReader struct {
+	r    io.Reader
+	max  int64
+	read int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.read >= b.max {
+		return 0, badPackage{fmt.Errorf("the archive decompresses to more than %d bytes (the unpack limits: file data plus headers)", b.max)}
+	}
+	if int64(len(p)) > b.max-b.read {
+		p = p[:b.max-b.read]
+	}
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	return n, err
 }
 
 // UnsafeEntryError is returned for an archive entry that is refused: an
@@ -61,13 +84,16 @@ const (
 // an existing, empty directory. Every entry is checked before anything is
 // written for it, and all writes go through an os.Root, so nothing lands
 // outside dir even if a check were wrong. Files get their write bits; the
-// caller makes the tree read-only afterwards (see makeReadOnly).
-func unpack(ctx context.Context, r io.Reader, dir string, lim Limits) error {
+// caller makes the tree read-only afterwards (see makeReadOnly). The
+// decompressed stream is read in chunks, each after a look at ctx, and is
+// bounded by lim.streamMax.
+func unpack(ctx context.Context, r io.Reader, dir string, lim limits) error {
 	lim = lim.withDefaults()
-	zr, err := gzip.NewReader(r)
+	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return formatErr("not a gzip stream", err)
 	}
+	zr := ctxReader{ctx, &boundedReader{r: gz, max: lim.streamMax()}}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
@@ -96,7 +122,7 @@ func unpack(ctx context.Context, r io.Reader, dir string, lim Limits) error {
 	if _, err := io.Copy(io.Discard, zr); err != nil {
 		return formatErr("reading gzip", err)
 	}
-	return zr.Close()
+	return gz.Close()
 }
 
 // formatErr marks a broken archive as a bad package, unless reading was
@@ -111,7 +137,7 @@ func formatErr(what string, err error) error {
 
 type unpacker struct {
 	root  *os.Root
-	lim   Limits
+	lim   limits
 	files int
 	bytes int64
 	seen  map[string]entryKind // cleaned path → what was made there

@@ -18,54 +18,54 @@ func TestUnpackRefuses(t *testing.T) {
 	tests := []struct {
 		name    string
 		entries []entry
-		limits  Limits
+		limits  limits
 		entry   string // the entry the error must name
 		reason  string // a substring of the reason
 	}{
-		{"absolute path", []entry{file("/etc/passwd")}, Limits{}, "/etc/passwd", "absolute path"},
-		{"dotdot", []entry{file("../evil")}, Limits{}, "../evil", `".." component`},
-		{"dotdot inside", []entry{file("a/../../evil")}, Limits{}, "a/../../evil", `".." component`},
-		{"dotdot harmless", []entry{file("a/../b")}, Limits{}, "a/../b", `".." component`},
-		{"backslash", []entry{file(`a\..\b`)}, Limits{}, `a\..\b`, "backslash"},
-		{"symlink absolute", []entry{{name: "l", typ: tar.TypeSymlink, link: "/etc"}}, Limits{}, "l", "is absolute"},
-		{"symlink escapes", []entry{{name: "l", typ: tar.TypeSymlink, link: "../outside"}}, Limits{}, "l", "escapes the release root"},
-		{"symlink escapes from subdir", []entry{{name: "a/b/l", typ: tar.TypeSymlink, link: "../../../x"}}, Limits{}, "a/b/l", "escapes the release root"},
+		{"absolute path", []entry{file("/etc/passwd")}, limits{}, "/etc/passwd", "absolute path"},
+		{"dotdot", []entry{file("../evil")}, limits{}, "../evil", `".." component`},
+		{"dotdot inside", []entry{file("a/../../evil")}, limits{}, "a/../../evil", `".." component`},
+		{"dotdot harmless", []entry{file("a/../b")}, limits{}, "a/../b", `".." component`},
+		{"backslash", []entry{file(`a\..\b`)}, limits{}, `a\..\b`, "backslash"},
+		{"symlink absolute", []entry{{name: "l", typ: tar.TypeSymlink, link: "/etc"}}, limits{}, "l", "is absolute"},
+		{"symlink escapes", []entry{{name: "l", typ: tar.TypeSymlink, link: "../outside"}}, limits{}, "l", "escapes the release root"},
+		{"symlink escapes from subdir", []entry{{name: "a/b/l", typ: tar.TypeSymlink, link: "../../../x"}}, limits{}, "a/b/l", "escapes the release root"},
 		{"symlink inner dotdot", []entry{
 			{name: "a", typ: tar.TypeSymlink, link: "."},
 			{name: "l", typ: tar.TypeSymlink, link: "a/../x"},
-		}, Limits{}, "l", `".." may only lead`},
-		{"symlink empty", []entry{{name: "l", typ: tar.TypeSymlink, link: ""}}, Limits{}, "l", "is empty"},
+		}, limits{}, "l", `".." may only lead`},
+		{"symlink empty", []entry{{name: "l", typ: tar.TypeSymlink, link: ""}}, limits{}, "l", "is empty"},
 		{"write through symlink", []entry{
 			{name: "l", typ: tar.TypeSymlink, link: "."},
 			file("l/f"),
-		}, Limits{}, "l/f", `parent "l" is a symlink`},
+		}, limits{}, "l/f", `parent "l" is a symlink`},
 		{"symlink then dir through it", []entry{
 			{name: "d", typ: tar.TypeSymlink, link: "sub"},
 			{name: "d/x/", typ: tar.TypeDir},
-		}, Limits{}, "d/x/", `parent "d" is a symlink`},
-		{"entry beneath file", []entry{file("f"), file("f/g")}, Limits{}, "f/g", `parent "f" is a file`},
-		{"hardlink escapes", []entry{{name: "h", typ: tar.TypeLink, link: "../x"}}, Limits{}, "h", `".." component`},
-		{"hardlink absolute", []entry{{name: "h", typ: tar.TypeLink, link: "/etc/passwd"}}, Limits{}, "h", "absolute path"},
-		{"hardlink to missing", []entry{{name: "h", typ: tar.TypeLink, link: "nothere"}}, Limits{}, "h", "not a regular file earlier"},
+		}, limits{}, "d/x/", `parent "d" is a symlink`},
+		{"entry beneath file", []entry{file("f"), file("f/g")}, limits{}, "f/g", `parent "f" is a file`},
+		{"hardlink escapes", []entry{{name: "h", typ: tar.TypeLink, link: "../x"}}, limits{}, "h", `".." component`},
+		{"hardlink absolute", []entry{{name: "h", typ: tar.TypeLink, link: "/etc/passwd"}}, limits{}, "h", "absolute path"},
+		{"hardlink to missing", []entry{{name: "h", typ: tar.TypeLink, link: "nothere"}}, limits{}, "h", "not a regular file earlier"},
 		{"hardlink to symlink", []entry{
 			{name: "l", typ: tar.TypeSymlink, link: "f"},
 			{name: "h", typ: tar.TypeLink, link: "l"},
-		}, Limits{}, "h", "not a regular file earlier"},
+		}, limits{}, "h", "not a regular file earlier"},
 		{"hardlink to dir", []entry{
 			{name: "d/", typ: tar.TypeDir},
 			{name: "h", typ: tar.TypeLink, link: "d"},
-		}, Limits{}, "h", "not a regular file earlier"},
-		{"char device", []entry{{name: "dev", typ: tar.TypeChar}}, Limits{}, "dev", "device"},
-		{"block device", []entry{{name: "dev", typ: tar.TypeBlock}}, Limits{}, "dev", "device"},
-		{"fifo", []entry{{name: "p", typ: tar.TypeFifo}}, Limits{}, "p", "fifo"},
-		{"duplicate file", []entry{file("f"), file("f")}, Limits{}, "f", "duplicate"},
-		{"file over dir", []entry{{name: "d/", typ: tar.TypeDir}, file("d")}, Limits{}, "d", "duplicate"},
-		{"root as file", []entry{file(".")}, Limits{}, ".", "release root"},
-		{"too many files", []entry{file("a"), file("b"), file("c"), file("d")}, Limits{MaxFiles: 3}, "d", "more than 3 entries"},
+		}, limits{}, "h", "not a regular file earlier"},
+		{"char device", []entry{{name: "dev", typ: tar.TypeChar}}, limits{}, "dev", "device"},
+		{"block device", []entry{{name: "dev", typ: tar.TypeBlock}}, limits{}, "dev", "device"},
+		{"fifo", []entry{{name: "p", typ: tar.TypeFifo}}, limits{}, "p", "fifo"},
+		{"duplicate file", []entry{file("f"), file("f")}, limits{}, "f", "duplicate"},
+		{"file over dir", []entry{{name: "d/", typ: tar.TypeDir}, file("d")}, limits{}, "d", "duplicate"},
+		{"root as file", []entry{file(".")}, limits{}, ".", "release root"},
+		{"too many files", []entry{file("a"), file("b"), file("c"), file("d")}, limits{MaxFiles: 3}, "d", "more than 3 entries"},
 		{"too many bytes", []entry{
 			{name: "a", body: "0123456789"},
 			{name: "b", body: "0123456789"},
-		}, Limits{MaxBytes: 15}, "b", "exceeds the limit of 15 bytes"},
+		}, limits{MaxBytes: 15}, "b", "exceeds the limit of 15 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +119,7 @@ func TestUnpackAccepts(t *testing.T) {
 	}
 	root := t.TempDir()
 	t.Cleanup(func() { _ = removeAllWritable(root) })
-	if err := unpack(context.Background(), bytes.NewReader(makeTarGz(t, entries)), root, Limits{}); err != nil {
+	if err := unpack(context.Background(), bytes.NewReader(makeTarGz(t, entries)), root, limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := makeReadOnly(root); err != nil {
@@ -164,7 +164,7 @@ func TestUnpackCorrupt(t *testing.T) {
 		"empty":     nil,
 	} {
 		t.Run(name, func(t *testing.T) {
-			err := unpack(context.Background(), bytes.NewReader(data), t.TempDir(), Limits{})
+			err := unpack(context.Background(), bytes.NewReader(data), t.TempDir(), limits{})
 			if err == nil || !errors.Is(err, ErrBadPackage) {
 				t.Errorf("unpack = %v, want a bad package error", err)
 			}
@@ -176,7 +176,7 @@ func TestUnpackCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	data := makeTarGz(t, appEntries(goodManifest))
-	err := unpack(ctx, ctxReader{ctx, bytes.NewReader(data)}, t.TempDir(), Limits{})
+	err := unpack(ctx, ctxReader{ctx, bytes.NewReader(data)}, t.TempDir(), limits{})
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrBadPackage) {
 		t.Errorf("unpack = %v, want context.Canceled and not a bad package", err)
 	}

@@ -43,6 +43,34 @@
 // group would be signalled. It needs a full PID wrap-around within
 // microseconds.
 //
+// # Liveness
+//
+// Proc.Check says Alive, Dead or Unknown. Dead is only what the kernel
+// says: no process has the PID (kill(2) agrees when /proc does not
+// answer), the PID carries another start time, or the process is a zombie.
+// A failure to read /proc (EMFILE or ENFILE when steward is out of
+// descriptors, EACCES, an I/O error) is Unknown, with the error, and never
+// Dead: callers that record exits, restart merchants or count crashes use
+// Check and look again later on Unknown. Proc.Alive is Check == Alive, for
+// displays. Stop and Kill signal nothing unless the identity is confirmed,
+// and Wait returns an exit status only for an exit it saw or the kernel
+// confirms; otherwise they return an error matching ErrLivenessUnknown.
+// /proc is parsed by hand (one read and a fuzzed parser, about 11µs and 9
+// allocations an Inspect; github.com/prometheus/procfs takes twice that).
+//
+// # Pre-flight
+//
+// Preflight checks, without changing anything, what Start needs and
+// execve(2) accepts: the program (a regular file the merchant's user may
+// reach and execute, on a file system not mounted noexec), no NUL byte in
+// any argument or environment string, none longer than MAX_ARG_STRLEN, all
+// of them with their pointers within the kernel's limit (ArgLimit: a
+// quarter of RLIMIT_STACK, at least 128 KiB, at most 6 MiB), the release
+// dir readable, the work and log dirs creatable. Start runs it first, so a
+// caller that checks with Preflight before stopping an old process knows
+// Start will not refuse the new one for any of these reasons. Its errors
+// match ErrPreflight and never quote environment values.
+//
 // # Logs
 //
 // The log shim (package runtime/logshim, run as Runtime.ShimArgv followed
@@ -59,23 +87,58 @@
 // sees them half shifted and Follow loses no file even when it lags
 // several rotations behind (as long as the files are still kept).
 //
+// A merchant's files live below the runtime root in merchants/ID/work and
+// merchants/ID/logs (MerchantDirs). TailMerchant and FollowMerchant, which
+// `steward logs` uses, take the root and a merchant id, refuse an id that
+// is not a single plain name (CheckMerchantID: "../x" is refused), and
+// open every file through an os.Root on root/merchants: no name and no
+// symbolic link planted in a merchant's directory (which the merchant's
+// user owns) leads a reader out of it. Log readers open only regular
+// files, without blocking: a FIFO in place of a log file is refused, not
+// waited on. TailLines, Follow and TailFollow read a given directory the
+// same way, through an os.Root on its parent.
+//
 // # API
 //
-//	Inspect(pid) (Proc, error)            Proc.Alive() bool
+//	Inspect(pid) (Proc, error)            Proc.Check() (Liveness, error)
+//	Proc.Alive() bool
+//	Preflight(Spec) error                 ArgLimit() int64
 //	(*Runtime).Start(ctx, Spec) (Proc, error)
 //	Stop(ctx, Proc, grace) error          Kill(Proc) error
 //	Wait(ctx, Proc) (ExitStatus, error)
+//	TailMerchant(root, id, n, re) ([]string, error)
+//	FollowMerchant(ctx, root, id, n, re, w) error
+//	MerchantDirs(root, id) (work, logs, error)  CheckMerchantID(id) error
 //	TailLines(dir, n, re) ([]string, error)
 //	Follow(ctx, dir, re, w) error         TailFollow(ctx, dir, n, re, w) error
+//	RunOnce(ctx, Spec, timeout, quiet) (output, error)
+//	PortOwner(port, workDir) (p, mine, found, error)
 //	PortHolder(port) (pid, found, error)  PortFree(port) bool
+//	FreePort(low, high, taken) (int, bool)
 //	LookupUser(name) (*syscall.Credential, error)
 //
 // Stop and Kill return an error matching ErrNotAlive when the Proc no
 // longer exists (exited and reaped, or its PID reused): nothing was
-// signalled, and for a caller that wanted it gone that is success.
+// signalled, and for a caller that wanted it gone that is success. An
+// error matching ErrLivenessUnknown from Stop, Kill or Wait means the
+// process could not be looked at: it may still run.
 //
 // # Ports
 //
 // PortHolder maps a listening TCP port to the process holding its socket
 // (via /proc/net/tcp{,6} and /proc/*/fd); PortFree is a bind test.
+// PortOwner combines them for adoption: the holder of a taken port and
+// whether it runs in a given merchant's work dir. FreePort finds the
+// lowest bindable port of a range that a caller's function does not claim.
+// They only observe: which port a merchant gets is the planner's decision.
+// A failure to read /proc is an error, never "free" or "nobody".
+//
+// # One-off commands
+//
+// RunOnce runs a command (a migration, a schema version query) the way a
+// merchant runs, after Preflight: its user, work dir and exact
+// environment, in its own process group, which is killed with SIGKILL when
+// the timeout passes. It returns the end of the output (RunOutputMax
+// bytes) and, unless quiet, appends all of it, framed, to the merchant's
+// log, which it never opens through a link.
 package runtime

@@ -12,18 +12,70 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 
+	"steward/internal/safefile"
 	"steward/runtime/logshim"
 )
 
-// logFiles returns the paths of dir's log files, oldest first:
+// logDir is a log directory read through an os.Root: every name is
+// resolved by the root, so no file outside it is ever opened, not even
+// through a symbolic link, and only regular files are read.
+type logDir struct {
+	root *os.Root
+	rel  string // the log directory below root
+	path string // the log directory's path, for inotify
+}
+
+// openLogDir opens dir through a root on its parent, so that dir may
+// appear later.
+func openLogDir(dir string) (logDir, error) {
+	dir = filepath.Clean(dir)
+	r, err := os.OpenRoot(filepath.Dir(dir))
+	if err != nil {
+		return logDir{}, err
+	}
+	return logDir{root: r, rel: filepath.Base(dir), path: dir}, nil
+}
+
+func (d logDir) close() { d.root.Close() }
+
+// name is file's name below the root.
+func (d logDir) name(file string) string { return filepath.Join(d.rel, file) }
+
+// open opens a log file of the directory if it is a regular file.
+func (d logDir) open(file string) (*os.File, error) {
+	f, _, err := safefile.OpenRegularIn(d.root, d.name(file))
+	return f, err
+}
+
+func (d logDir) stat(file string) (os.FileInfo, error) { return d.root.Stat(d.name(file)) }
+
+// lockRotation takes the directory's rotation lock like
+// logshim.LockRotation, through the root.
+func (d logDir) lockRotation() (unlock func()) {
+	f, err := d.open(logshim.RotateLockFile)
+	if err != nil {
+		return func() {}
+	}
+	for unix.Flock(int(f.Fd()), unix.LOCK_SH) == unix.EINTR {
+	}
+	return sync.OnceFunc(func() { f.Close() })
+}
+
+// files returns the names of the directory's log files, oldest first:
 // current.log.N, ..., current.log.1, current.log (those that exist).
-func logFiles(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
+func (d logDir) files() ([]string, error) {
+	dir, err := d.root.Open(d.rel)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := dir.ReadDir(-1)
+	dir.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -42,24 +94,35 @@ func logFiles(dir string) ([]string, error) {
 		}
 	}
 	slices.Sort(nums)
-	var paths []string
+	var names []string
 	for _, n := range slices.Backward(nums) {
-		paths = append(paths, filepath.Join(dir, LogFile+"."+strconv.Itoa(n)))
+		names = append(names, LogFile+"."+strconv.Itoa(n))
 	}
 	if cur {
-		paths = append(paths, filepath.Join(dir, LogFile))
+		names = append(names, LogFile)
 	}
-	return paths, nil
+	return names, nil
 }
 
 // TailLines returns the last n lines matching re (all lines when re is
 // nil; all matching lines when n <= 0) of the log in dir, across
 // current.log and its rotated files, oldest first. Lines carry no newline.
+// Files are opened through an os.Root on dir's parent, regular files only.
+// For a merchant's log, use TailMerchant.
 func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
+	d, err := openLogDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	return d.tailLines(n, re)
+}
+
+func (d logDir) tailLines(n int, re *regexp.Regexp) ([]string, error) {
 	// List and open while holding off rotation (released before reading).
-	unlock := logshim.LockRotation(dir, unix.LOCK_SH)
+	unlock := d.lockRotation()
 	defer unlock()
-	paths, err := logFiles(dir)
+	names, err := d.files()
 	if err != nil {
 		return nil, err
 	}
@@ -74,8 +137,8 @@ func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
 	// than as a missing file.
 	var readers []io.Reader
 	var seen []os.FileInfo
-	for _, p := range slices.Backward(paths) {
-		f, err := os.Open(p)
+	for _, name := range slices.Backward(names) {
+		f, err := d.open(name)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -153,13 +216,22 @@ func lastLines(r io.Reader, n int, re *regexp.Regexp) ([]string, error) {
 // a poll once a second as a backstop. It returns ctx.Err() when ctx ends,
 // or the first error writing to w.
 func Follow(ctx context.Context, dir string, re *regexp.Regexp, w io.Writer) error {
-	return followFrom(ctx, dir, 0, re, w)
+	return followDir(ctx, dir, 0, re, w)
 }
 
 // TailFollow writes the last n matching lines (all of them when n < 0) and
 // then follows like Follow, with no line lost or repeated between the two.
 func TailFollow(ctx context.Context, dir string, n int, re *regexp.Regexp, w io.Writer) error {
-	return followFrom(ctx, dir, n, re, w)
+	return followDir(ctx, dir, n, re, w)
+}
+
+func followDir(ctx context.Context, dir string, n int, re *regexp.Regexp, w io.Writer) error {
+	d, err := openLogDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	return d.follow(ctx, n, re, w)
 }
 
 // followBackstop is how often follow looks at the files without an event;
@@ -170,11 +242,11 @@ const (
 	maxLine        = 1 << 20
 )
 
-// followFrom follows dir's log. With tailN == 0 it starts at the current
-// end of current.log; otherwise it first writes the last tailN matching
-// lines (all when tailN < 0) from the files as they are when it starts.
-func followFrom(ctx context.Context, dir string, tailN int, re *regexp.Regexp, w io.Writer) error {
-	lf, err := newLineFollower(dir, tailN, re, w)
+// follow follows d's log. With tailN == 0 it starts at the current end of
+// current.log; otherwise it first writes the last tailN matching lines
+// (all when tailN < 0) from the files as they are when it starts.
+func (d logDir) follow(ctx context.Context, tailN int, re *regexp.Regexp, w io.Writer) error {
+	lf, err := newLineFollower(d, tailN, re, w)
 	if err != nil {
 		return err
 	}
@@ -184,14 +256,14 @@ func followFrom(ctx context.Context, dir string, tailN int, re *regexp.Regexp, w
 
 // newLineFollower positions a follower at the end of current.log, after
 // writing the backlog of tailN lines (none when 0, all when negative).
-func newLineFollower(dir string, tailN int, re *regexp.Regexp, w io.Writer) (*lineFollower, error) {
-	lf := &lineFollower{re: re, w: w, path: filepath.Join(dir, LogFile)}
+func newLineFollower(d logDir, tailN int, re *regexp.Regexp, w io.Writer) (*lineFollower, error) {
+	lf := &lineFollower{re: re, w: w, dir: d}
 	// Take stock of the files under the rotation lock, so that they are
 	// consistent with each other: current.log is where following starts,
 	// the rest are known (old) and only read for the backlog.
-	unlock := logshim.LockRotation(dir, unix.LOCK_SH)
+	unlock := d.lockRotation()
 	defer unlock()
-	paths, err := logFiles(dir)
+	names, err := d.files()
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -202,8 +274,8 @@ func newLineFollower(dir string, tailN int, re *regexp.Regexp, w io.Writer) (*li
 			f.Close()
 		}
 	}()
-	for _, p := range slices.Backward(paths) {
-		f, err := os.Open(p)
+	for _, name := range slices.Backward(names) {
+		f, err := d.open(name)
 		if err != nil {
 			continue
 		}
@@ -213,7 +285,7 @@ func newLineFollower(dir string, tailN int, re *regexp.Regexp, w io.Writer) (*li
 			continue
 		}
 		lf.known = append(lf.known, fi)
-		if p == lf.path {
+		if name == LogFile {
 			lf.f, lf.pos = f, fi.Size()
 			readers = append(readers, io.NewSectionReader(f, 0, lf.pos))
 			continue
@@ -250,7 +322,7 @@ func newLineFollower(dir string, tailN int, re *regexp.Regexp, w io.Writer) (*li
 // at the files at least every followBackstop, or every followPoll while
 // there is no watch.
 func (lf *lineFollower) run(ctx context.Context) error {
-	dir := filepath.Dir(lf.path)
+	dir := lf.dir.path
 	wt, err := fsnotify.NewWatcher()
 	if err != nil {
 		wt = nil
@@ -291,7 +363,7 @@ func (lf *lineFollower) run(ctx context.Context) error {
 type lineFollower struct {
 	re      *regexp.Regexp
 	w       io.Writer
-	path    string
+	dir     logDir
 	f       *os.File
 	pos     int64
 	partial []byte
@@ -320,7 +392,7 @@ func (lf *lineFollower) step() error {
 			return err
 		}
 		mine, err1 := lf.f.Stat()
-		cur, err2 := os.Stat(lf.path)
+		cur, err2 := lf.dir.stat(LogFile)
 		if err1 == nil && err2 == nil && os.SameFile(mine, cur) {
 			if mine.Size() < lf.pos { // truncated in place
 				lf.f.Seek(0, io.SeekStart)
@@ -347,12 +419,12 @@ func (lf *lineFollower) step() error {
 			lf.known = append(lf.known, mine)
 		}
 		// Find and open the successor while no rotation shifts the names.
-		unlock := logshim.LockRotation(filepath.Dir(lf.path), unix.LOCK_SH)
-		next := lf.path
+		unlock := lf.dir.lockRotation()
+		next := LogFile
 		if err1 == nil {
 			next = lf.successor(mine)
 		}
-		f, err := os.Open(next)
+		f, err := lf.dir.open(next)
 		unlock()
 		if err != nil {
 			return nil // current.log not there (yet); the next step retries
@@ -363,15 +435,14 @@ func (lf *lineFollower) step() error {
 
 // openFirstNew opens the oldest log file not known to the follower.
 func (lf *lineFollower) openFirstNew() bool {
-	dir := filepath.Dir(lf.path)
-	defer logshim.LockRotation(dir, unix.LOCK_SH)()
-	paths, err := logFiles(dir)
+	defer lf.dir.lockRotation()()
+	names, err := lf.dir.files()
 	if err != nil {
 		return false
 	}
 	var known []os.FileInfo // those still there; the rest are forgotten
-	for _, p := range paths {
-		fi, err := os.Stat(p)
+	for _, name := range names {
+		fi, err := lf.dir.stat(name)
 		if err != nil {
 			continue
 		}
@@ -382,7 +453,7 @@ func (lf *lineFollower) openFirstNew() bool {
 		if lf.f != nil {
 			continue
 		}
-		if f, err := os.Open(p); err == nil {
+		if f, err := lf.dir.open(name); err == nil {
 			lf.f, lf.pos = f, 0
 		}
 	}
@@ -390,7 +461,7 @@ func (lf *lineFollower) openFirstNew() bool {
 	return lf.f != nil
 }
 
-// successor returns the path of the log file written after the (rotated)
+// successor returns the name of the log file written after the (rotated)
 // file mine: current.log.(k-1) when mine is now current.log.k, current.log
 // when it is current.log.1. When mine is not among the rotated files any
 // more (it was rotated out while this follower lagged behind), every file
@@ -398,13 +469,13 @@ func (lf *lineFollower) openFirstNew() bool {
 func (lf *lineFollower) successor(mine os.FileInfo) string {
 	name := func(k int) string {
 		if k == 0 {
-			return lf.path
+			return LogFile
 		}
-		return lf.path + "." + strconv.Itoa(k)
+		return LogFile + "." + strconv.Itoa(k)
 	}
 	k := 1
 	for ; ; k++ {
-		fi, err := os.Stat(name(k))
+		fi, err := lf.dir.stat(name(k))
 		if err != nil {
 			break
 		}

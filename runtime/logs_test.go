@@ -18,6 +18,21 @@ import (
 	"steward/runtime/logshim"
 )
 
+// logFiles returns the paths of dir's log files, oldest first.
+func logFiles(dir string) ([]string, error) {
+	d, err := openLogDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	names, err := d.files()
+	var paths []string
+	for _, n := range names {
+		paths = append(paths, filepath.Join(dir, n))
+	}
+	return paths, err
+}
+
 // readLog returns the content of dir's log files, oldest first, and how
 // many files there were.
 func readLog(t *testing.T, dir string) ([]byte, []string) {
@@ -171,7 +186,12 @@ func TestFollowAcrossRotation(t *testing.T) {
 	r := logshim.NewWriter(dir, 4096, 100) // about 45 rotations, none dropped
 	defer r.Close()
 	ch := make(lineWriter, 10000)
-	lf, err := newLineFollower(dir, 0, regexp.MustCompile(`^n `), ch)
+	d, err := openLogDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	lf, err := newLineFollower(d, 0, regexp.MustCompile(`^n `), ch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +256,12 @@ func TestTailFollow(t *testing.T) {
 	ch = make(lineWriter, 100)
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
-	lf, err := newLineFollower(dir, 2, nil, ch)
+	d, err := openLogDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	lf, err := newLineFollower(d, 2, nil, ch)
 	if err != nil {
 		t.Fatal(err)
 	}

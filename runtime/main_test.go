@@ -70,6 +70,10 @@ func helperMain(mode string) int {
 		return 0
 	case "ministeward":
 		return miniStewardMain()
+	case "nofds":
+		return noFDsMain()
+	case "once":
+		return onceMain()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -32,7 +33,9 @@ type handle struct {
 
 // openHandle opens a pidfd for p.PID and then checks that the PID still
 // carries p's start time, so that the pidfd refers to p itself. It returns
-// errGone when p does not exist (a zombie of p still exists).
+// errGone when the kernel says p does not exist (a zombie of p still
+// exists), and another error when that could not be found out (/proc could
+// not be read): the caller must then neither signal nor count an exit.
 func openHandle(p Proc) (*handle, error) {
 	h := &handle{p: p}
 	fd, err := unix.PidfdOpen(p.PID, unix.PIDFD_NONBLOCK)
@@ -44,8 +47,12 @@ func openHandle(p Proc) (*handle, error) {
 	default:
 		// ENOSYS, EPERM (seccomp), EINVAL: use the /proc fallback.
 	}
-	st, ok := p.exists()
-	if !ok {
+	st, exists, err := p.lookup()
+	if err != nil {
+		h.close()
+		return nil, fmt.Errorf("%w: cannot confirm the identity of %v: %w", ErrLivenessUnknown, p, err)
+	}
+	if !exists {
 		h.close()
 		return nil, errGone
 	}
@@ -60,49 +67,83 @@ func (h *handle) close() {
 }
 
 // exited reports, without blocking and without reaping, whether the process
-// has exited (it may be a zombie or already reaped).
-func (h *handle) exited() bool {
-	if h.f == nil {
-		st, ok := h.p.exists()
-		return !ok || st.zombie()
+// has exited (it may be a zombie or already reaped): through the pidfd
+// when there is one, through /proc otherwise or when polling the pidfd
+// fails. An error means it could not be found out.
+func (h *handle) exited() (bool, error) {
+	var perr error
+	if h.f != nil {
+		done, err := h.pidfdExited()
+		if err == nil {
+			return done, nil
+		}
+		perr = err
 	}
-	var done bool
+	st, exists, err := h.p.lookup()
+	if err != nil {
+		return false, errors.Join(perr, err)
+	}
+	return !exists || st.zombie(), nil
+}
+
+// pidfdExited polls the pidfd once, without blocking: it is readable once
+// the process has exited.
+func (h *handle) pidfdExited() (bool, error) {
 	rc, err := h.f.SyscallConn()
 	if err != nil {
-		return false
+		return false, err
 	}
-	rc.Control(func(fd uintptr) {
+	var done bool
+	var perr error
+	if err := rc.Control(func(fd uintptr) {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 0)
-		done = err == nil && n > 0
-	})
-	return done
+		var n int
+		for {
+			n, perr = unix.Poll(pfd, 0)
+			if perr != unix.EINTR {
+				break
+			}
+		}
+		done = perr == nil && n > 0
+	}); err != nil {
+		return false, err
+	}
+	return done, perr
 }
 
 // waitExited blocks until the process has exited (without reaping it) or
 // ctx ends. With a pidfd it waits in the runtime's poller: no thread is
-// blocked and nothing polls.
+// blocked and nothing polls. It returns nil only once the exit is known;
+// when the process cannot be watched (neither the pidfd nor /proc can be
+// read) it returns an error wrapping ErrLivenessUnknown.
 func (h *handle) waitExited(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var pidfdErr error
 	if h.f != nil {
-		err := h.waitPidfd(ctx)
-		if err == nil || ctx.Err() != nil {
-			return err
+		pidfdErr = h.waitPidfd(ctx)
+		if pidfdErr == nil || ctx.Err() != nil {
+			return pidfdErr
 		}
-		// The pidfd could not be polled: fall through to /proc.
+		// The pidfd could not be polled: fall back to /proc.
 	}
 	t := time.NewTicker(fallbackPoll)
 	defer t.Stop()
-	for !h.exited() {
+	for {
+		done, err := h.exited()
+		if err != nil {
+			return fmt.Errorf("%w: cannot watch %v: %w", ErrLivenessUnknown, h.p, errors.Join(pidfdErr, err))
+		}
+		if done {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
 	}
-	return nil
 }
 
 func (h *handle) waitPidfd(ctx context.Context) error {
@@ -145,7 +186,13 @@ func (h *handle) signal(sig syscall.Signal) error {
 		}
 		return serr
 	}
-	if _, ok := h.p.exists(); !ok {
+	// Without a pidfd, signal by PID only right after confirming the
+	// identity, and never when it cannot be confirmed.
+	_, exists, err := h.p.lookup()
+	if err != nil {
+		return fmt.Errorf("%w: not signalled: cannot confirm the identity of %v: %w", ErrLivenessUnknown, h.p, err)
+	}
+	if !exists {
 		return nil
 	}
 	if err := syscall.Kill(h.p.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -209,8 +256,8 @@ func (h *handle) waitid() (ExitStatus, bool) {
 	if h.f == nil {
 		// Without a pidfd, reap by PID only while the PID provably still
 		// names our zombie child: a zombie keeps its PID from being reused.
-		st, ok := h.p.exists()
-		if !ok || !st.zombie() || st.PPID != os.Getpid() {
+		st, exists, err := h.p.lookup()
+		if err != nil || !exists || !st.zombie() || st.PPID != os.Getpid() {
 			return ExitStatus{}, false
 		}
 		var ws syscall.WaitStatus

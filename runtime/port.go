@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ErrHolderHidden is returned by PortHolder when a socket listens on the
@@ -53,7 +56,11 @@ func PortHolder(port int) (pid int, found bool, err error) {
 		if err != nil || pid <= 0 {
 			continue
 		}
-		if holdsSocket(pid, inodes) {
+		holds, err := holdsSocket(pid, inodes)
+		if err != nil {
+			return 0, true, err
+		}
+		if holds {
 			st, err := readStat(pid)
 			if err != nil {
 				continue
@@ -101,12 +108,16 @@ func listeningInodes(file string, port int, inodes map[string]bool) error {
 }
 
 // holdsSocket reports whether one of pid's descriptors is one of the
-// socket inodes.
-func holdsSocket(pid int, inodes map[string]bool) bool {
+// socket inodes. A process that is gone or not ours to look at holds none;
+// any other failure to look (out of descriptors) is an error.
+func holdsSocket(pid int, inodes map[string]bool) (bool, error) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
 	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ESRCH) {
+		return false, nil
+	}
 	if err != nil {
-		return false
+		return false, err
 	}
 	names, _ := d.Readdirnames(-1)
 	d.Close()
@@ -117,10 +128,10 @@ func holdsSocket(pid int, inodes map[string]bool) bool {
 		}
 		ino, ok := strings.CutPrefix(l, "socket:[")
 		if ok && inodes[strings.TrimSuffix(ino, "]")] {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // PortFree reports whether TCP port can be bound on all addresses right
@@ -133,4 +144,73 @@ func PortFree(port int) bool {
 	}
 	l.Close()
 	return true
+}
+
+// PortOwner observes who holds TCP port, for adopting a process whose
+// start was never recorded: found is false when the port can be bound (a
+// bind test first, which costs a few syscalls; /proc is read only when
+// the port is taken). Otherwise p is the holder (see PortHolder) and mine
+// reports whether its working directory is workDir (symbolic links
+// resolved on both sides), which is how a merchant's own process is
+// recognised. When someone listens but cannot be identified (another
+// user's process while steward is not root, another network namespace),
+// found is true and p is zero. err is set, and nothing else meaningful,
+// when /proc could not be read: the port's owner is then unknown, not
+// absent.
+func PortOwner(port int, workDir string) (p Proc, mine bool, found bool, err error) {
+	if PortFree(port) {
+		return Proc{}, false, false, nil
+	}
+	pid, found, err := PortHolder(port)
+	switch {
+	case errors.Is(err, ErrHolderHidden):
+		return Proc{}, false, true, nil
+	case err != nil:
+		return Proc{}, false, false, fmt.Errorf("owner of port %d: %w", port, err)
+	case !found:
+		// The listener went away between the bind test and the scan, or
+		// the port is bound without listening.
+		return Proc{}, false, !PortFree(port), nil
+	}
+	p, err = Inspect(pid)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Proc{}, false, !PortFree(port), nil // exited meanwhile
+	}
+	if err != nil {
+		return Proc{}, false, false, fmt.Errorf("owner of port %d: %w", port, err)
+	}
+	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil {
+		return p, false, true, nil // not ours to look at, or gone: not mine
+	}
+	return p, sameDir(cwd, workDir), true, nil
+}
+
+// sameDir reports whether the working directory cwd, as /proc shows it
+// (absolute, links resolved), is dir.
+func sameDir(cwd, dir string) bool {
+	if dir == "" {
+		return false
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if cwd == filepath.Clean(dir) {
+		return true
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	return err == nil && cwd == real
+}
+
+// FreePort returns the lowest port of [low, high] that taken does not
+// claim (taken may be nil) and that can be bound now, and false when there
+// is none. It observes only: the caller decides assignments, and the port
+// may be taken the moment after.
+func FreePort(low, high int, taken func(int) bool) (int, bool) {
+	for port := max(low, 1); port <= min(high, 65535); port++ {
+		if (taken == nil || !taken(port)) && PortFree(port) {
+			return port, true
+		}
+	}
+	return 0, false
 }

@@ -75,8 +75,8 @@ type Runtime struct {
 // which is what Stop and Kill signal.
 //
 // ctx only bounds the start itself: ending it later does not stop the
-// process. Start fails before starting anything when Argv[0] does not
-// resolve to an executable file.
+// process. Start runs Preflight first and fails, starting and creating
+// nothing, with its error (matching ErrPreflight) for a Spec it refuses.
 func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 	if err := ctx.Err(); err != nil {
 		return Proc{}, err
@@ -84,12 +84,12 @@ func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
 	if len(r.ShimArgv) == 0 || !filepath.IsAbs(r.ShimArgv[0]) {
 		return Proc{}, fmt.Errorf("start %s: runtime: ShimArgv must start with an absolute path, have %q", s.Merchant, r.ShimArgv)
 	}
+	if err := Preflight(s); err != nil {
+		return Proc{}, err
+	}
 	path, err := s.resolve()
 	if err != nil {
 		return Proc{}, fmt.Errorf("start %s: %w", s.Merchant, err)
-	}
-	if s.WorkDir == "" || s.LogDir == "" {
-		return Proc{}, fmt.Errorf("start %s: WorkDir and LogDir are required", s.Merchant)
 	}
 	workDir, err := MakeDir(s.WorkDir, s.Credential)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -38,6 +39,10 @@ func (es ExitStatus) String() string {
 }
 
 // Wait blocks until p exits or ctx ends (then it returns ctx.Err()).
+// It returns an ExitStatus only for an exit it has seen or the kernel
+// confirms (see Check's Dead); when p cannot be watched (/proc or the
+// pidfd cannot be read, as when steward is out of descriptors) it returns
+// an error matching ErrLivenessUnknown instead, and p may well still run.
 //
 // It waits on a pidfd in the runtime's poller (no busy loop, no blocked
 // thread); without pidfd support it looks at /proc every 100ms. If p is a
@@ -101,7 +106,11 @@ func Kill(p Proc) error {
 //
 // Stop verifies p's identity through a pidfd before signalling; when p's PID
 // no longer carries p's start time it returns ErrNotAlive and signals
-// nothing. Group signals go to -PID only while p leads its group.
+// nothing. When the identity cannot be confirmed (Check would say Unknown:
+// /proc cannot be read) it signals nothing either and returns an error
+// matching ErrLivenessUnknown; so it does when it can no longer watch p
+// after signalling it. Group signals go to -PID only while p leads its
+// group.
 func Stop(ctx context.Context, p Proc, grace time.Duration) error {
 	h, err := openHandle(p)
 	if errors.Is(err, errGone) {
@@ -129,6 +138,9 @@ func Stop(ctx context.Context, p Proc, grace time.Duration) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("stop %v: %w", p, ctx.Err())
 			}
+			if errors.Is(err, ErrLivenessUnknown) {
+				return fmt.Errorf("stop %v: sent SIGTERM, then: %w", p, err)
+			}
 			h.signal(syscall.SIGKILL)
 			h.signalGroup(syscall.SIGKILL)
 			if err := h.waitExited(ctx); err != nil {
@@ -152,12 +164,21 @@ func Stop(ctx context.Context, p Proc, grace time.Duration) error {
 const groupPoll = 20 * time.Millisecond
 
 // drainGroup waits until no live process is in group pgid, sending SIGKILL
-// to the group once deadline has passed.
+// to the group once deadline has passed. When /proc cannot be read it
+// keeps looking until the group has been sent SIGKILL, then returns an
+// error matching ErrLivenessUnknown.
 func drainGroup(ctx context.Context, pgid int, deadline time.Time) error {
 	t := time.NewTicker(groupPoll)
 	defer t.Stop()
 	killed := false
-	for len(groupMembers(pgid)) > 0 {
+	for {
+		members, err := groupMembers(pgid)
+		if err == nil && len(members) == 0 {
+			return nil
+		}
+		if err != nil && killed {
+			return fmt.Errorf("%w: cannot list process group %d: %w", ErrLivenessUnknown, pgid, err)
+		}
 		if !killed && !time.Now().Before(deadline) {
 			if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 				return err
@@ -170,17 +191,21 @@ func drainGroup(ctx context.Context, pgid int, deadline time.Time) error {
 		case <-t.C:
 		}
 	}
-	return nil
 }
 
 // groupMembers lists the live (non-zombie) processes of process group pgid.
-func groupMembers(pgid int) []int {
+// Processes that vanish while it looks are left out; an error means /proc
+// could not be listed or read.
+func groupMembers(pgid int) ([]int, error) {
 	d, err := os.Open("/proc")
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer d.Close()
-	names, _ := d.Readdirnames(-1)
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
 	var pids []int
 	for _, n := range names {
 		if n == "" || n[0] < '0' || n[0] > '9' || strings.ContainsFunc(n, notDigit) {
@@ -191,11 +216,18 @@ func groupMembers(pgid int) []int {
 			continue
 		}
 		st, err := readStat(pid)
-		if err == nil && st.PGRP == pgid && !st.zombie() {
-			pids = append(pids, pid)
+		switch {
+		case err == nil:
+			if st.PGRP == pgid && !st.zombie() {
+				pids = append(pids, pid)
+			}
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH):
+			// gone meanwhile
+		default:
+			return nil, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
 	}
-	return pids
+	return pids, nil
 }
 
 func notDigit(r rune) bool { return r < '0' || r > '9' }

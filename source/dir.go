@@ -14,6 +14,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"steward/internal/safefile"
 	"steward/spec"
 )
 
@@ -22,6 +23,10 @@ const (
 	DefaultDebounce = 200 * time.Millisecond
 	DefaultRescan   = 30 * time.Second
 )
+
+// DefaultMaxFileSize is the size limit of one spec file when the options
+// set none (DirOptions.MaxFileSize, GitOptions.MaxFileSize).
+const DefaultMaxFileSize int64 = 4 << 20
 
 // DirOptions tune a Dir.
 type DirOptions struct {
@@ -38,7 +43,11 @@ type DirOptions struct {
 	// PollOnly turns fsnotify off and relies on the rescan alone, for file
 	// systems without change notification.
 	PollOnly bool
-	Logger   *slog.Logger
+	// MaxFileSize is the largest spec file read, in bytes; a larger one
+	// fails Load with an error naming the file and the limit. Zero means
+	// DefaultMaxFileSize.
+	MaxFileSize int64
+	Logger      *slog.Logger
 }
 
 // maxDebounceWaits bounds how long a continuous stream of events can delay a
@@ -66,6 +75,9 @@ func NewDir(path string, opts DirOptions) *Dir {
 	if opts.Rescan == 0 {
 		opts.Rescan = DefaultRescan
 	}
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
+	}
 	return &Dir{root: filepath.Clean(path), opts: opts, log: orDiscard(opts.Logger).With("source", path)}
 }
 
@@ -75,6 +87,9 @@ func (d *Dir) Path() string { return d.root }
 // Load reads every spec file below the root. A file deleted while it is read
 // is left out; one written meanwhile may be read half-written, in which case
 // the events of the write bring a notification with the final content.
+// Only regular files (or links to them) are read, each up to
+// DirOptions.MaxFileSize: a *.hcl name on a FIFO, a device, a socket or a
+// directory, or a file over the limit, fails Load with an error naming it.
 func (d *Dir) Load(ctx context.Context) (*Snapshot, error) {
 	s, err := d.read(ctx)
 	if err != nil {
@@ -96,7 +111,7 @@ func (d *Dir) read(ctx context.Context) (*Snapshot, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		b, err := os.ReadFile(p)
+		b, err := readSpecFile(ctx, p, p, d.opts.MaxFileSize)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -109,6 +124,25 @@ func (d *Dir) read(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("no *.hcl spec files below %s", d.root)
 	}
 	return &Snapshot{Revision: spec.ContentRevision(srcs), Sources: srcs}, nil
+}
+
+// readSpecFile reads the spec file at path with safefile.ReadRegular,
+// naming it shown in errors about the file itself.
+func readSpecFile(ctx context.Context, path, shown string, max int64) ([]byte, error) {
+	b, err := safefile.ReadRegular(ctx, path, max)
+	var nr *safefile.NotRegularError
+	var tl *safefile.TooLargeError
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &nr):
+		nr.Path = shown
+	case errors.As(err, &tl):
+		tl.Path = shown
+		return nil, fmt.Errorf("%w, the limit of one spec file: split it into several files", tl)
+	case errors.As(err, &pe):
+		pe.Path = shown
+	}
+	return b, err
 }
 
 // check reads the specs and notifies when they differ from what was last

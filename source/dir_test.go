@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -279,4 +280,110 @@ func TestDirWatchNotifiesChangeBeforeStart(t *testing.T) {
 	writeFile(t, p, "two") // between Load and Watch
 	ch := startWatch(t, d)
 	waitNotify(t, ch, "a change made before Watch started")
+}
+
+// notRegular makes the files a spec directory must refuse to read: a FIFO,
+// which blocks a plain open until a writer comes, and a link to /dev/zero,
+// which never ends.
+var notRegular = []struct {
+	name string
+	kind string // as the error says it
+	make func(t *testing.T, p string)
+}{
+	{"fifo", "a named pipe (FIFO)", func(t *testing.T, p string) {
+		if err := syscall.Mkfifo(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"dev-zero", "a character device", func(t *testing.T, p string) {
+		if err := os.Symlink("/dev/zero", p); err != nil {
+			t.Fatal(err)
+		}
+	}},
+}
+
+// loadWithin runs Load bounded by a context and fails the test when it
+// has not returned within a second.
+func loadWithin(t *testing.T, s Source) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Load(ctx)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Second):
+		t.Fatal("Load still running after a second")
+	}
+	return nil
+}
+
+func TestDirRefusesFilesThatAreNotFiles(t *testing.T) {
+	for _, tc := range notRegular {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeFile(t, filepath.Join(root, "a.hcl"), "a")
+			bad := filepath.Join(root, "sub", "bad.hcl")
+			if err := os.MkdirAll(filepath.Dir(bad), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tc.make(t, bad)
+			d := NewDir(root, DirOptions{})
+			err := loadWithin(t, d)
+			if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), tc.kind) {
+				t.Fatalf("Load: %v, want an error naming %s as %s", err, bad, tc.kind)
+			}
+		})
+	}
+}
+
+// Watch reads the specs too (to compare revisions): a FIFO or /dev/zero
+// appearing under a watched directory is reported through a notification
+// and the following Load's error, within a second, and Watch still ends
+// with its context.
+func TestDirWatchRefusesFilesThatAreNotFiles(t *testing.T) {
+	for _, tc := range notRegular {
+		for _, when := range []string{"before", "during"} {
+			t.Run(tc.name+"/"+when, func(t *testing.T) {
+				root := t.TempDir()
+				writeFile(t, filepath.Join(root, "a.hcl"), "a")
+				bad := filepath.Join(root, "bad.hcl")
+				d := NewDir(root, DirOptions{Debounce: 10 * time.Millisecond, Rescan: -1})
+				load(t, d)
+				if when == "before" {
+					tc.make(t, bad)
+				}
+				ch := startWatch(t, d) // its cleanup fails the test if Watch does not end
+				if when == "during" {
+					tc.make(t, bad)
+				}
+				select {
+				case <-ch:
+				case <-time.After(time.Second):
+					t.Fatal("no notification within a second")
+				}
+				err := loadWithin(t, d)
+				if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), tc.kind) {
+					t.Fatalf("Load: %v, want an error naming %s as %s", err, bad, tc.kind)
+				}
+			})
+		}
+	}
+}
+
+func TestDirRefusesLargeFiles(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "big.hcl")
+	writeFile(t, p, strings.Repeat("#\n", 600))
+	_, err := NewDir(root, DirOptions{MaxFileSize: 1000}).Load(context.Background())
+	if err == nil || !strings.Contains(err.Error(), p+" is 1200 bytes, over the limit of 1000 bytes") {
+		t.Fatalf("Load: %v, want the file and the limit named", err)
+	}
+	if _, err := NewDir(root, DirOptions{MaxFileSize: 1200}).Load(context.Background()); err != nil {
+		t.Fatalf("a file at the limit: %v", err)
+	}
 }

@@ -8,6 +8,12 @@
 // they fail. A snapshot with no spec files is an error, so that an empty or
 // misconfigured root never reads as "no merchants".
 //
+// Only regular files (or symbolic links to them) are read, each up to a size
+// limit (DirOptions.MaxFileSize, GitOptions.MaxFileSize; DefaultMaxFileSize
+// by default), through package internal/safefile: a *.hcl name on a FIFO, a
+// device (a link to /dev/zero), a socket or a directory, or a file over the
+// limit, fails Load with an error naming the file, and never blocks it.
+//
 // Watch is a trigger, not a feed: it sends on a channel whenever the specs may
 // have changed, without blocking and coalescing (pass a chan struct{} with a
 // buffer of 1), and the receiver calls Load. A notification is sent when the

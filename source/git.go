@@ -53,6 +53,10 @@ type GitOptions struct {
 	// Timeout bounds each network operation (ls-remote, fetch) and the wait
 	// for another process's lock on the cache. Zero means DefaultGitTimeout.
 	Timeout time.Duration
+	// MaxFileSize is the largest spec file read from a commit, in bytes;
+	// a larger one fails Load with an error naming the file and the limit.
+	// Zero means DefaultMaxFileSize.
+	MaxFileSize int64
 }
 
 // Git is a git repository of spec files, fetched into a local cache.
@@ -82,6 +86,9 @@ func NewGit(cfg spec.GitConfig, cacheDir string, opts GitOptions) *Git {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultGitTimeout
+	}
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = spec.DefaultGitPoll
@@ -329,7 +336,9 @@ func joinNames(ns []plumbing.ReferenceName) string {
 }
 
 // snapshot reads the fetched commit: it checks dir, writes the checkout if
-// missing and reads the spec files from it.
+// missing and reads the spec files from it, regular files only and each up
+// to GitOptions.MaxFileSize (see readSpecFile); errors name files by their
+// path in the repository.
 func (g *Git) snapshot(ctx context.Context, repo *git.Repository) (*Snapshot, error) {
 	h, err := g.localHash(repo)
 	if err != nil || h.IsZero() {
@@ -360,13 +369,13 @@ func (g *Git) snapshot(ctx context.Context, repo *git.Repository) (*Snapshot, er
 	}
 	srcs := make([]spec.Source, 0, len(paths))
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("read specs of commit %s: %w", shortHash(commit.Hash), err)
-		}
 		rel, err := filepath.Rel(co, p)
 		if err != nil {
 			return nil, err
+		}
+		b, err := readSpecFile(ctx, p, filepath.ToSlash(rel), g.opts.MaxFileSize)
+		if err != nil {
+			return nil, fmt.Errorf("read specs of commit %s: %w", shortHash(commit.Hash), err)
 		}
 		srcs = append(srcs, spec.Source{Name: filepath.ToSlash(rel), Dir: filepath.Dir(p), Bytes: b})
 	}

@@ -196,10 +196,12 @@ func (r *Writer) put(b []byte) {
 	}
 }
 
-// rotateLock is the file in a log directory whose flock(2) serialises
+// RotateLockFile is the file in a log directory whose flock(2) serialises
 // rotation (exclusive) against readers finding their way through the
 // rotated files (shared).
-const rotateLock = ".rotate.lock"
+const RotateLockFile = ".rotate.lock"
+
+const rotateLock = RotateLockFile
 
 // LockRotation takes dir's rotation lock (how is unix.LOCK_SH for readers,
 // unix.LOCK_EX for rotation) and returns its release (idempotent). Without
