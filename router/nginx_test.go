@@ -26,7 +26,7 @@ func TestRoutingByHost(t *testing.T) {
 	a, b, c := newBackend(t, "a", nil), newBackend(t, "b", nil), newBackend(t, "c", nil)
 	routes := []Route{
 		{Merchant: "acme", Domains: []string{"acme.example.test", "www.acme.example.test"}, Upstream: a.port},
-		{Merchant: "bluebird", Domains: []string{"bluebird.example.test"}, PathPrefix: "/bluebird", Upstream: b.port},
+		{Merchant: "bluebird", Domains: []string{"bluebird.example.test", "*.bluebird.example.test"}, PathPrefix: "/bluebird", Upstream: b.port},
 	}
 	if !mustApply(t, r, routes...) {
 		t.Fatal("the first Apply reported no change")
@@ -34,6 +34,8 @@ func TestRoutingByHost(t *testing.T) {
 	wantBackend(t, r, "acme.example.test", "/", "a")
 	wantBackend(t, r, "www.acme.example.test", "/x?y=1", "a")
 	wantBackend(t, r, "bluebird.example.test", "/", "b")
+	wantBackend(t, r, "shop.bluebird.example.test", "/", "b")
+	wantBackend(t, r, "BlueBird.Example.Test", "/", "b")
 	wantBackend(t, r, "unknown.example.test", "/bluebird/cart", "b")
 	wantBackend(t, r, "unknown.example.test", "/bluebird", "b")
 	wantStatus(t, r, "unknown.example.test", "/bluebirdx", http.StatusNotFound)
