@@ -3,7 +3,6 @@ package pkgstore
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -16,7 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
+	"steward/spec"
 	"strings"
 
 	"steward/internal/safefile"
@@ -86,7 +85,7 @@ func SourceDir(source string) (string, error) {
 }
 
 // AvailableVersions lists the versions of package name that source holds a
-// tarball for, oldest first by CompareVersions. For a local source those
+// tarball for, oldest first by spec.CompareVersions. For a local source those
 // are the tarballs in the directory (a digest is not required here). For
 // an HTTP source they are the tarballs its SHA256SUMS lists; without a
 // SHA256SUMS listing is not possible over HTTP and is an error. HTTP
@@ -131,7 +130,7 @@ func availableVersions(ctx context.Context, client *http.Client, source, name st
 }
 
 // versionsIn returns the versions of name that files holds tarballs of,
-// each once, sorted by CompareVersions.
+// each once, sorted by spec.CompareVersions.
 func versionsIn(files []string, name string) []string {
 	var versions []string
 	for _, f := range files {
@@ -145,7 +144,7 @@ func versionsIn(files []string, name string) []string {
 		}
 		versions = append(versions, v)
 	}
-	slices.SortFunc(versions, CompareVersions)
+	slices.SortFunc(versions, spec.CompareVersions)
 	return versions
 }
 
@@ -273,62 +272,3 @@ func (e noDigestError) Error() string {
 }
 
 func (noDigestError) Is(t error) bool { return t == ErrBadPackage || t == fs.ErrNotExist }
-
-// CompareVersions orders versions the way people expect: dot-separated
-// parts compare numerically when both are numbers ("1.10.0" > "1.9.0"),
-// otherwise as strings; a leading "v" is ignored and a pre-release
-// ("1.0.0-rc1") comes before its release. It returns -1, 0 or +1.
-func CompareVersions(a, b string) int {
-	if c := compareVersions(a, b); c != 0 {
-		return c
-	}
-	return strings.Compare(a, b) // a total order: "v1.0" and "1.0" differ
-}
-
-func compareVersions(a, b string) int {
-	a, b = strings.TrimPrefix(a, "v"), strings.TrimPrefix(b, "v")
-	a, b = strings.SplitN(a, "+", 2)[0], strings.SplitN(b, "+", 2)[0]
-	ar, apre, _ := strings.Cut(a, "-")
-	br, bpre, _ := strings.Cut(b, "-")
-	if c := compareDotted(ar, br); c != 0 {
-		return c
-	}
-	switch {
-	case apre == bpre:
-		return 0
-	case apre == "":
-		return 1
-	case bpre == "":
-		return -1
-	}
-	return compareDotted(apre, bpre)
-}
-
-func compareDotted(a, b string) int {
-	ap, bp := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(ap) || i < len(bp); i++ {
-		if i >= len(ap) {
-			return -1
-		}
-		if i >= len(bp) {
-			return 1
-		}
-		an, aerr := strconv.ParseUint(ap[i], 10, 64)
-		bn, berr := strconv.ParseUint(bp[i], 10, 64)
-		var c int
-		switch {
-		case aerr == nil && berr == nil:
-			c = cmp.Compare(an, bn)
-		case aerr == nil: // numbers before words
-			c = -1
-		case berr == nil:
-			c = 1
-		default:
-			c = strings.Compare(ap[i], bp[i])
-		}
-		if c != 0 {
-			return c
-		}
-	}
-	return 0
-}

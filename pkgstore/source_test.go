@@ -57,20 +57,3 @@ func TestAvailableVersions(t *testing.T) {
 		t.Error("AvailableVersions of a missing directory succeeded")
 	}
 }
-
-func TestCompareVersions(t *testing.T) {
-	ordered := []string{"0.9", "1.0.0-alpha", "1.0.0-rc1", "1.0.0-rc2", "1.0.0", "v1.0.0", "1.0.1", "1.2.0", "1.9.9", "1.10.0", "2.0.0"}
-	for i := range ordered {
-		for j := range ordered {
-			want := 0
-			if i < j {
-				want = -1
-			} else if i > j {
-				want = 1
-			}
-			if got := CompareVersions(ordered[i], ordered[j]); got != want {
-				t.Errorf("CompareVersions(%q, %q) = %d, want %d", ordered[i], ordered[j], got, want)
-			}
-		}
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"steward/spec"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -138,7 +139,7 @@ func (s *Store) Get(name, version string) (*Release, error) {
 }
 
 // Installed lists the unpacked versions of name, oldest first by
-// CompareVersions; none is not an error.
+// spec.CompareVersions; none is not an error.
 func (s *Store) Installed(name string) ([]string, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
@@ -156,7 +157,7 @@ func (s *Store) Installed(name string) ([]string, error) {
 			versions = append(versions, e.Name())
 		}
 	}
-	slices.SortFunc(versions, CompareVersions)
+	slices.SortFunc(versions, spec.CompareVersions)
 	return versions, nil
 }
 

@@ -255,7 +255,7 @@ func diffMerchant(d Desired, o Observed, st *state.State, ports *lazyPorts, m *s
 			return Action{Kind: Hold, Merchant: m.ID, Reason: fmt.Sprintf("version %s failed on this merchant (see its history); staying on %s until the spec asks for another version", want, rec.Version), Before: before, After: after}, true
 		}
 		kind := Upgrade
-		if CompareVersions(want, rec.Version) < 0 {
+		if spec.CompareVersions(want, rec.Version) < 0 {
 			kind = Rollback
 		}
 		reason := fmt.Sprintf("version %s → %s (%s)", rec.Version, want, from)
@@ -384,38 +384,4 @@ func (b *portBook) assign(m *spec.Merchant) (int, string) {
 		}
 	}
 	return 0, fmt.Sprintf("no free port left in the runtime range %s", b.rng)
-}
-
-// CompareVersions orders versions by their dot-separated parts, numerically
-// where both parts are numbers. It returns -1, 0 or +1.
-func CompareVersions(a, b string) int {
-	as, bs := strings.FieldsFunc(a, isSep), strings.FieldsFunc(b, isSep)
-	for i := 0; i < len(as) || i < len(bs); i++ {
-		if i >= len(as) {
-			return -1
-		}
-		if i >= len(bs) {
-			return 1
-		}
-		x, ex := strconv.Atoi(as[i])
-		y, ey := strconv.Atoi(bs[i])
-		switch {
-		case ex == nil && ey == nil:
-			if x != y {
-				return cmpInt(x, y)
-			}
-		case as[i] != bs[i]:
-			return strings.Compare(as[i], bs[i])
-		}
-	}
-	return 0
-}
-
-func isSep(r rune) bool { return r == '.' || r == '-' || r == '+' }
-
-func cmpInt(x, y int) int {
-	if x < y {
-		return -1
-	}
-	return 1
 }

@@ -248,14 +248,3 @@ func TestRestartPolicy(t *testing.T) {
 		t.Fatalf("failure after a long run should reset the count: %+v", rec)
 	}
 }
-
-func TestCompareVersions(t *testing.T) {
-	for _, tt := range []struct {
-		a, b string
-		want int
-	}{{"1.0.0", "1.0.0", 0}, {"1.10.0", "1.9.0", 1}, {"1.2", "1.2.1", -1}, {"2.0.0", "10.0.0", -1}, {"1.0.0-rc1", "1.0.0-rc2", -1}} {
-		if got := CompareVersions(tt.a, tt.b); got != tt.want {
-			t.Errorf("CompareVersions(%s, %s) = %d, want %d", tt.a, tt.b, got, tt.want)
-		}
-	}
-}
