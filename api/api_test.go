@@ -29,12 +29,12 @@ type fakeDaemon struct {
 func (f *fakeDaemon) Status(context.Context) (any, error) {
 	return map[string]any{"merchants": []any{}, "databases": []any{}}, nil
 }
-func (f *fakeDaemon) Plan(context.Context) (*reconcile.Plan, error) {
-	return &reconcile.Plan{Serial: f.serial, Revision: f.revision, Actions: []reconcile.Action{{Kind: reconcile.Restart, Merchant: "acme", Reason: "env.LOCALE changed"}}}, nil
+func (f *fakeDaemon) Plan(context.Context) (*Plan, error) {
+	return PlanOf(&reconcile.Plan{Serial: f.serial, Revision: f.revision, Actions: []reconcile.Action{{Kind: reconcile.Restart, Merchant: "acme", Reason: "env.LOCALE changed"}}}), nil
 }
-func (f *fakeDaemon) Apply(_ context.Context, req ApplyRequest, h reconcile.Hooks) (int, error) {
+func (f *fakeDaemon) Apply(_ context.Context, req ApplyRequest, h Hooks) (int, error) {
 	p, _ := f.Plan(context.Background())
-	if req.Digest != p.Digest() {
+	if req.Digest != p.Digest {
 		return 0, fmt.Errorf("%w: state moved on", ErrStale)
 	}
 	h.ActionDone(reconcile.Action{Kind: reconcile.Restart, Merchant: "acme"}, nil, time.Millisecond)
@@ -61,6 +61,10 @@ func (f *fakeDaemon) Suspend(_ context.Context, id string, on bool) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	return nil
+}
+
+func (f *fakeDaemon) Rollback(_ context.Context, id string, req RollbackRequest) (string, error) {
+	return req.To, nil
 }
 
 func newServer(t *testing.T, token, secret string) (*httptest.Server, *fakeDaemon) {

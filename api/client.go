@@ -12,8 +12,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"steward/reconcile"
 )
 
 // Client talks to a running daemon.
@@ -90,8 +88,8 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 func (c *Client) Status(ctx context.Context, v any) error { return c.getJSON(ctx, "/v1/status", v) }
 
 // Plan returns the daemon's current plan.
-func (c *Client) Plan(ctx context.Context) (*reconcile.Plan, error) {
-	var p reconcile.Plan
+func (c *Client) Plan(ctx context.Context) (*Plan, error) {
+	var p Plan
 	if err := c.getJSON(ctx, "/v1/plan", &p); err != nil {
 		return nil, err
 	}
@@ -100,8 +98,8 @@ func (c *Client) Plan(ctx context.Context) (*reconcile.Plan, error) {
 
 // Apply applies plan p through the daemon, calling progress for each
 // finished action. It returns the number of failed actions.
-func (c *Client) Apply(ctx context.Context, p *reconcile.Plan, progress func(Progress)) (int, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/apply", ApplyRequest{Serial: p.Serial, Revision: p.Revision, Digest: p.Digest()})
+func (c *Client) Apply(ctx context.Context, p *Plan, progress func(Progress)) (int, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/apply", ApplyRequest{Serial: p.Serial, Revision: p.Revision, Digest: p.Reconcile().Digest()})
 	if err != nil {
 		return 0, err
 	}
@@ -167,4 +165,23 @@ func (c *Client) Suspend(ctx context.Context, id string, suspend bool) error {
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// Rollback rolls a merchant back through the daemon and returns the
+// version it runs afterwards.
+func (c *Client) Rollback(ctx context.Context, id string, req RollbackRequest) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodPost, "/v1/merchants/"+url.PathEscape(id)+"/rollback", req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Version string `json:"version"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
+		return "", fmt.Errorf("daemon sent a bad rollback answer: %w", err)
+	}
+	return out.Version, nil
 }

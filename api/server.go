@@ -31,11 +31,11 @@ var (
 // Daemon is what the API needs of the running daemon.
 type Daemon interface {
 	Status(ctx context.Context) (any, error)
-	Plan(ctx context.Context) (*reconcile.Plan, error)
+	Plan(ctx context.Context) (*Plan, error)
 	// Apply applies the plan the daemon makes now, if it is still the plan
 	// the request names (its digest; ErrStale otherwise). Progress is
 	// reported through hooks.
-	Apply(ctx context.Context, req ApplyRequest, hooks reconcile.Hooks) (failed int, err error)
+	Apply(ctx context.Context, req ApplyRequest, hooks Hooks) (failed int, err error)
 	// Sync reloads the specs now and reconciles every merchant; it returns
 	// the revision in force.
 	Sync(ctx context.Context) (revision string, err error)
@@ -43,6 +43,16 @@ type Daemon interface {
 	Restart(ctx context.Context, id string) error
 	// Suspend suspends (true) or resumes (false) one merchant.
 	Suspend(ctx context.Context, id string, suspend bool) error
+	// Rollback returns one merchant to version ("": its previous good
+	// one) through the health gate and pins it there; with restore, the
+	// backup taken while that version ran is restored first.
+	Rollback(ctx context.Context, id string, req RollbackRequest) (version string, err error)
+}
+
+// Hooks receive an apply's progress (engine.Hooks has this method set).
+type Hooks interface {
+	ActionStart(a reconcile.Action)
+	ActionDone(a reconcile.Action, err error, took time.Duration)
 }
 
 // Server serves the API.
@@ -67,6 +77,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/merchants/{id}/restart", s.writer(s.restart))
 	mux.HandleFunc("POST /v1/merchants/{id}/suspend", s.writer(s.suspend(true)))
 	mux.HandleFunc("POST /v1/merchants/{id}/resume", s.writer(s.suspend(false)))
+	mux.HandleFunc("POST /v1/merchants/{id}/rollback", s.writer(s.rollback))
 	if s.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	}
@@ -224,6 +235,31 @@ func (s *Server) suspend(on bool) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"merchant": id, "suspended": on})
 	}
+}
+
+// RollbackRequest is the body of POST /v1/merchants/ID/rollback.
+type RollbackRequest struct {
+	// To is the version to return to; "" is the previous good one.
+	To string `json:"to,omitempty"`
+	// RestoreBackup restores the newest backup taken while To ran first.
+	RestoreBackup bool `json:"restore_backup,omitempty"`
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req RollbackRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && err != io.EOF {
+		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: "bad rollback request: " + err.Error()})
+		return
+	}
+	v, err := s.Daemon.Rollback(r.Context(), id, req)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"merchant": id, "version": v})
 }
 
 // DecodeApplyRequest reads an apply request body (untrusted input).

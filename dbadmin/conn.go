@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"math"
 	"os"
+	pgdsn "steward/internal/dsn"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lib/pq"
-
-	"steward/probe"
 )
 
 // ConnectTimeout bounds establishing one connection (connect_timeout, added
@@ -51,7 +50,7 @@ func redact(ctx context.Context, what string, err error, dsn string) error {
 	if what != "" {
 		err = fmt.Errorf("%s: %w", what, err)
 	}
-	msg := "dbadmin: " + probe.RedactError(err, dsn).Error()
+	msg := "dbadmin: " + pgdsn.RedactError(err, dsn).Error()
 	var cause error
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -81,7 +80,7 @@ func connectTimeout(ctx context.Context) time.Duration {
 // openDB returns a handle for dsn, with connect_timeout added, that opens at
 // most one connection. The caller closes it.
 func openDB(ctx context.Context, dsn string) (*sql.DB, error) {
-	full, err := probe.WithConnectTimeout(dsn, connectTimeout(ctx))
+	full, err := pgdsn.WithConnectTimeout(dsn, connectTimeout(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +125,7 @@ func pqCode(err error) string {
 // process's own PG* variables are removed so that nothing else applies.
 // Never put a DSN on a command line: every user can read it in ps.
 func pgEnv(ctx context.Context, dsn string) ([]string, error) {
-	full, err := probe.WithConnectTimeout(dsn, connectTimeout(ctx))
+	full, err := pgdsn.WithConnectTimeout(dsn, connectTimeout(ctx))
 	if err != nil {
 		return nil, err
 	}

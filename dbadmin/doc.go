@@ -11,7 +11,7 @@
 // Every function bounds its work by its context, and connect_timeout
 // (ConnectTimeout, or less when the context ends sooner) is added to every
 // DSN that lacks one. DSNs are secrets: no error contains a password (every
-// message passes through probe.RedactDSN, and the DSN's password is removed
+// message passes through dsn.Redact, and the DSN's password is removed
 // even outside a DSN), and pg_dump and pg_restore get the connection through
 // PG* environment variables, never on their command line. Errors wrap
 // context.Canceled or context.DeadlineExceeded when the context ended the

@@ -1,5 +1,5 @@
 // Package metrics defines steward's Prometheus metrics. The daemon records
-// into them through the small reconcile.Metrics interface; GET /metrics
+// into them through the small engine.Metrics interface; GET /metrics
 // serves the registry.
 package metrics
 
@@ -24,6 +24,8 @@ type Metrics struct {
 	sourceRevision *prometheus.GaugeVec
 	databaseUp     *prometheus.GaugeVec
 	merchantStates *stateCollector
+	persistErrors  *prometheus.CounterVec
+	eventsPending  prometheus.Gauge
 }
 
 // New creates the metric set in a registry of its own.
@@ -46,7 +48,7 @@ func New() *Metrics {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"result"})
 	m.unhealthy = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "steward_merchant_unhealthy_total", Help: "Times a merchant failed its health checks past the threshold and was restarted.",
+		Name: "steward_merchant_unhealthy_total", Help: "Times a merchant failed its health checks past the threshold (each is restarted).",
 	})
 	m.sourceErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "steward_source_errors_total", Help: "Spec loads that failed (parse or validation errors, fetch errors); the last good state stayed in force.",
@@ -58,10 +60,22 @@ func New() *Metrics {
 		Name: "steward_database_up", Help: "Whether a database server is reachable (1) or not (0).",
 	}, []string{"database"})
 	m.merchantStates = &stateCollector{desc: prometheus.NewDesc("steward_merchants", "Merchants by state.", []string{"state"}, nil)}
+	m.persistErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "steward_persist_errors_total", Help: "Record writes that failed (the action that needed them failed too), by kind of record.",
+	}, []string{"record"})
+	m.eventsPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "steward_events_pending", Help: "History events not written yet; they are kept and retried.",
+	})
 	m.Registry.MustRegister(m.reconciles, m.actionFailures, m.exits, m.probes, m.unhealthy, m.sourceErrors, m.sourceRevision,
-		m.databaseUp, m.merchantStates, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.databaseUp, m.merchantStates, m.persistErrors, m.eventsPending, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// PersistFailed counts a record write that failed.
+func (m *Metrics) PersistFailed(record string) { m.persistErrors.WithLabelValues(record).Inc() }
+
+// EventsPending sets the number of history events waiting to be written.
+func (m *Metrics) EventsPending(n int) { m.eventsPending.Set(float64(n)) }
 
 // ActionDone records one executed action.
 func (m *Metrics) ActionDone(kind string, took time.Duration, err error) {

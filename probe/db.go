@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	pgdsn "steward/internal/dsn"
 	"sync"
 	"time"
 
@@ -325,13 +326,13 @@ func CheckDB(ctx context.Context, dsn string, timeout time.Duration) (time.Durat
 		if time.Since(start) >= timeout || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("timed out (%s): %w", timeout, err)
 		}
-		return time.Since(start), redactError(err, dsn)
+		return time.Since(start), pgdsn.RedactError(err, dsn)
 	}
 	return lat, nil
 }
 
 func checkDB(ctx context.Context, dsn string, timeout time.Duration) (time.Duration, error) {
-	full, err := withConnectTimeout(dsn, timeout)
+	full, err := pgdsn.WithConnectTimeout(dsn, timeout)
 	if err != nil {
 		return 0, err
 	}

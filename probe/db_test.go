@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	pgdsn "steward/internal/dsn"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +26,7 @@ const secret = "s3cret"
 func proxied(t *testing.T) (*tcpproxy.Proxy, string) {
 	t.Helper()
 	base := pgtest.Server(t)
-	if !isURLDSN(base) {
+	if !pgdsn.IsURL(base) {
 		t.Skip("STEWARD_TEST_PG is not a URL; the proxy tests need one")
 	}
 	u, err := url.Parse(base)

@@ -20,5 +20,5 @@
 // calls OnChange on each transition. CheckDB is one check: a fresh
 // connection (never a pooled one), ping and SELECT 1, bounded by a timeout
 // at the socket level. DSNs are secrets: they are never logged, and every
-// error text passes through RedactDSN.
+// error text passes through package internal/dsn.
 package probe

@@ -18,8 +18,8 @@ const (
 	Start Kind = "start"
 	// Stop stops a merchant's process but keeps its record.
 	Stop Kind = "stop"
-	// Restart replaces a running process because its launch settings changed
-	// or it is unhealthy.
+	// Restart replaces a running process: its settings changed, it is
+	// unhealthy, or a person asked.
 	Restart Kind = "restart"
 	// Upgrade moves a merchant to a newer package version.
 	Upgrade Kind = "upgrade"
@@ -27,8 +27,8 @@ const (
 	Rollback Kind = "rollback"
 	// Delete stops a merchant removed from the specs and forgets it.
 	Delete Kind = "delete"
-	// Hold changes nothing; it says why a merchant that is not converged is
-	// left as it is for now (database down, crash-loop backoff, ...).
+	// Hold changes nothing; it says why a merchant is left as it is for
+	// now (database down, crash-loop backoff, suspended, pinned, ...).
 	Hold Kind = "hold"
 )
 
@@ -49,60 +49,71 @@ func (k Kind) Symbol() string {
 // IsChange reports whether the action changes anything.
 func (k Kind) IsChange() bool { return k != Hold }
 
-// Snapshot is the part of a merchant's configuration an action moves between.
+// IsVersionChange reports whether k moves a merchant between versions.
+func (k Kind) IsVersionChange() bool { return k == Upgrade || k == Rollback }
+
+// Snapshot is the part of a merchant an action moves between, for people.
 type Snapshot struct {
-	Package  string `json:"package,omitempty"`
-	Version  string `json:"version,omitempty"`
-	Port     int    `json:"port,omitempty"`
-	Database string `json:"database,omitempty"`
-	PID      int    `json:"pid,omitempty"`
+	Package  string
+	Version  string
+	Port     int
+	Database string
+	PID      int
 }
 
-// Action is one step of a plan.
+// Action is one step of a plan. Its fields describe; the executor
+// re-derives what to do from the specs, the record and the policy, and
+// refuses an action whose record moved on since it was planned.
 type Action struct {
-	Kind     Kind   `json:"action"`
-	Merchant string `json:"merchant"`
-	// Reason says why, for people: "env.LOCALE changed", "process not
-	// running", "version 1.4.2 → 1.5.0 (channel stable)".
-	Reason string    `json:"reason"`
-	Before *Snapshot `json:"before,omitempty"`
-	After  *Snapshot `json:"after,omitempty"`
+	Kind     Kind
+	Merchant string
+	// Reason says why, for people: "env.LOCALE changed", "process 4242 not
+	// running", "version 1.4.2 → 1.5.0 (channel stable)". It explains; it
+	// never drives a decision.
+	Reason        string
+	Before, After *Snapshot
 	// NotBefore is set on holds that wait for a time (crash-loop backoff).
-	NotBefore time.Time `json:"not_before,omitzero"`
-	// Wave orders version changes of one rollout: 0 is the canary wave,
-	// then 1, 2, ... of at most max_parallel merchants each. A wave starts
-	// only when the one before it passed its health gates.
-	Wave int `json:"wave,omitempty"`
+	NotBefore time.Time
+	// Rollout names the rollout a version change counts in
+	// (RolloutKey(package, version)); "" outside one (a pin).
+	Rollout string
+	// Wave orders a rollout's changes: 0 is the canary wave, then 1, 2, ...
+	// of at most max_parallel merchants each.
+	Wave int
+	// Canary marks a change in its rollout's canary wave.
+	Canary bool
 	// ForDatabase marks a hold that waits for the merchant's database.
-	ForDatabase bool `json:"for_database,omitempty"`
-	// Unhealthy marks a restart of a process that failed its health checks:
-	// it counts as a failure for the restart backoff.
-	Unhealthy bool `json:"unhealthy,omitempty"`
-	// Rollout names the rollout a version change belongs to
-	// ("invoicing@1.2.0"); empty for other actions.
-	Rollout string `json:"rollout,omitempty"`
+	ForDatabase bool
+	// Unhealthy marks a restart of a process that failed its health
+	// checks: it counts as a failure for the restart backoff.
+	Unhealthy bool
+	// Resume marks the finishing (or undoing) of an interrupted change.
+	Resume bool
+	// Class is the class of a hold: Waiting (a dependency), Stalled (a
+	// person must act), or "" (backoff, suspended, pinned).
+	Class Class
+	// Rev is the revision of the merchant's record the action was planned
+	// against (0: no record yet).
+	Rev uint64
 }
 
-// PlanFormat is the version of the saved plan layout.
-const PlanFormat = 1
-
-// Plan is an ordered list of actions made against one state serial and one
-// spec revision.
+// Plan is an ordered list of actions made against one observation of the
+// records and one spec revision.
 type Plan struct {
-	Format int `json:"format_version"`
-	// Lineage and Serial identify the state the plan was made against; a
-	// saved plan is refused when the state has moved on.
-	Lineage string `json:"lineage"`
-	Serial  uint64 `json:"serial"`
+	// Lineage identifies the state history the plan was made against.
+	Lineage string
+	// Serial is the state's revision counter when the plan was made, for
+	// people; staleness is decided per record (Action.Rev).
+	Serial uint64
 	// Revision is the spec revision the plan was made from.
-	Revision  string    `json:"revision"`
-	CreatedAt time.Time `json:"created_at"`
-	Actions   []Action  `json:"actions"`
+	Revision  string
+	CreatedAt time.Time
+	Actions   []Action
 }
 
 // Digest identifies what the plan would do: its actions' kinds, merchants,
 // versions and ports, and the spec revision. Two plans with the same
-// digest do the same thing, whatever serial they were made at.
+// digest do the same thing, whenever they were made.
 func (p *Plan) Digest() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", p.Revision)
@@ -120,10 +131,7 @@ func (p *Plan) Digest() string {
 
 // Summary counts actions the way people read them.
 type Summary struct {
-	Create int `json:"create"`
-	Change int `json:"change"`
-	Delete int `json:"delete"`
-	Hold   int `json:"hold"`
+	Create, Change, Delete, Hold int
 }
 
 // Summary counts the plan's actions.

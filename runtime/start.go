@@ -61,6 +61,11 @@ type Runtime struct {
 	// logshim.Run with the arguments that follow ShimArgv and with its stdin.
 	// ShimArgv[0] must be an absolute path.
 	ShimArgv []string
+	// Defaults applied to every Spec the methods get whose own field is
+	// zero: log rotation, and the user merchants run as.
+	LogMaxBytes int64
+	LogKeep     int
+	Credential  *syscall.Credential
 }
 
 // Start starts s's process and its log shim, and returns the process's
@@ -78,6 +83,7 @@ type Runtime struct {
 // process. Start runs Preflight first and fails, starting and creating
 // nothing, with its error (matching ErrPreflight) for a Spec it refuses.
 func (r *Runtime) Start(ctx context.Context, s Spec) (Proc, error) {
+	s = r.fill(s)
 	if err := ctx.Err(); err != nil {
 		return Proc{}, err
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExitStatus is how a process ended.
@@ -32,7 +34,10 @@ func (es ExitStatus) String() string {
 	case !es.Known:
 		return "exited (status unknown)"
 	case es.Signal != 0:
-		return "killed by " + es.Signal.String()
+		if name := unix.SignalName(es.Signal); name != "" {
+			return "killed by " + name
+		}
+		return "killed by signal " + strconv.Itoa(int(es.Signal))
 	default:
 		return "exit status " + strconv.Itoa(es.Code)
 	}

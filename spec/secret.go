@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -36,4 +37,21 @@ func (s Secret) Format(f fmt.State, verb rune) { f.Write([]byte(Redacted)) }
 func (s Secret) Fingerprint() string {
 	sum := sha256.Sum256([]byte("steward-secret\x00" + s.v))
 	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// FingerprintWith returns a keyed digest (HMAC-SHA256, 128 bits) of the
+// value: it tells whether a secret changed without revealing it, and
+// cannot be checked against guesses without the key.
+func (s Secret) FingerprintWith(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(s.v))
+	return "hmac:" + hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// FingerprintWith identifies the value; a sensitive one by a keyed digest.
+func (v EnvValue) FingerprintWith(key []byte) string {
+	if v.Sensitive {
+		return v.Value.FingerprintWith(key)
+	}
+	return v.Value.Reveal()
 }

@@ -3,48 +3,47 @@ package state
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"steward/reconcile"
 )
 
-// benchState returns a state with n merchants filled in as a running fleet.
-func benchState(n int) *State {
-	s := New("bench")
-	at := time.Date(2026, 11, 22, 3, 20, 0, 0, time.UTC)
+// storeWith returns a store holding n merchant records.
+func storeWith(b *testing.B, n int) *FileStore {
+	b.Helper()
+	st, err := OpenFile(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	ctx := context.Background()
 	for i := range n {
-		id := fmt.Sprintf("merchant-%05d", i)
-		s.Merchants[id] = &Merchant{
-			ID: id, Package: "invoicing", Version: "1.4.2", Port: 8100 + i, PID: 10000 + i, StartTime: uint64(i) * 1000,
-			Applied:   map[string]string{"env.LOCALE": "sha256:9f86d081884c7d65", "database": "sha256:2c26b46b68ffc68f", "command": "sha256:fcde2b2edba56bf4"},
-			Phase:     "running",
-			Restarts:  i % 3,
-			StartedAt: at, GoodVersions: []string{"1.4.1", "1.4.2"}, Revision: "3f2c9e1",
+		r := &reconcile.Record{ID: fmt.Sprintf("m%05d", i), Package: "invoicing", Port: 8100 + i,
+			Current: reconcile.Instance{PID: 1000 + i, StartTime: 42, Port: 8100 + i, Version: "1.0.0", StartedAt: time.Now()},
+			Applied: map[string]string{"package": "invoicing", "database": "db-east", "env.LOCALE": "zh_CN"}, Phase: reconcile.PhaseRunning,
+			GoodVersions: []string{"1.0.0"}}
+		if err := st.PutMerchant(ctx, r); err != nil {
+			b.Fatal(err)
 		}
 	}
-	for _, name := range []string{"db-east", "db-west"} {
-		s.Databases[name] = &Database{Name: name, Up: true, Since: at, Latency: time.Millisecond}
-	}
-	return s
+	return st
 }
 
-func BenchmarkSave(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+// BenchmarkPutMerchant saves one merchant's change in a store of 100 and
+// of 10,000 merchants: a write costs the same whatever the fleet's size.
+func BenchmarkPutMerchant(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
 		b.Run(fmt.Sprintf("merchants=%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			st := openFileStore(b, dir)
-			s := benchState(n)
-			ctx := context.Background()
-			if err := st.Save(ctx, s); err != nil {
-				b.Fatal(err)
+			st := storeWith(b, n)
+			r, err := st.Merchant(context.Background(), "m00042")
+			if err != nil || r == nil {
+				b.Fatal(r, err)
 			}
-			if fi, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
-				b.SetBytes(fi.Size())
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := st.Save(ctx, s); err != nil {
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				r.Restarts = i + 1
+				if err := st.PutMerchant(context.Background(), r); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -52,17 +51,13 @@ func BenchmarkSave(b *testing.B) {
 	}
 }
 
+// BenchmarkLoad reads every record of a fleet of 1,000 and 10,000.
 func BenchmarkLoad(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1_000, 10_000} {
 		b.Run(fmt.Sprintf("merchants=%d", n), func(b *testing.B) {
-			st := openFileStore(b, b.TempDir())
-			ctx := context.Background()
-			if err := st.Save(ctx, benchState(n)); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
+			st := storeWith(b, n)
 			for b.Loop() {
-				if _, err := st.Load(ctx); err != nil {
+				if _, err := st.Load(context.Background()); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -71,37 +66,14 @@ func BenchmarkLoad(b *testing.B) {
 }
 
 func BenchmarkAppendEvent(b *testing.B) {
-	st := openFileStore(b, b.TempDir())
-	ctx := context.Background()
-	e := Event{
-		Time: time.Date(2026, 11, 22, 3, 20, 0, 0, time.UTC), Merchant: "acme", Action: "restart",
-		Reason: "process exited with status 1", Result: "ok", Revision: "3f2c9e1", Version: "1.4.2", PID: 4242,
+	st, err := OpenFile(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.ReportAllocs()
+	defer st.Close()
 	for b.Loop() {
-		if err := st.AppendEvent(ctx, e); err != nil {
+		if err := st.AppendEvent(context.Background(), Event{Time: time.Now(), Merchant: "acme", Action: "start", Result: "ok"}); err != nil {
 			b.Fatal(err)
 		}
 	}
-}
-
-func BenchmarkEvents(b *testing.B) {
-	st := openFileStore(b, b.TempDir())
-	ctx := context.Background()
-	batch := make([]Event, 0, 100000)
-	for i := range cap(batch) {
-		batch = append(batch, Event{Time: time.Unix(int64(i), 0).UTC(), Merchant: fmt.Sprintf("merchant-%03d", i%500), Action: "start", Result: "ok"})
-	}
-	if err := st.AppendEvent(ctx, batch...); err != nil {
-		b.Fatal(err)
-	}
-	b.Run("events=100000/merchant/limit=20", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			es, err := st.Events(ctx, "merchant-007", 20)
-			if err != nil || len(es) != 20 {
-				b.Fatal(len(es), err)
-			}
-		}
-	})
 }

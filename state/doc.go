@@ -1,52 +1,50 @@
-// Package state remembers what steward applied: one State record with
-// optimistic concurrency, an append-only event log, and an exclusive writer
-// lock. Store is the contract; FileStore (OpenFile) is the embedded default
-// backend. Every backend must pass the same conformance tests.
+// Package state keeps what steward decided and did: one record per merchant
+// and per rollout, each with its own revision and written with
+// compare-and-swap on that record alone; the last observed reachability of
+// each database; an append-only event log; a random key for fingerprints of
+// sensitive settings; and a writer lease per scope. Store is the contract;
+// FileStore (OpenFile) is the embedded default backend. Every backend must
+// pass the conformance suite in package state/statetest.
 //
-// # Serials and lineage
+// # Revisions
 //
-// A State carries a Serial and a Lineage. Load of a store that was never
-// saved returns New(lineage) at serial 0; the lineage is generated once and
-// persisted by the first Save. Save succeeds only when s.Serial equals the
-// stored serial and, once something is stored, s.Lineage equals the stored
-// lineage; it then writes serial stored+1 and sets s.Serial to it. Otherwise
-// it returns an error wrapping ErrStale and writes nothing: the caller must
-// Load again and redo its change. The serial check is made against the
-// stored state, so two savers (goroutines or processes) that loaded the same
-// serial cannot both win. A saved plan records the serial it was made against
-// and is refused when the serial moved on.
+// Every record write takes the next value of the store's revision counter,
+// which becomes the record's Rev. A write succeeds only when the record's
+// Rev is the stored one (0 for a record not stored yet); otherwise it
+// writes nothing and returns a *StaleError (wrapping ErrStale), and the
+// caller reads that one record again and redoes its change. A write of a
+// record equal to the stored one writes nothing and keeps its revision,
+// so a no-op save changes nothing: not the record, not the counter, not a
+// saved plan's validity. Saved plans carry the revision of every record
+// they touch and are refused when one of them moved on.
 //
-// Every stored state holds these invariants, checked by Save and Load:
-// Merchants and Databases hold no nil records, each merchant is keyed by its
-// ID and each database by its Name. Load never returns nil maps. A state
-// written by a newer format (Format > FormatVersion) is an error, never
-// silently read.
+// # The writer lease
 //
-// # Events
-//
-// AppendEvent appends events durably in the order given; Events returns them
-// oldest first (append order), filtered by merchant and trimmed to the newest
-// limit. Events are never rewritten.
-//
-// # The writer lock
-//
-// Lock excludes other writers (steward apply, steward run) for as long as
-// they hold it, across processes and within one process. It is separate from
-// the serial check: the lock stops two writers from working at once, the
-// serial check keeps a write that lost a race from landing. When the lock is
-// held elsewhere, Lock returns a *LockError (wrapping ErrLocked) naming the
-// holder's pid, description and start time.
+// Lease excludes other writers of a scope (steward apply, steward run, and
+// the one-merchant commands) for as long as they hold it, across processes
+// and within one process. It is separate from compare-and-swap: the lease
+// stops two writers from working at once, compare-and-swap keeps a write
+// that lost a race from landing. When the lease is held elsewhere, Lease
+// returns a *LockError naming the holder's pid, description and start time.
 //
 // # Files of the embedded backend
 //
 // A FileStore keeps, in its directory (mode 0700, files 0600):
 //
-//	state.json       the State, replaced atomically (temporary file, fsync, rename, fsync of the directory)
-//	state.json.lock  flock taken only around a Save's check-and-write
-//	events.jsonl     one JSON event a line; a torn last line from a crash is skipped when reading and cut off before the next append
-//	lock             flock held by the writer lock; its content names the holder and is only informational
+//	format            the layout version (2)
+//	lineage           the state history's id, written by the first write
+//	key               the fingerprint key (hex)
+//	revision          the revision counter; written without fsync, since the records' revisions restore it
+//	merchants/ID.json one record per merchant, replaced atomically (temporary file, fsync, rename, fsync of the directory)
+//	rollouts/KEY.json one record per rollout (KEY is package@version)
+//	databases/N.json  the last observed reachability of each database
+//	records.lock      byte-range locks (F_OFD_SETLK) that serialise writes of one record across processes
+//	events.jsonl      one JSON event a line; a torn last line from a crash is skipped when reading and cut off before the next append
+//	lock              flock held by the host's writer lease; its content names the holder and is only informational
 //
-// The kernel drops an flock when its holder dies, so a lock file left by a
-// dead process never blocks. Locks are flock(2), so the directory must be on
-// a local file system.
+// A directory written by format 1 (one state.json) is read as it is; the
+// first write migrates it and keeps the old file as state.json.v1. The
+// kernel drops flocks and OFD locks when their holder dies, so a lock file
+// left by a dead process never blocks. The directory must be on a local
+// file system.
 package state

@@ -4,50 +4,82 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"steward/reconcile"
 )
 
-// Names of the files a FileStore keeps in its directory.
+// FormatVersion is the version of the file backend's layout.
+const FormatVersion = 2
+
+// Names of the files and directories a FileStore keeps in its directory.
 const (
-	stateFile     = "state.json"
-	stateLockFile = "state.json.lock"
+	formatFile    = "format"
+	lineageFile   = "lineage"
+	keyFile       = "key"
+	revisionFile  = "revision"
+	merchantsDir  = "merchants"
+	rolloutsDir   = "rollouts"
+	databasesDir  = "databases"
+	recordsLock   = "records.lock"
 	eventsFile    = "events.jsonl"
-	lockFile      = "lock"
-	tempPattern   = ".state.json.tmp-*"
+	hostLeaseFile = "lock"
+	tempPrefix    = ".tmp-"
+	// v1File is the single-document state of format 1, read until the
+	// first write migrates it.
+	v1File = "state.json"
 )
 
 // maxEventLine bounds one serialised event. AppendEvent refuses larger
 // events so that Events can always read back what was written.
 const maxEventLine = 1 << 20
 
-// FileStore is the embedded Store: files in one directory on local disk.
-// It is safe for concurrent use by goroutines and by several processes
-// sharing the directory.
+// maxRecord bounds one stored record file.
+const maxRecord = 4 << 20
+
+// FileStore is the embedded Store: files in one directory on local disk,
+// one file per record. It is safe for concurrent use by goroutines and by
+// several processes sharing the directory.
 type FileStore struct {
 	dir string
 
-	saveMu sync.Mutex // serialises Save within this process
+	// stripes serialise writes of one record within this process; recLock
+	// (an open records.lock) carries open-file-description byte-range locks
+	// that serialise them across processes.
+	stripes [64]sync.Mutex
+	recMu   sync.Mutex
+	recLock *os.File
+
+	revMu  sync.Mutex
+	rev    uint64 // the revision counter, once read
+	revOK  bool
+	metaMu sync.Mutex // lineage, key, format, migration
 
 	eventsMu sync.Mutex // serialises AppendEvent; guards events
 	events   *os.File   // events.jsonl opened for appending, or nil
 
-	mu      sync.Mutex // guards the fields below
-	closed  bool
-	lineage string // generated for a store that was never saved
-	locks   map[*heldLock]struct{}
+	mu     sync.Mutex // guards the fields below
+	closed bool
+	locks  map[*heldLock]struct{}
 }
 
 var _ Store = (*FileStore)(nil)
-
-var errClosed = errors.New("state: store is closed")
 
 // OpenFile opens the file store in dir, creating dir with mode 0700 when it
 // is missing. It takes no lock and reads nothing yet.
@@ -77,7 +109,9 @@ func OpenFile(dir string) (*FileStore, error) {
 // Dir returns the directory the store keeps its files in.
 func (st *FileStore) Dir() string { return st.dir }
 
-func (st *FileStore) path(name string) string { return filepath.Join(st.dir, name) }
+func (st *FileStore) path(name ...string) string {
+	return filepath.Join(append([]string{st.dir}, name...)...)
+}
 
 func (st *FileStore) check(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -86,183 +120,595 @@ func (st *FileStore) check(ctx context.Context) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
-		return errClosed
+		return ErrClosed
 	}
 	return nil
 }
 
-// freshLineage returns the lineage of a never-saved store, the same one for
-// every Load through this FileStore until a Save persists one.
-func (st *FileStore) freshLineage() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.lineage == "" {
-		st.lineage = newLineage()
+// validName reports whether name can be a record's file name: the
+// characters merchant ids, database names and rollout keys are made of.
+func validName(name string) error {
+	if name == "" || len(name) > 200 || name[0] == '.' {
+		return fmt.Errorf("state: %q is not a valid record name", name)
 	}
-	return st.lineage
+	for _, r := range name {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("-_.@+", r)) {
+			return fmt.Errorf("state: %q is not a valid record name", name)
+		}
+	}
+	return nil
 }
 
-// Load implements Store.
-func (st *FileStore) Load(ctx context.Context) (*State, error) {
+func leaseFile(scope string) (string, error) {
+	if scope == HostScope || scope == "" {
+		return hostLeaseFile, nil
+	}
+	if err := validName(scope); err != nil {
+		return "", err
+	}
+	return "lease-" + scope, nil
+}
+
+// readFormat reports the layout of the directory: 2, 1 (a state.json and
+// no format file), or 0 (never written).
+func (st *FileStore) readFormat() (int, error) {
+	b, err := os.ReadFile(st.path(formatFile))
+	if err == nil {
+		v, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if perr != nil || v < 2 {
+			return 0, fmt.Errorf("state: %s: not a format version", st.path(formatFile))
+		}
+		if v > FormatVersion {
+			return 0, fmt.Errorf("state: %s: format %d is newer than this build of steward understands (%d); upgrade steward", st.dir, v, FormatVersion)
+		}
+		return v, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("state: %w", err)
+	}
+	if _, err := os.Stat(st.path(v1File)); err == nil {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// Load implements Store. It reads a format 1 state.json as it is, without
+// writing: the first write migrates it.
+func (st *FileStore) Load(ctx context.Context) (*Snapshot, error) {
 	if err := st.check(ctx); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(st.path(stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return New(st.freshLineage()), nil
+	format, err := st.readFormat()
+	if err != nil {
+		return nil, err
+	}
+	if format == 1 {
+		return st.loadV1()
+	}
+	s := NewSnapshot()
+	if s.Lineage, err = st.readSmall(lineageFile); err != nil {
+		return nil, err
+	}
+	if k, err := st.readSmall(keyFile); err != nil {
+		return nil, err
+	} else if k != "" {
+		if s.Key, err = hex.DecodeString(k); err != nil || len(s.Key) < 16 {
+			return nil, fmt.Errorf("state: %s is not a key", st.path(keyFile))
+		}
+	}
+	if err := loadDir(ctx, st.path(merchantsDir), s.Merchants, func(id string, r *reconcile.Record) error {
+		if r.ID != id {
+			return fmt.Errorf("holds merchant %q", r.ID)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := loadDir(ctx, st.path(rolloutsDir), s.Rollouts, func(key string, ro *reconcile.Rollout) error {
+		if ro.Key() != key {
+			return fmt.Errorf("holds rollout %q", ro.Key())
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := loadDir(ctx, st.path(databasesDir), s.Databases, func(name string, d *Database) error {
+		if d.Name != name {
+			return fmt.Errorf("holds database %q", d.Name)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	s.Revision = st.revisionOf(s)
+	return s, nil
+}
+
+// revisionOf is the revision counter: the stored counter, or the highest
+// record revision when that is higher (a counter write lost in a crash).
+func (st *FileStore) revisionOf(s *Snapshot) uint64 {
+	rev, _ := st.readCounter()
+	for _, r := range s.Merchants {
+		rev = max(rev, r.Rev)
+	}
+	for _, r := range s.Rollouts {
+		rev = max(rev, r.Rev)
+	}
+	return rev
+}
+
+// readSmall reads a small metadata file; "" when it does not exist.
+func (st *FileStore) readSmall(name string) (string, error) {
+	b, err := os.ReadFile(st.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("state: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// loadDir reads every NAME.json of dir into m, in parallel, checking each
+// with ok (which gets the name the file is stored under).
+func loadDir[T any](ctx context.Context, dir string, m map[string]*T, ok func(string, *T) error) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if name, isRec := strings.CutSuffix(e.Name(), ".json"); isRec && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, name)
+		}
+	}
+	vals := make([]*T, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0) * 4)
+	for i, name := range names {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			v, err := readJSON[T](filepath.Join(dir, name+".json"))
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				return nil // removed meanwhile
+			}
+			if err := ok(name, v); err != nil {
+				return fmt.Errorf("state: %s: %w", filepath.Join(dir, name+".json"), err)
+			}
+			vals[i] = v
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for i, name := range names {
+		if vals[i] != nil {
+			m[name] = vals[i]
+		}
+	}
+	return nil
+}
+
+// readJSON reads one record file; nil when it does not exist.
+func readJSON[T any](p string) (*T, error) {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	s, err := decodeState(data)
-	if err != nil {
-		return nil, fmt.Errorf("state: %s: %w", st.path(stateFile), err)
-	}
-	return s, nil
-}
-
-// storedHeader is the part of state.json that Save checks against.
-type storedHeader struct {
-	Format  int    `json:"format"`
-	Serial  uint64 `json:"serial"`
-	Lineage string `json:"lineage"`
-}
-
-// readHeader reads the stored serial and lineage; ok is false when nothing
-// was ever saved.
-func (st *FileStore) readHeader() (h storedHeader, ok bool, err error) {
-	f, err := os.Open(st.path(stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return h, false, nil
-	}
-	if err != nil {
-		return h, false, err
-	}
 	defer f.Close()
-	// The header fields come first in what Save writes, so the decoder
-	// stops after a few tokens instead of parsing every merchant.
-	if h, err = decodeHeader(bufio.NewReaderSize(f, 4096)); err != nil {
-		return h, false, fmt.Errorf("%s: %w", st.path(stateFile), err)
+	b, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
 	}
-	if h.Format > FormatVersion {
-		return h, false, fmt.Errorf("%s: format %d is newer than this build of steward understands (%d); upgrade steward", st.path(stateFile), h.Format, FormatVersion)
+	if len(b) > maxRecord {
+		return nil, fmt.Errorf("state: %s is larger than %d bytes", p, maxRecord)
 	}
-	return h, true, nil
+	v := new(T)
+	if err := decodeStrict(b, v); err != nil {
+		return nil, fmt.Errorf("state: %s: %w", p, err)
+	}
+	return v, nil
 }
 
-// decodeHeader reads format, serial and lineage from a state document,
-// skipping other values, and stops as soon as it has all three.
-func decodeHeader(r io.Reader) (h storedHeader, err error) {
-	dec := json.NewDecoder(r)
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return h, fmt.Errorf("not a state document")
-	}
-	seen := 0
-	for dec.More() && seen < 3 {
-		t, err := dec.Token()
-		if err != nil {
-			return h, err
-		}
-		key, _ := t.(string)
-		switch key {
-		case "format":
-			err, seen = dec.Decode(&h.Format), seen+1
-		case "serial":
-			err, seen = dec.Decode(&h.Serial), seen+1
-		case "lineage":
-			err, seen = dec.Decode(&h.Lineage), seen+1
-		default:
-			var skip json.RawMessage
-			err = dec.Decode(&skip)
-		}
-		if err != nil {
-			return h, err
-		}
-	}
-	return h, nil
-}
-
-// Save implements Store. The serial is checked against state.json on disk
-// under an flock on state.json.lock, so savers in other processes are
-// excluded as well as other goroutines.
-func (st *FileStore) Save(ctx context.Context, s *State) error {
-	if s == nil {
-		return errors.New("state: Save of a nil state")
-	}
-	if err := st.check(ctx); err != nil {
+// decodeStrict decodes one JSON object and nothing after it.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if err := checkRecords(s); err != nil {
-		return fmt.Errorf("state: refusing to save: %w", err)
+	if dec.More() {
+		return errors.New("trailing data after the record")
 	}
-
-	st.saveMu.Lock()
-	defer st.saveMu.Unlock()
-	lf, err := os.OpenFile(st.path(stateLockFile), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
+	if t, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data after the record (%v)", t)
 	}
-	defer lf.Close() // also releases the flock
-	if err := flockShort(ctx, lf); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-
-	stored, exists, err := st.readHeader()
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	if s.Serial != stored.Serial {
-		return staleError(s.Serial, stored.Serial)
-	}
-	if exists && s.Lineage != stored.Lineage {
-		return fmt.Errorf("%w: its lineage %q is not the stored lineage %q; it belongs to another state history", ErrStale, s.Lineage, stored.Lineage)
-	}
-
-	if stored.Serial == ^uint64(0) {
-		return fmt.Errorf("state: serial %d cannot be incremented", stored.Serial)
-	}
-	c := *s
-	c.Format = FormatVersion
-	c.Serial = stored.Serial + 1
-	if c.Lineage == "" {
-		c.Lineage = st.freshLineage()
-	}
-	if c.Merchants == nil {
-		c.Merchants = map[string]*Merchant{}
-	}
-	if c.Databases == nil {
-		c.Databases = map[string]*Database{}
-	}
-	if c.Rollouts == nil {
-		c.Rollouts = map[string]*Rollout{}
-	}
-	data, err := json.Marshal(&c)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	data = append(data, '\n')
-	st.removeTemps()
-	if err := writeAtomic(st.dir, stateFile, data); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	*s = c
 	return nil
 }
 
-// removeTemps removes temporary files left by a saver that crashed. It runs
-// under the save flock, when no other saver can be writing one.
-func (st *FileStore) removeTemps() {
-	names, _ := filepath.Glob(filepath.Join(st.dir, tempPattern))
-	for _, n := range names {
-		os.Remove(n)
+// Merchant implements Store.
+func (st *FileStore) Merchant(ctx context.Context, id string) (*reconcile.Record, error) {
+	if err := st.check(ctx); err != nil {
+		return nil, err
 	}
+	if err := validName(id); err != nil {
+		return nil, err
+	}
+	format, err := st.readFormat()
+	if err != nil {
+		return nil, err
+	}
+	if format == 1 {
+		s, err := st.loadV1()
+		if err != nil {
+			return nil, err
+		}
+		return s.Merchants[id], nil
+	}
+	r, err := readJSON[reconcile.Record](st.path(merchantsDir, id+".json"))
+	if err != nil || r == nil {
+		return nil, err
+	}
+	if r.ID != id {
+		return nil, fmt.Errorf("state: %s holds merchant %q", st.path(merchantsDir, id+".json"), r.ID)
+	}
+	return r, nil
+}
+
+// PutMerchant implements Store.
+func (st *FileStore) PutMerchant(ctx context.Context, r *reconcile.Record) error {
+	if r == nil {
+		return errors.New("state: PutMerchant of a nil record")
+	}
+	return put(ctx, st, merchantsDir, r.ID, "merchant "+r.ID, r, &r.Rev)
+}
+
+// PutRollout implements Store.
+func (st *FileStore) PutRollout(ctx context.Context, ro *reconcile.Rollout) error {
+	if ro == nil {
+		return errors.New("state: PutRollout of a nil record")
+	}
+	return put(ctx, st, rolloutsDir, ro.Key(), "rollout "+ro.Key(), ro, &ro.Rev)
+}
+
+// DeleteMerchant implements Store.
+func (st *FileStore) DeleteMerchant(ctx context.Context, id string, rev uint64) error {
+	return del[reconcile.Record](ctx, st, merchantsDir, id, "merchant "+id, rev, func(r *reconcile.Record) uint64 { return r.Rev })
+}
+
+// DeleteRollout implements Store.
+func (st *FileStore) DeleteRollout(ctx context.Context, key string, rev uint64) error {
+	return del[reconcile.Rollout](ctx, st, rolloutsDir, key, "rollout "+key, rev, func(r *reconcile.Rollout) uint64 { return r.Rev })
+}
+
+// PutDatabase implements Store.
+func (st *FileStore) PutDatabase(ctx context.Context, d *Database) error {
+	if err := st.check(ctx); err != nil {
+		return err
+	}
+	if d == nil {
+		return errors.New("state: PutDatabase of a nil record")
+	}
+	if err := validName(d.Name); err != nil {
+		return err
+	}
+	if err := st.prepareWrite(ctx); err != nil {
+		return err
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	unlock, err := st.lockRecord(ctx, databasesDir+"/"+d.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if old, err := os.ReadFile(st.path(databasesDir, d.Name+".json")); err == nil && bytes.Equal(bytes.TrimSpace(old), b) {
+		return nil
+	}
+	if err := writeAtomic(st.path(databasesDir), d.Name+".json", append(b, '\n')); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// put is the compare-and-swap write of one record file. rev points at the
+// record's Rev field: it is compared with the stored revision, and set to
+// the new revision after a write.
+func put[T any](ctx context.Context, st *FileStore, dir, name, what string, rec *T, rev *uint64) error {
+	if err := st.check(ctx); err != nil {
+		return err
+	}
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := st.prepareWrite(ctx); err != nil {
+		return err
+	}
+	unlock, err := st.lockRecord(ctx, dir+"/"+name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p := st.path(dir, name+".json")
+	stored, err := os.ReadFile(p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state: %w", err)
+	}
+	var storedRev uint64
+	if stored != nil {
+		var h struct {
+			Rev uint64 `json:"rev"`
+		}
+		if err := json.Unmarshal(stored, &h); err != nil {
+			return fmt.Errorf("state: %s: %w", p, err)
+		}
+		storedRev = h.Rev
+	}
+	if *rev != storedRev || (stored == nil && *rev != 0) {
+		return &StaleError{What: what, Have: *rev, Stored: storedRev}
+	}
+	want, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if stored != nil && bytes.Equal(bytes.TrimSpace(stored), want) {
+		return nil // a no-op save changes nothing
+	}
+	next, err := st.nextRevision(storedRev)
+	if err != nil {
+		return err
+	}
+	old := *rev
+	*rev = next
+	data, err := json.Marshal(rec)
+	*rev = old
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := writeAtomic(st.path(dir), name+".json", append(data, '\n')); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	*rev = next
+	return nil
+}
+
+// del removes one record file if its stored revision is rev.
+func del[T any](ctx context.Context, st *FileStore, dir, name, what string, rev uint64, revOf func(*T) uint64) error {
+	if err := st.check(ctx); err != nil {
+		return err
+	}
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := st.prepareWrite(ctx); err != nil {
+		return err
+	}
+	unlock, err := st.lockRecord(ctx, dir+"/"+name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	p := st.path(dir, name+".json")
+	stored, err := readJSON[T](p)
+	if err != nil {
+		return err
+	}
+	if stored == nil {
+		if rev != 0 {
+			return &StaleError{What: what, Have: rev}
+		}
+		return nil
+	}
+	if s := revOf(stored); s != rev {
+		return &StaleError{What: what, Have: rev, Stored: s}
+	}
+	// The counter moves past the deleted revision for good, so that a
+	// record made again under the same name never reuses a revision.
+	if _, err := st.nextRevision(rev); err != nil {
+		return err
+	}
+	if err := st.syncCounter(); err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	if err := syncDir(st.path(dir)); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// prepareWrite makes the directory a format 2 store before the first
+// write: it migrates a format 1 state.json, and writes the format and
+// lineage files.
+func (st *FileStore) prepareWrite(ctx context.Context) error {
+	st.metaMu.Lock()
+	defer st.metaMu.Unlock()
+	if _, err := os.Stat(st.path(formatFile)); err == nil {
+		_, err := st.readFormat()
+		return err
+	}
+	// Only one process prepares: whole-file lock on records.lock.
+	unlock, err := st.lockRange(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	format, err := st.readFormat()
+	if err != nil || format == 2 {
+		return err
+	}
+	if format == 1 {
+		if err := st.migrateV1(); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{merchantsDir, rolloutsDir, databasesDir} {
+		if err := os.MkdirAll(st.path(d), 0o700); err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+	}
+	if l, err := st.readSmall(lineageFile); err != nil {
+		return err
+	} else if l == "" {
+		if err := writeAtomic(st.dir, lineageFile, []byte(newLineage()+"\n")); err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+	}
+	if err := writeAtomic(st.dir, formatFile, []byte(strconv.Itoa(FormatVersion)+"\n")); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// Key implements Store.
+func (st *FileStore) Key(ctx context.Context) ([]byte, error) {
+	if err := st.check(ctx); err != nil {
+		return nil, err
+	}
+	if err := st.prepareWrite(ctx); err != nil {
+		return nil, err
+	}
+	st.metaMu.Lock()
+	defer st.metaMu.Unlock()
+	unlock, err := st.lockRange(ctx, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if k, err := st.readSmall(keyFile); err != nil {
+		return nil, err
+	} else if k != "" {
+		key, err := hex.DecodeString(k)
+		if err != nil || len(key) < 16 {
+			return nil, fmt.Errorf("state: %s is not a key", st.path(keyFile))
+		}
+		return key, nil
+	}
+	key := make([]byte, 32)
+	rand.Read(key) // never fails; see crypto/rand.Read
+	if err := writeAtomic(st.dir, keyFile, []byte(hex.EncodeToString(key)+"\n")); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return key, nil
+}
+
+// readCounter reads the revision counter file (0 when missing or torn).
+func (st *FileStore) readCounter() (uint64, error) {
+	s, err := st.readSmall(revisionFile)
+	if err != nil || s == "" {
+		return 0, err
+	}
+	v, _ := strconv.ParseUint(s, 10, 64)
+	return v, nil
+}
+
+// nextRevision takes the next revision, higher than the counter and than
+// floor (a stored record's revision). The counter file is written without
+// fsync: after a crash the records' own revisions restore it (see Load).
+func (st *FileStore) nextRevision(floor uint64) (uint64, error) {
+	st.revMu.Lock()
+	defer st.revMu.Unlock()
+	if !st.revOK {
+		s := NewSnapshot()
+		_ = loadDir(context.Background(), st.path(merchantsDir), s.Merchants, func(string, *reconcile.Record) error { return nil })
+		_ = loadDir(context.Background(), st.path(rolloutsDir), s.Rollouts, func(string, *reconcile.Rollout) error { return nil })
+		st.rev, st.revOK = st.revisionOf(s), true
+	} else if c, _ := st.readCounter(); c > st.rev {
+		st.rev = c // another process wrote meanwhile
+	}
+	if st.rev == ^uint64(0) {
+		return 0, errors.New("state: the revision counter cannot be incremented")
+	}
+	st.rev = max(st.rev, floor) + 1
+	if err := writeQuick(st.dir, revisionFile, []byte(strconv.FormatUint(st.rev, 10)+"\n")); err != nil {
+		return 0, fmt.Errorf("state: %w", err)
+	}
+	return st.rev, nil
+}
+
+// syncCounter makes the counter file durable.
+func (st *FileStore) syncCounter() error {
+	f, err := os.Open(st.path(revisionFile))
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return syncDir(st.dir)
+}
+
+// writeQuick replaces dir/name with data through a temporary file and a
+// rename, without fsync: a crash may lose it, never tear it.
+func writeQuick(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, tempPrefix+name+"-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
+
+// lockRecord takes the write lock of one record: a stripe mutex within the
+// process and a byte-range lock on records.lock across processes.
+func (st *FileStore) lockRecord(ctx context.Context, key string) (func(), error) {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	sum := h.Sum64()
+	m := &st.stripes[sum%uint64(len(st.stripes))]
+	m.Lock()
+	// Offsets 1.. are records; a lock of the whole file (offset 0, length
+	// 0) excludes them all during a migration.
+	unlock, err := st.lockRange(ctx, 1+int64(sum%(1<<30)), 1)
+	if err != nil {
+		m.Unlock()
+		return nil, err
+	}
+	return func() { unlock(); m.Unlock() }, nil
+}
+
+// newLineage returns a random version 4 UUID.
+func newLineage() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails; see crypto/rand.Read
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // writeAtomic replaces dir/name with data: it writes a temporary file in dir,
 // syncs it, renames it over name and syncs dir. A crash at any point leaves
 // either the old or the new file.
 func writeAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, tempPattern) // mode 0600
+	f, err := os.CreateTemp(dir, tempPrefix+name+"-*") // mode 0600
 	if err != nil {
 		return err
 	}
@@ -503,24 +949,29 @@ func (h *heldLock) release() error {
 	return h.err
 }
 
-// Lock implements Store with flock(2) on the file "lock", which also holds a
-// lockInfo naming the holder. A lock file left by a dead process does not
+// Lease implements Store with flock(2) on the scope's lease file ("lock"
+// for HostScope, "lease-SCOPE" for others), which also holds a lockInfo
+// naming the holder. A lock file left by a dead process does not
 // block: the kernel released its flock. Each call opens its own descriptor,
 // so two Lock calls exclude each other even within one process. The
 // descriptor is close-on-exec, so child processes never inherit the lock.
-// Calling Unlock more than once returns the first call's result.
-func (st *FileStore) Lock(ctx context.Context, who string, wait time.Duration) (func() error, error) {
+// Calling release more than once returns the first call's result.
+func (st *FileStore) Lease(ctx context.Context, scope, who string, wait time.Duration) (func() error, error) {
 	if err := st.check(ctx); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(st.path(lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	name, err := leaseFile(scope)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(st.path(name), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	ok, err := flockWait(ctx, f, max(wait, 0))
 	if err != nil || !ok {
 		f.Close()
-		holder := st.holder()
+		holder := st.holder(name)
 		if err != nil {
 			return nil, fmt.Errorf("%w (%w)", holder, err)
 		}
@@ -544,7 +995,7 @@ func (st *FileStore) Lock(ctx context.Context, who string, wait time.Duration) (
 	st.mu.Lock()
 	if st.closed { // Close ran while this call was taking the lock
 		st.mu.Unlock()
-		return nil, errors.Join(errClosed, h.release())
+		return nil, errors.Join(ErrClosed, h.release())
 	}
 	st.locks[h] = struct{}{}
 	st.mu.Unlock()
@@ -557,8 +1008,8 @@ func (st *FileStore) Lock(ctx context.Context, who string, wait time.Duration) (
 }
 
 // holder reads the lock file to describe who holds the lock.
-func (st *FileStore) holder() *LockError {
-	f, err := os.Open(st.path(lockFile))
+func (st *FileStore) holder(name string) *LockError {
+	f, err := os.Open(st.path(name))
 	if err != nil {
 		return &LockError{}
 	}
@@ -593,5 +1044,11 @@ func (st *FileStore) Close() error {
 		st.events = nil
 	}
 	st.eventsMu.Unlock()
+	st.recMu.Lock()
+	if st.recLock != nil {
+		errs = append(errs, st.recLock.Close())
+		st.recLock = nil
+	}
+	st.recMu.Unlock()
 	return errors.Join(errs...)
 }

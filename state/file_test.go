@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"steward/reconcile"
 )
 
 func openFileStore(t testing.TB, dir string) *FileStore {
@@ -27,76 +29,121 @@ func openFileStore(t testing.TB, dir string) *FileStore {
 	return st
 }
 
-func TestFileStoreConformance(t *testing.T) {
-	testStoreConformance(t, func(t *testing.T) Store { return openFileStore(t, t.TempDir()) })
-}
-
-func TestFileStoreReopen(t *testing.T) {
-	dir := t.TempDir()
-	a := openFileStore(t, dir)
-	s := mustLoad(t, a)
-	lineage := s.Lineage
-	s = fullState(lineage)
-	mustSave(t, a, s)
-	if err := a.AppendEvent(context.Background(), Event{Merchant: "acme", Action: "start"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if _, err := a.Load(context.Background()); err == nil {
-		t.Error("Load after Close succeeded")
-	}
-
-	b := openFileStore(t, dir)
-	got := mustLoad(t, b)
-	want := normState(s)
-	if got.Lineage != lineage || got.Serial != 1 || !equalJSON(t, normState(got), want) {
-		t.Errorf("reopened store Load = %+v; want %+v", got, want)
-	}
-	if es, err := b.Events(context.Background(), "acme", 0); err != nil || len(es) != 1 {
-		t.Errorf("reopened store Events = %v, %v; want one event", es, err)
-	}
-}
-
-func equalJSON(t *testing.T, a, b any) bool {
+func mustLoad(t *testing.T, st Store) *Snapshot {
 	t.Helper()
-	ja, err := json.Marshal(a)
+	s, err := st.Load(context.Background())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Load: %v", err)
 	}
-	jb, err := json.Marshal(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bytes.Equal(ja, jb)
+	return s
 }
 
-// A crash while state.json is being replaced leaves a temporary file beside
-// the old state.json: Load must ignore it and the next Save clears it away.
-func TestFileStoreCrashMidWriteKeepsOldState(t *testing.T) {
+func mustPut(t *testing.T, st Store, r *reconcile.Record) {
+	t.Helper()
+	if err := st.PutMerchant(context.Background(), r); err != nil {
+		t.Fatalf("PutMerchant: %v", err)
+	}
+}
+
+func checkLockError(t *testing.T, err error, pid int, who string) {
+	t.Helper()
+	var le *LockError
+	if !errors.As(err, &le) || !errors.Is(err, ErrLocked) {
+		t.Fatalf("err = %v; want a *LockError", err)
+	}
+	if le.PID != pid || le.Who != who {
+		t.Errorf("LockError names pid %d (%q); want %d (%q)", le.PID, le.Who, pid, who)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprint(pid)) {
+		t.Errorf("LockError text %q does not name pid %d", err, pid)
+	}
+}
+
+// A crash while a record is being replaced leaves a temporary file beside
+// the old record: Load ignores it and the record is the old one.
+func TestFileStoreCrashMidWriteKeepsOldRecord(t *testing.T) {
 	dir := t.TempDir()
 	st := openFileStore(t, dir)
-	s := mustLoad(t, st)
-	s.Revision = "old"
-	mustSave(t, st, s)
-
-	stray := filepath.Join(dir, ".state.json.tmp-123456")
-	if err := os.WriteFile(stray, []byte(`{"format":1,"serial":2,"lineage":"`+s.Lineage+`","revision":"new","merch`), 0o600); err != nil {
+	r := &reconcile.Record{ID: "acme", Port: 1}
+	mustPut(t, st, r)
+	stray := filepath.Join(dir, merchantsDir, ".tmp-acme.json-123456")
+	if err := os.WriteFile(stray, []byte(`{"id":"acme","port":2,"re`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got := mustLoad(t, st)
-	if got.Serial != 1 || got.Revision != "old" {
-		t.Fatalf("Load with a stray temporary file = serial %d revision %q; want 1 \"old\"", got.Serial, got.Revision)
+	got := mustLoad(t, openFileStore(t, dir))
+	if len(got.Merchants) != 1 || got.Merchants["acme"].Port != 1 {
+		t.Fatalf("Load with a stray temporary file = %+v; want the old record", got.Merchants)
 	}
-	got.Revision = "newer"
-	mustSave(t, st, got)
-	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stray temporary file still there after Save: %v", err)
+}
+
+// A lost write of the revision counter (it is not fsynced) is restored
+// from the records' revisions: no revision is ever handed out twice.
+func TestFileStoreCounterRestoredFromRecords(t *testing.T) {
+	dir := t.TempDir()
+	st := openFileStore(t, dir)
+	r := &reconcile.Record{ID: "acme", Port: 1}
+	mustPut(t, st, r)
+	r.Port = 2
+	mustPut(t, st, r)
+	if err := os.WriteFile(filepath.Join(dir, revisionFile), nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	names, _ := filepath.Glob(filepath.Join(dir, tempPattern))
-	if len(names) != 0 {
-		t.Errorf("temporary files left after Save: %v", names)
+	st2 := openFileStore(t, dir)
+	if got := mustLoad(t, st2).Revision; got != r.Rev {
+		t.Errorf("revision after losing the counter = %d, want %d", got, r.Rev)
+	}
+	b := &reconcile.Record{ID: "bluebird"}
+	mustPut(t, st2, b)
+	if b.Rev <= r.Rev {
+		t.Errorf("a new write got revision %d, not above %d", b.Rev, r.Rev)
+	}
+}
+
+// A format 1 state.json is read as it is, and the first write migrates
+// it: an upgrade that was in flight becomes a change that can be resumed.
+func TestFileStoreMigratesFormat1(t *testing.T) {
+	dir := t.TempDir()
+	v1 := `{"format":1,"serial":12,"lineage":"11111111-2222-4333-8444-555555555555","revision":"sha256:x",
+"merchants":{"acme":{"id":"acme","package":"invoicing","version":"1.1.0","port":8101,"pid":4242,"start_time":77,"phase":"starting","upgrade_from":"1.0.0","good_versions":["1.0.0"],"override":"1.0.0","override_for":"1.1.0","restarts":2},
+"bluebird":{"id":"bluebird","package":"invoicing","version":"1.0.0","port":8102,"phase":"crashloop","failures":3,"next_attempt":"2026-11-22T12:00:00Z","restarts":0}},
+"databases":{"db-east":{"name":"db-east","up":false,"last_error":"refused"}},
+"rollouts":{"invoicing@1.1.0":{"package":"invoicing","version":"1.1.0","failed":["acme"],"halted":true,"reason":"canary acme failed"}}}`
+	if err := os.WriteFile(filepath.Join(dir, v1File), []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openFileStore(t, dir)
+	check := func(s *Snapshot) {
+		t.Helper()
+		acme := s.Merchants["acme"]
+		if s.Lineage != "11111111-2222-4333-8444-555555555555" || acme == nil || acme.Change == nil || acme.Change.From != "1.0.0" || acme.Change.To != "1.1.0" ||
+			acme.Candidate == nil || acme.Candidate.PID != 4242 || acme.Current.Version != "1.0.0" || acme.Pin == nil || acme.Pin.Version != "1.0.0" || acme.Restarts != 2 {
+			t.Errorf("migrated acme = %+v", acme)
+		}
+		if b := s.Merchants["bluebird"]; b == nil || b.Failures != 3 || b.Current.Version != "1.0.0" || b.Phase != reconcile.PhaseCrashLoop {
+			t.Errorf("migrated bluebird = %+v", b)
+		}
+		if ro := s.Rollouts["invoicing@1.1.0"]; ro == nil || !ro.Halted || ro.Failed[0] != "acme" {
+			t.Errorf("migrated rollout = %+v", ro)
+		}
+		if d := s.Databases["db-east"]; d == nil || d.Up {
+			t.Errorf("migrated database = %+v", d)
+		}
+	}
+	before := mustLoad(t, st)
+	check(before)
+	if _, err := os.Stat(filepath.Join(dir, formatFile)); err == nil {
+		t.Fatal("Load wrote the format file: reading must never write")
+	}
+	b := before.Merchants["bluebird"]
+	b.Restarts = 1
+	mustPut(t, st, b)
+	after := mustLoad(t, openFileStore(t, dir))
+	check(after)
+	if after.Merchants["bluebird"].Restarts != 1 || after.Revision <= 12 {
+		t.Errorf("after the first write: bluebird %+v, revision %d", after.Merchants["bluebird"], after.Revision)
+	}
+	if _, err := os.Stat(filepath.Join(dir, v1File+".v1")); err != nil {
+		t.Errorf("the format 1 document was not kept: %v", err)
 	}
 }
 
@@ -181,45 +228,52 @@ func TestFileStoreEventTooLarge(t *testing.T) {
 
 func TestFileStoreNewerFormat(t *testing.T) {
 	dir := t.TempDir()
-	content := fmt.Sprintf(`{"format":%d,"serial":4,"lineage":"x","merchants":{}}`, FormatVersion+1)
-	path := filepath.Join(dir, stateFile)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, formatFile), []byte(fmt.Sprintf("%d\n", FormatVersion+1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	st := openFileStore(t, dir)
 	_, err := st.Load(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), path) {
-		t.Fatalf("Load of a newer format: %v; want an error saying it is newer and naming the file", err)
+	if err == nil || !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Load of a newer format: %v; want an error saying it is newer and naming the directory", err)
 	}
-	s := New("x")
-	s.Serial = 4
-	if err := st.Save(context.Background(), s); err == nil {
-		t.Fatal("Save over a newer format succeeded")
+	if err := st.PutMerchant(context.Background(), &reconcile.Record{ID: "acme"}); err == nil {
+		t.Fatal("a write over a newer format succeeded")
 	}
-	if data, _ := os.ReadFile(path); string(data) != content {
-		t.Errorf("Save over a newer format rewrote state.json:\n%s", data)
+	if _, err := os.Stat(filepath.Join(dir, merchantsDir, "acme.json")); err == nil {
+		t.Error("a write over a newer format wrote a record")
 	}
 }
 
-func TestFileStoreCorruptState(t *testing.T) {
-	for name, content := range map[string]string{
-		"truncated":   `{"format":1,"serial":3,"lin`,
-		"no format":   `{"serial":3,"lineage":"x"}`,
-		"no lineage":  `{"format":1,"serial":3}`,
-		"nil record":  `{"format":1,"serial":3,"lineage":"x","merchants":{"acme":null}}`,
-		"wrong key":   `{"format":1,"serial":3,"lineage":"x","merchants":{"acme":{"id":"bolt"}}}`,
-		"trailing":    `{"format":1,"serial":3,"lineage":"x"} {}`,
-		"empty file":  ``,
-		"json null":   `null`,
-		"wrong types": `{"format":"1","serial":3,"lineage":"x"}`,
+func TestFileStoreCorruptRecords(t *testing.T) {
+	for name, tc := range map[string]struct{ file, content string }{
+		"truncated record":    {"merchants/acme.json", `{"id":"acme","po`},
+		"wrong id":            {"merchants/acme.json", `{"id":"bolt"}`},
+		"trailing data":       {"merchants/acme.json", `{"id":"acme"} {}`},
+		"wrong types":         {"merchants/acme.json", `{"id":"acme","port":"8101"}`},
+		"json null":           {"merchants/acme.json", `null`},
+		"wrong rollout key":   {"rollouts/invoicing@1.0.0.json", `{"package":"invoicing","version":"2.0.0"}`},
+		"wrong database":      {"databases/db-east.json", `{"name":"db-west"}`},
+		"bad key":             {"key", "zz"},
+		"bad format":          {"format", "two"},
+		"format 1 no lineage": {"state.json", `{"format":1,"serial":3}`},
+		"format 1 nil record": {"state.json", `{"format":1,"serial":3,"lineage":"x","merchants":{"acme":null}}`},
+		"format 1 wrong key":  {"state.json", `{"format":1,"serial":3,"lineage":"x","merchants":{"acme":{"id":"bolt"}}}`},
+		"format 1 truncated":  {"state.json", `{"format":1,"serial":3,"lin`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(content), 0o600); err != nil {
+			p := filepath.Join(dir, tc.file)
+			os.MkdirAll(filepath.Dir(p), 0o700)
+			if !strings.HasPrefix(tc.file, "state.json") && tc.file != "format" {
+				os.WriteFile(filepath.Join(dir, formatFile), []byte("2\n"), 0o600)
+			}
+			if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if s, err := openFileStore(t, dir).Load(context.Background()); err == nil {
-				t.Fatalf("Load of %q = %+v; want an error", content, s)
+				t.Fatalf("Load with %s = %+v; want an error", tc.file, s)
+			} else if !strings.Contains(err.Error(), dir) {
+				t.Errorf("the error %q does not name the file", err)
 			}
 		})
 	}
@@ -231,11 +285,11 @@ func TestFileStoreLockTwoStoresOneProcess(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	a, b := openFileStore(t, dir), openFileStore(t, dir)
-	unlock, err := a.Lock(ctx, "steward run", 0)
+	unlock, err := a.Lease(ctx, HostScope, "steward run", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.Lock(ctx, "steward apply", 0)
+	_, err = b.Lease(ctx, HostScope, "steward apply", 0)
 	checkLockError(t, err, os.Getpid(), "steward run")
 	if err := unlock(); err != nil {
 		t.Fatal(err)
@@ -243,11 +297,11 @@ func TestFileStoreLockTwoStoresOneProcess(t *testing.T) {
 	if err := unlock(); err != nil {
 		t.Errorf("second Unlock: %v; want nil", err)
 	}
-	unlockB, err := b.Lock(ctx, "steward apply", 0)
+	unlockB, err := b.Lease(ctx, HostScope, "steward apply", 0)
 	if err != nil {
 		t.Fatalf("Lock after the other store unlocked: %v", err)
 	}
-	_, err = a.Lock(ctx, "steward run", 0)
+	_, err = a.Lease(ctx, HostScope, "steward run", 0)
 	checkLockError(t, err, os.Getpid(), "steward apply")
 
 	// Close releases locks still held.
@@ -257,7 +311,7 @@ func TestFileStoreLockTwoStoresOneProcess(t *testing.T) {
 	if err := unlockB(); err != nil {
 		t.Errorf("Unlock after Close: %v; want nil", err)
 	}
-	unlock, err = a.Lock(ctx, "steward run", 0)
+	unlock, err = a.Lease(ctx, HostScope, "steward run", 0)
 	if err != nil {
 		t.Fatalf("Lock after the holder's store was closed: %v", err)
 	}
@@ -268,31 +322,33 @@ func TestFileStoreLockTwoStoresOneProcess(t *testing.T) {
 func TestFileStoreStaleLockFile(t *testing.T) {
 	dir := t.TempDir()
 	stale := `{"pid":999999999,"who":"steward run","since":"2026-11-22T03:20:00Z"}` + "\n"
-	if err := os.WriteFile(filepath.Join(dir, lockFile), []byte(stale), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, hostLeaseFile), []byte(stale), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a, b := openFileStore(t, dir), openFileStore(t, dir)
-	unlock, err := a.Lock(context.Background(), "steward apply", 0)
+	unlock, err := a.Lease(context.Background(), HostScope, "steward apply", 0)
 	if err != nil {
 		t.Fatalf("Lock with a stale lock file: %v", err)
 	}
 	defer unlock()
-	_, err = b.Lock(context.Background(), "other", 0)
+	_, err = b.Lease(context.Background(), HostScope, "other", 0)
 	checkLockError(t, err, os.Getpid(), "steward apply")
 }
 
-// Concurrent Saves through separate FileStore values (as from separate
-// processes: no shared mutex) against one serial: exactly one wins.
-func TestFileStoreConcurrentSaveManyStores(t *testing.T) {
+// Concurrent writes of one record through separate FileStore values (as
+// from separate processes: no shared mutex) from one revision: exactly one
+// wins.
+func TestFileStoreConcurrentPutManyStores(t *testing.T) {
 	dir := t.TempDir()
-	mustSave(t, openFileStore(t, dir), mustLoad(t, openFileStore(t, dir)))
+	first := &reconcile.Record{ID: "acme"}
+	mustPut(t, openFileStore(t, dir), first)
 	const n = 16
 	stores := make([]*FileStore, n)
-	states := make([]*State, n)
+	recs := make([]*reconcile.Record, n)
 	for i := range n {
 		stores[i] = openFileStore(t, dir)
-		states[i] = mustLoad(t, stores[i])
-		states[i].Revision = fmt.Sprint("writer-", i)
+		recs[i] = mustLoad(t, stores[i]).Merchants["acme"]
+		recs[i].Port = 100 + i
 	}
 	start := make(chan struct{})
 	errs := make([]error, n)
@@ -300,7 +356,7 @@ func TestFileStoreConcurrentSaveManyStores(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			errs[i] = stores[i].Save(context.Background(), states[i])
+			errs[i] = stores[i].PutMerchant(context.Background(), recs[i])
 		})
 	}
 	close(start)
@@ -313,8 +369,8 @@ func TestFileStoreConcurrentSaveManyStores(t *testing.T) {
 			t.Errorf("writer %d: %v", i, err)
 		}
 	}
-	if got := mustLoad(t, openFileStore(t, dir)); wins != 1 || got.Serial != 2 {
-		t.Errorf("%d writers won, serial %d; want 1 winner and serial 2", wins, got.Serial)
+	if wins != 1 {
+		t.Errorf("%d writers won; want 1", wins)
 	}
 }
 
@@ -322,21 +378,27 @@ func TestFileStorePermissions(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "a", "state")
 	st := openFileStore(t, dir)
-	mustSave(t, st, mustLoad(t, st))
+	mustPut(t, st, &reconcile.Record{ID: "acme"})
+	if _, err := st.Key(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.AppendEvent(ctx, Event{Action: "start"}); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := st.Lock(ctx, "test", 0)
+	unlock, err := st.Lease(ctx, HostScope, "test", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unlock()
 	for name, want := range map[string]os.FileMode{
-		"":            os.ModeDir | 0o700,
-		stateFile:     0o600,
-		stateLockFile: 0o600,
-		eventsFile:    0o600,
-		lockFile:      0o600,
+		"":                    os.ModeDir | 0o700,
+		merchantsDir:          os.ModeDir | 0o700,
+		"merchants/acme.json": 0o600,
+		keyFile:               0o600,
+		lineageFile:           0o600,
+		recordsLock:           0o600,
+		eventsFile:            0o600,
+		hostLeaseFile:         0o600,
 	} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
@@ -377,7 +439,7 @@ func TestLockHelperProcess(t *testing.T) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	if _, err := st.Lock(context.Background(), "lock helper", 0); err != nil {
+	if _, err := st.Lease(context.Background(), HostScope, "lock helper", 0); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(4)
 	}
@@ -442,11 +504,11 @@ func TestFileStoreLockAcrossProcesses(t *testing.T) {
 		dir := t.TempDir()
 		cmd, stdin := startLockHolder(t, dir)
 		st := openFileStore(t, dir)
-		_, err := st.Lock(ctx, "steward apply", 0)
+		_, err := st.Lease(ctx, HostScope, "steward apply", 0)
 		checkLockError(t, err, cmd.Process.Pid, "lock helper")
 
 		stdin.Close()
-		unlock, err := st.Lock(ctx, "steward apply", time.Minute)
+		unlock, err := st.Lease(ctx, HostScope, "steward apply", time.Minute)
 		if err != nil {
 			t.Fatalf("Lock after the child exited: %v", err)
 		}
@@ -455,7 +517,7 @@ func TestFileStoreLockAcrossProcesses(t *testing.T) {
 			t.Errorf("lock helper: %v", err)
 		}
 		var info lockInfo
-		data, _ := os.ReadFile(filepath.Join(dir, lockFile))
+		data, _ := os.ReadFile(filepath.Join(dir, hostLeaseFile))
 		if err := json.Unmarshal(data, &info); err != nil || info.PID != os.Getpid() || info.Who != "steward apply" {
 			t.Errorf("lock file after taking over = %q (%v); want this process", data, err)
 		}
@@ -465,14 +527,14 @@ func TestFileStoreLockAcrossProcesses(t *testing.T) {
 		dir := t.TempDir()
 		cmd, _ := startLockHolder(t, dir)
 		st := openFileStore(t, dir)
-		_, err := st.Lock(ctx, "steward apply", 0)
+		_, err := st.Lease(ctx, HostScope, "steward apply", 0)
 		checkLockError(t, err, cmd.Process.Pid, "lock helper")
 
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
 		cmd.Wait() // a reaped process has closed its files
-		unlock, err := st.Lock(ctx, "steward apply", 0)
+		unlock, err := st.Lease(ctx, HostScope, "steward apply", 0)
 		if err != nil {
 			t.Fatalf("Lock after the holder was killed: %v", err)
 		}

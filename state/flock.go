@@ -5,9 +5,13 @@ package state
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Polling bounds for flock waits. flock(2) cannot be interrupted by a
@@ -82,4 +86,51 @@ func flockShort(ctx context.Context, f *os.File) error {
 		return errors.New("timed out after " + shortLockWait.String() + " waiting for the lock on " + f.Name())
 	}
 	return nil
+}
+
+// lockRange takes an exclusive open-file-description lock on length bytes
+// of records.lock at off (length 0: to the end of the file), waiting up to
+// shortLockWait. OFD locks exclude other processes and other open file
+// descriptions, not goroutines sharing this one: callers also hold a
+// mutex.
+func (st *FileStore) lockRange(ctx context.Context, off, length int64) (func(), error) {
+	st.recMu.Lock()
+	if st.recLock == nil {
+		f, err := os.OpenFile(st.path(recordsLock), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			st.recMu.Unlock()
+			return nil, fmt.Errorf("state: %w", err)
+		}
+		st.recLock = f
+	}
+	f := st.recLock
+	st.recMu.Unlock()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: off, Len: length}
+	deadline := time.Now().Add(shortLockWait)
+	interval := pollMin
+	for {
+		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EINTR) {
+			return nil, fmt.Errorf("state: locking %s: %w", f.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("state: timed out after %s waiting for the lock on %s", shortLockWait, f.Name())
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		interval = min(2*interval, pollMax)
+	}
+	return func() {
+		un := lk
+		un.Type = unix.F_UNLCK
+		unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &un)
+	}, nil
 }

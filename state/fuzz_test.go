@@ -2,67 +2,66 @@ package state
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
-// FuzzLoad feeds arbitrary bytes as state.json. Load returns an error or a
-// state holding the stored invariants, which Save accepts and writes back
-// unchanged but for the serial.
+// FuzzLoad feeds arbitrary bytes as a merchant's record file, and as a
+// format 1 state.json. Load returns an error or records that hold the
+// stored invariants, which a write accepts and reads back unchanged.
 func FuzzLoad(f *testing.F) {
-	full, err := json.Marshal(fullState("1b4e28ba-2fa1-41d2-883f-0016d3cca427"))
-	if err != nil {
-		f.Fatal(err)
-	}
 	for _, seed := range []string{
-		string(full),
-		`{"format":1,"serial":0,"lineage":"x","merchants":{}}`,
-		`{"format":1,"serial":18446744073709551615,"lineage":"x"}`,
-		`{"format":2,"serial":1,"lineage":"x"}`,
+		`{"id":"acme","rev":3,"port":8101,"current":{"pid":4242,"start_time":7,"version":"1.0.0"},"change":{"kind":"upgrade","from":"1.0.0","to":"1.1.0","step":4}}`,
+		`{"id":"acme"}`, `{"id":"acme","rev":18446744073709551615}`, `{"id":"bolt"}`, `{"id":"acme","pin":null,"candidate":{}}`,
+		`{"format":1,"serial":3,"lineage":"x","merchants":{"acme":{"id":"acme","version":"1.0.0","upgrade_from":"0.9"}}}`,
 		`{"format":1,"serial":1,"lineage":"x","merchants":{"a":null}}`,
-		`{"format":1,"serial":1,"lineage":"x","merchants":{"a":{"id":"b"}}}`,
-		`{"format":1,"serial":1,"lineage":"x","databases":{"d":{"name":"d","latency":-1,"since":"0001-01-01T00:00:00Z"}}}`,
-		`{"format":1,"lineage":"x","merchants":{"a":{"id":"a","started_at":"2026-11-22T03:20:00.123+08:00"}}}`,
-		`null`, `[]`, `{}`, ``, `{"format":1`,
+		`null`, `[]`, `{}`, ``, `{"id":"acme"`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st := storeHolding(t, stateFile, data)
 		ctx := context.Background()
-		s, err := st.Load(ctx)
-		if err != nil {
-			return
-		}
-		if s.Format < 1 || s.Format > FormatVersion || s.Lineage == "" || s.Merchants == nil || s.Databases == nil {
-			t.Fatalf("Load returned an invalid state: %+v", s)
-		}
-		if err := checkRecords(s); err != nil {
-			t.Fatalf("Load returned an invalid state: %v", err)
-		}
-		if s.Serial == ^uint64(0) {
-			return // the next serial would wrap; nothing real gets there
-		}
-		before, err := json.Marshal(s)
-		if err != nil {
-			t.Fatalf("loaded state does not marshal: %v", err)
-		}
-		if err := st.Save(ctx, s); err != nil {
-			t.Fatalf("Save of a loaded state: %v", err)
-		}
-		again, err := st.Load(ctx)
-		if err != nil {
-			t.Fatalf("Load after Save: %v", err)
-		}
-		again.Serial--
-		after, err := json.Marshal(again)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(before) != string(after) {
-			t.Fatalf("Save and Load changed the state\nbefore: %s\n after: %s", before, after)
+		for _, layout := range []string{"record", "format1"} {
+			dir := t.TempDir()
+			if layout == "record" {
+				os.MkdirAll(filepath.Join(dir, merchantsDir), 0o700)
+				os.WriteFile(filepath.Join(dir, formatFile), []byte("2\n"), 0o600)
+				os.WriteFile(filepath.Join(dir, merchantsDir, "acme.json"), data, 0o600)
+			} else {
+				os.WriteFile(filepath.Join(dir, v1File), data, 0o600)
+			}
+			st, err := OpenFile(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := st.Load(ctx)
+			if err != nil {
+				st.Close()
+				continue
+			}
+			for id, r := range s.Merchants {
+				if r == nil || r.ID != id {
+					t.Fatalf("Load returned record %q under %q", r.ID, id)
+				}
+				if r.Rev == ^uint64(0) {
+					continue // the next revision would wrap; nothing real gets there
+				}
+				before := r.Clone()
+				if err := st.PutMerchant(ctx, r); err != nil {
+					t.Fatalf("writing back a loaded record: %v", err)
+				}
+				got, err := st.Merchant(ctx, id)
+				if err != nil {
+					t.Fatalf("Merchant after a write: %v", err)
+				}
+				got.Rev = before.Rev
+				if !reflect.DeepEqual(got, before) {
+					t.Fatalf("a write and a read changed the record\nbefore: %+v\n after: %+v", before, got)
+				}
+			}
+			st.Close()
 		}
 	})
 }

@@ -11,7 +11,6 @@ import (
 
 	"steward/reconcile"
 	"steward/spec"
-	"steward/state"
 )
 
 // writeFleet generates n merchants over two databases, 100 per file.
@@ -48,10 +47,6 @@ defaults {
 	}
 }
 
-type allAlive struct{}
-
-func (allAlive) Alive(int, uint64) bool { return true }
-
 // BenchmarkPlan measures parse + validate + diff + render of a fleet where
 // every merchant runs and one in ten has a pending upgrade.
 func BenchmarkPlan(b *testing.B) {
@@ -64,15 +59,18 @@ func BenchmarkPlan(b *testing.B) {
 			if diags.HasErrors() {
 				b.Fatal(diags)
 			}
-			st := state.New("bench")
+			recs := map[string]*reconcile.Record{}
+			obs := reconcile.Observation{Now: time.Now(), Merchants: map[string]reconcile.MerchantObs{}, Databases: map[string]reconcile.DBState{"db-east": reconcile.DBUp, "db-west": reconcile.DBUp}}
+			key := []byte("bench-key-0123456789")
 			for i, id := range fl.MerchantIDs() {
 				m := fl.Merchants[id]
 				v := m.Version
 				if i%10 == 0 {
 					v = "1.1.0"
 				}
-				st.Merchants[id] = &state.Merchant{ID: id, Package: m.Package, Version: v, Port: 10000 + i, PID: 100 + i, StartTime: 1,
-					Applied: reconcile.Fingerprints(fl, m)}
+				recs[id] = &reconcile.Record{ID: id, Package: m.Package, Port: 10000 + i, Current: reconcile.Instance{PID: 100 + i, StartTime: 1, Port: 10000 + i, Version: v},
+					Applied: reconcile.Fingerprints(fl, m, key), GoodVersions: []string{v}}
+				obs.Merchants[id] = reconcile.MerchantObs{Current: reconcile.Alive}
 			}
 			b.ResetTimer()
 			for b.Loop() {
@@ -80,7 +78,7 @@ func BenchmarkPlan(b *testing.B) {
 				if diags.HasErrors() {
 					b.Fatal(diags)
 				}
-				p := reconcile.Diff(reconcile.Desired{Fleet: fl, Ports: ports}, reconcile.Observe(st, allAlive{}, time.Now()))
+				p := reconcile.Diff(reconcile.Input{Fleet: fl, Ports: ports, Records: recs, Obs: obs, Key: key, Policy: reconcile.DefaultRestartPolicy})
 				if s := p.Summary(); s.Change != n/10 {
 					b.Fatalf("plan has %d changes, want %d", s.Change, n/10)
 				}

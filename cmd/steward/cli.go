@@ -48,6 +48,7 @@ func commands() []command {
 		{name: "suspend", synopsis: "Leave a merchant exactly as it is until resumed", run: cmdSuspend},
 		{name: "resume", synopsis: "Hand a suspended merchant back to steward", run: cmdResume},
 		{name: "rollback", synopsis: "Return a merchant to its previous good version", run: cmdRollback},
+		{name: "destroy", synopsis: "Stop every merchant (by its recorded process) and forget it", run: cmdDestroy},
 		{name: "fmt", synopsis: "Rewrite spec files in canonical format", run: cmdFmt},
 		{name: "version", synopsis: "Print steward's version", run: cmdVersion},
 		{name: "__logshim", hidden: true, run: func(_ context.Context, e *env, args []string) int {

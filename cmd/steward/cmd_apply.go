@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"steward/api"
+	"steward/engine"
 	"steward/reconcile"
 )
 
@@ -18,14 +20,19 @@ func cmdApply(ctx context.Context, e *env, args []string) int {
 	fs := e.flagSet("apply", " [PLANFILE]", `
 Converges the fleet on the specs: makes a plan (as "steward plan" shows it),
 asks for confirmation, and carries it out, printing each merchant's progress.
-Every action is recorded in the state's history with its reason and result.
+Every action is recorded in the history with its reason and result.
 
 With PLANFILE (from "steward plan -out") exactly that plan is applied, without
-asking; it is refused when the state or the specs changed since it was made.
+asking; it is refused when a merchant it touches changed, or the specs
+changed, since it was made.
 
-Only one steward writes the state at a time: a second apply (or a running
-daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
-"apply -auto-approve" safe to run from cron.`)
+Only one steward writes the state at a time: a second apply fails at once,
+or waits up to -lock-timeout; while a daemon runs, apply goes through it.
+That makes "apply -auto-approve" safe to run from cron.
+
+Exit status: 0 when every action succeeded (merchants left held, with why,
+are listed); 1 when an action failed or a rollout halted (the failed
+merchants are listed), or on error.`)
 	config := configFlag(fs)
 	auto := fs.Bool("auto-approve", false, "apply without asking for confirmation")
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward (0: fail at once)")
@@ -54,62 +61,144 @@ daemon) makes this one fail at once, or wait up to -lock-timeout. That makes
 		fmt.Fprintln(e.stderr, "\nThe specs are invalid; nothing was changed.")
 		return exitError
 	}
-	s, err := e.openStack(ctx, l, "steward apply", *lockWait, newLogger(io.Discard, slog.LevelInfo))
-	if c := daemonClient(l, err); c != nil {
-		return e.applyViaDaemon(ctx, c, saved, *auto)
+	a, client, err := e.openWriter(ctx, l, "steward apply", *lockWait)
+	if client != nil {
+		return e.applyViaDaemon(ctx, client, saved, *auto)
 	}
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	defer s.close()
-	x := s.exec
-	x.Parallel = *parallel
-	desired := reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}
-
+	defer a.Close()
+	x := a.Engine
+	d := l.desired()
+	x.SetRedactor(d.Redact)
 	var p *reconcile.Plan
 	if saved != nil {
-		cur := x.State()
-		switch {
-		// A state never saved has no lineage yet: serial 0 is all it says.
-		case saved.Serial != 0 && saved.Lineage != cur.Lineage:
-			return e.errorf("the saved plan was made against another state (lineage %s, this state is %s); make a new plan", saved.Lineage, cur.Lineage)
-		case saved.Serial != cur.Serial:
-			return e.errorf("the saved plan is stale: it was made at state serial %d, the state is now at serial %d; run \"steward plan\" again", saved.Serial, cur.Serial)
-		case saved.Revision != l.fleet.Revision:
-			return e.errorf("the saved plan is stale: it was made from specs %s, the specs are now %s; run \"steward plan\" again", saved.Revision, l.fleet.Revision)
+		if err := checkSaved(saved, x, l.fleet.Revision); err != nil {
+			return e.errorf("%s", err)
 		}
-		x.Observe(ctx)
-		p = saved.Plan
+		p = saved.Reconcile()
 	} else {
-		o := x.Observe(ctx)
-		o.DatabaseDown = databasesDown(ctx, l.fleet)
-		x.ObserveSchemas(ctx, desired, &o)
-		p = reconcile.Diff(desired, o)
+		obs := x.Observe(ctx, d, nil, cliObserve())
+		p = reconcile.Diff(x.Input(d, obs))
+		p.Lineage = x.Lineage()
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {
-			x.Flush(ctx)
 			return exitOK
 		}
 		if code, ok := e.confirm(*auto); !ok {
 			return code
 		}
 	}
-	pr := &progress{w: e.stdout, total: countChanges(p), start: time.Now()}
-	x.Hooks = pr
-	failed := x.Apply(ctx, desired, p)
-	x.CollectGarbage(ctx, desired)
-	s.store.Close()
-	sum := p.Summary()
-	if failed > 0 {
-		fmt.Fprintf(e.stdout, "\nApply finished with %s in %s: see the messages above and \"steward history MERCHANT\".\n", plural(failed, "failure"), time.Since(pr.start).Round(time.Millisecond))
-		return exitError
+	if err := x.NoteObservations(ctx, d, x.Observe(ctx, d, nil, cliObserve())); err != nil {
+		return e.errorf("%s", err)
 	}
+	pr := &progress{w: e.stdout, total: countChanges(p), start: time.Now()}
+	res := x.Apply(ctx, d, p, pr, *parallel)
+	x.CollectGarbage(ctx, d)
+	x.ForgetRollouts(ctx, l.fleet)
 	if ctx.Err() != nil {
 		fmt.Fprintln(e.stdout, "\nApply interrupted; what was done is recorded. Run apply again to finish.")
 		return exitError
 	}
-	fmt.Fprintf(e.stdout, "\nApply complete in %s: %d created, %d changed, %d deleted.\n", time.Since(pr.start).Round(time.Millisecond), sum.Create, sum.Change, sum.Delete)
+	return e.applyOutcome(p, res, time.Since(pr.start))
+}
+
+// checkSaved refuses a saved plan made against another state history,
+// from other specs, or touching a merchant whose record moved on since.
+func checkSaved(sp *savedPlan, x *engine.Engine, revision string) error {
+	// A state never written has no lineage yet: the records' revisions are
+	// all a plan made then can be checked by.
+	if sp.Lineage != "" && x.Lineage() != "" && sp.Lineage != x.Lineage() {
+		return fmt.Errorf("the saved plan was made against another state (lineage %s, this state is %s); make a new plan", sp.Lineage, x.Lineage())
+	}
+	if sp.Revision != revision {
+		return fmt.Errorf("the saved plan is stale: it was made from specs %s, the specs are now %s; run \"steward plan\" again", sp.Revision, revision)
+	}
+	for _, a := range sp.Actions {
+		var rev uint64
+		if r := x.Record(a.Merchant); r != nil {
+			rev = r.Rev
+		}
+		if rev != a.Rev {
+			return fmt.Errorf("the saved plan is stale: merchant %s changed since it was planned (record revision %d, now %d); run \"steward plan\" again", a.Merchant, a.Rev, rev)
+		}
+	}
+	return nil
+}
+
+// applyOutcome prints how an apply ended and returns the exit code.
+func (e *env) applyOutcome(p *reconcile.Plan, res engine.ApplyResult, took time.Duration) int {
+	took = took.Round(time.Millisecond)
+	if len(res.Held) > 0 {
+		fmt.Fprintf(e.stdout, "\n%s left held:\n", plural(len(res.Held), "merchant"))
+		for _, id := range sortedKeysOf(res.Held) {
+			fmt.Fprintf(e.stdout, "  ! %s: %s\n", id, res.Held[id])
+		}
+	}
+	if !res.OK() {
+		n := len(res.Failed) + len(res.Skipped)
+		fmt.Fprintf(e.stdout, "\nApply finished with %s in %s:\n", plural(n, "failure"), took)
+		for _, id := range sortedKeysOf(res.Failed) {
+			fmt.Fprintf(e.stdout, "  %s: %v\n", id, res.Failed[id])
+		}
+		for _, id := range res.Skipped {
+			fmt.Fprintf(e.stdout, "  %s: skipped, its rollout halted\n", id)
+		}
+		fmt.Fprintln(e.stdout, "See \"steward history MERCHANT\" and \"steward status\".")
+		return exitError
+	}
+	s := p.Summary()
+	fmt.Fprintf(e.stdout, "\nApply complete in %s: %d created, %d changed, %d deleted.\n", took, s.Create, s.Change, s.Delete)
 	return exitOK
+}
+
+// applyViaDaemon shows the daemon's plan, asks, and has the daemon apply it.
+func (e *env) applyViaDaemon(ctx context.Context, c *api.Client, saved *savedPlan, auto bool) int {
+	fmt.Fprintf(e.stdout, "A steward daemon is running; applying through it (%s).\n\n", c.Base)
+	doc, err := c.Plan(ctx)
+	if err != nil {
+		return e.errorf("asking the daemon for its plan: %s", err)
+	}
+	p := doc.Reconcile()
+	if saved != nil {
+		if saved.Reconcile().Digest() != p.Digest() {
+			return e.errorf("the saved plan is stale: the daemon's plan now differs (specs %s); run \"steward plan\" again", p.Revision)
+		}
+	} else {
+		renderPlan(e.stdout, p)
+		if !p.HasChanges() {
+			return exitOK
+		}
+		if code, ok := e.confirm(auto); !ok {
+			return code
+		}
+	}
+	start := time.Now()
+	total, done := countChanges(p), 0
+	res := engine.ApplyResult{Failed: map[string]error{}, Held: map[string]string{}}
+	failed, err := c.Apply(ctx, doc, func(pr api.Progress) {
+		done++
+		took := time.Duration(pr.Seconds * float64(time.Second)).Round(time.Millisecond)
+		if pr.Error != "" {
+			res.Failed[pr.Merchant] = fmt.Errorf("%s", pr.Error)
+			fmt.Fprintf(e.stdout, "[%d/%d] %s: %s failed after %s: %s\n", done, total, pr.Merchant, pr.Action, took, pr.Error)
+			return
+		}
+		fmt.Fprintf(e.stdout, "[%d/%d] %s: %s done in %s\n", done, total, pr.Merchant, pr.Action, took)
+	})
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	for _, a := range p.Actions {
+		if a.Kind == reconcile.Hold {
+			res.Held[a.Merchant] = a.Reason
+		}
+	}
+	if failed > 0 && len(res.Failed) == 0 {
+		res.Failed["(daemon)"] = fmt.Errorf("%d actions failed", failed)
+	}
+	return e.applyOutcome(p, res, time.Since(start))
 }
 
 // confirm asks for "yes" on a terminal unless auto.
@@ -140,7 +229,7 @@ func countChanges(p *reconcile.Plan) int {
 	return n
 }
 
-// progress prints one line per finished action: "[3/6] acme: create done (0.21s)".
+// progress prints one line per finished action: "[3/6] acme: create done in 210ms".
 type progress struct {
 	mu    sync.Mutex
 	w     io.Writer
@@ -163,4 +252,13 @@ func (p *progress) ActionDone(a reconcile.Action, err error, took time.Duration)
 		return
 	}
 	fmt.Fprintf(p.w, "[%d/%d] %s: %s done in %s\n", p.done, p.total, a.Merchant, a.Kind, took.Round(time.Millisecond))
+}
+
+func sortedKeysOf[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

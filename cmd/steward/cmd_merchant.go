@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"regexp"
 	"strings"
 	"time"
 
-	"steward/reconcile"
+	"steward/engine"
 	"steward/runtime"
 	"steward/spec"
 	"steward/state"
@@ -49,8 +48,11 @@ func (e *env) hostStore(config string) (*spec.Host, *state.FileStore, bool) {
 func cmdRestart(ctx context.Context, e *env, args []string) int {
 	fs := e.flagSet("restart", " MERCHANT", `
 Stops the merchant's process (SIGTERM, then SIGKILL after its stop grace)
-and starts it again on the same port and version, waiting until it answers.
-The restart is recorded with the reason "restart requested".`)
+and starts it again on the same port, on the version the rollout policy
+holds for it (never a version that failed on it), waiting until it answers.
+A restart never migrates the database. With a router the new process starts
+beside the old one and takes its traffic first. While a daemon runs, the
+restart goes through it. It is recorded with the reason "restart requested".`)
 	config := configFlag(fs)
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
 	id, code, ok := parseMerchant(e, fs, args)
@@ -65,9 +67,9 @@ The restart is recorded with the reason "restart requested".`)
 	if l.fleet.Merchants[id] == nil {
 		return e.errorf("merchant %q is not in the specs", id)
 	}
-	s, err := e.openStack(ctx, l, "steward restart "+id, *lockWait, newLogger(io.Discard, slog.LevelInfo))
-	if c := daemonClient(l, err); c != nil {
-		start := time.Now()
+	start := time.Now()
+	a, c, err := e.openWriter(ctx, l, "steward restart "+id, *lockWait)
+	if c != nil {
 		if err := c.Restart(ctx, id); err != nil {
 			return e.errorf("restarting %s through the daemon: %s", id, err)
 		}
@@ -77,25 +79,17 @@ The restart is recorded with the reason "restart requested".`)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	defer s.close()
-	st := s.exec.State()
-	rec := st.Merchants[id]
-	if rec == nil {
-		return e.errorf("merchant %q has never been started; run \"steward apply\"", id)
+	defer a.Close()
+	d := l.desired()
+	a.Engine.SetRedactor(d.Redact)
+	if err := a.Engine.NoteObservations(ctx, d, a.Engine.Observe(ctx, d, []string{id}, cliObserve())); err != nil {
+		return e.errorf("%s", err)
 	}
-	if rec.Suspended {
-		return e.errorf("merchant %q is suspended; \"steward resume %s\" first", id, id)
-	}
-	s.exec.Observe(ctx)
-	a := reconcile.Action{Kind: reconcile.Restart, Merchant: id, Reason: "restart requested", After: &reconcile.Snapshot{Port: rec.Port, Version: rec.Version}}
-	start := time.Now()
-	err = s.exec.Do(ctx, reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, a, l.fleet.Revision)
-	s.exec.Flush(ctx)
-	if err != nil {
+	if err := a.Engine.Restart(ctx, d, id, nil); err != nil {
 		return e.errorf("restarting %s: %s", id, err)
 	}
-	pid := s.exec.State().Merchants[id].PID
-	fmt.Fprintf(e.stdout, "%s restarted: pid %d on port %d (%s).\n", id, pid, rec.Port, time.Since(start).Round(time.Millisecond))
+	rec := a.Engine.Record(id)
+	fmt.Fprintf(e.stdout, "%s restarted: pid %d on port %d (%s).\n", id, rec.Current.PID, rec.Current.Port, time.Since(start).Round(time.Millisecond))
 	return exitOK
 }
 
@@ -124,13 +118,14 @@ maintenance by hand without fighting the reconcile loop.`
 	if !ok {
 		return code
 	}
-	h, store, ok := e.hostStore(*config)
-	if !ok {
+	h, files, diags := e.loadHost(*config, false)
+	if diags.HasErrors() {
+		renderDiagnostics(e.stderr, files, diags)
 		return exitError
 	}
-	defer store.Close()
-	unlock, err := store.Lock(ctx, "steward "+name+" "+id, *lockWait)
-	if c := daemonClient(&loaded{host: h}, err); c != nil {
+	l := &loaded{host: h}
+	a, c, err := e.openWriter(ctx, l, "steward "+name+" "+id, *lockWait)
+	if c != nil {
 		if err := c.Suspend(ctx, id, suspend); err != nil {
 			return e.errorf("%s %s through the daemon: %s", name, id, err)
 		}
@@ -140,24 +135,18 @@ maintenance by hand without fighting the reconcile loop.`
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	defer unlock()
-	st, err := store.Load(ctx)
-	if err != nil {
-		return e.errorf("loading state: %s", err)
-	}
-	rec := st.Merchants[id]
-	if rec == nil {
+	defer a.Close()
+	changed, err := a.Engine.SetSuspended(ctx, id, suspend)
+	if errors.Is(err, engine.ErrUnknownMerchant) {
 		return e.errorf("steward has no record of merchant %q; only merchants it has started can be suspended or resumed", id)
 	}
-	if rec.Suspended == suspend {
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	if !changed {
 		fmt.Fprintf(e.stdout, "%s is already %s.\n", id, map[bool]string{true: "suspended", false: "not suspended"}[suspend])
 		return exitOK
 	}
-	rec.Suspended = suspend
-	if err := store.Save(ctx, st); err != nil {
-		return e.errorf("saving state: %s", err)
-	}
-	store.AppendEvent(ctx, state.Event{Time: time.Now(), Merchant: id, Action: name, Reason: name + " requested", Result: "ok", PID: rec.PID, Version: rec.Version})
 	e.suspendedMessage(id, suspend)
 	return exitOK
 }
@@ -262,16 +251,15 @@ interrupted.`)
 		renderDiagnostics(e.stderr, files, diags)
 		return exitError
 	}
-	_, dir := merchantDirs(h.Runtime.Root, id)
 	if *follow {
-		if err := runtime.TailFollow(ctx, dir, *n, re, e.stdout); err != nil && ctx.Err() == nil {
+		if err := runtime.FollowMerchant(ctx, h.Runtime.Root, id, *n, re, e.stdout); err != nil && ctx.Err() == nil {
 			return e.errorf("%s", err)
 		}
 		return exitOK
 	}
-	lines, err := runtime.TailLines(dir, *n, re)
+	lines, err := runtime.TailMerchant(h.Runtime.Root, id, *n, re)
 	if err != nil {
-		return e.errorf("reading the logs of %s: %s", id, err)
+		return e.errorf("%s", err)
 	}
 	for _, l := range lines {
 		fmt.Fprintln(e.stdout, l)

@@ -4,26 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"time"
 
-	"steward/reconcile"
-	"steward/runtime"
-	"steward/state"
+	"steward/api"
 )
 
-// procChecker checks recorded processes against /proc.
-type procChecker struct{}
-
-func (procChecker) Alive(pid int, start uint64) bool {
-	return runtime.Proc{PID: pid, StartTime: start}.Alive()
-}
-
-// savedPlan is the file written by plan -out. It holds no secrets.
+// savedPlan is the file written by plan -out: the plan document and the
+// host config it was made with. It holds no secrets.
 type savedPlan struct {
-	*reconcile.Plan
+	*api.Plan
 	// Config is the host config the plan was made with.
 	Config string `json:"config"`
 }
@@ -36,10 +25,13 @@ and shows the actions apply would take, each with its reason:
   +  create    a merchant steward has never run
   ~  start, restart, upgrade, rollback, stop
   -  delete    a merchant removed from the specs
-  !  hold      not converged, but left alone for now (the reason says why)
+  !  hold      not converged, but left alone for now (the reason says why:
+               its database is down, a crash-loop backoff, suspended, pinned
+               by steward rollback, a halted rollout)
 
-Nothing is changed. With -out the plan is saved for "steward apply FILE",
-which refuses it if the state or the specs have changed in between.`)
+Nothing is changed: plan installs no package, runs no package command and
+writes no state. With -out the plan is saved for "steward apply FILE", which
+refuses it if a merchant it touches or the specs changed in between.`)
 	config := configFlag(fs)
 	out := fs.String("out", "", "save the plan to `FILE` for a later apply")
 	detailed := fs.Bool("detailed-exitcode", false, "exit 0 when there are no changes, 2 when there are, 1 on error")
@@ -60,27 +52,20 @@ which refuses it if the state or the specs have changed in between.`)
 		fmt.Fprintln(e.stderr, "\nThe specs are invalid; no plan was made. Run \"steward validate\" after fixing them.")
 		return exitError
 	}
-	store, err := state.OpenFile(l.host.State.Path)
-	if err != nil {
-		return e.errorf("opening state: %s", err)
-	}
-	defer store.Close()
-	x, err := newExecutor(ctx, l, store, newLogger(io.Discard, slog.LevelInfo), false)
+	a, err := e.openReader(ctx, l)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	desired := reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}
-	o := reconcile.Observe(x.State(), procChecker{}, time.Now())
-	o.DatabaseDown = databasesDown(ctx, l.fleet)
-	x.ObserveSchemas(ctx, desired, &o)
-	p := reconcile.Diff(desired, o)
+	defer a.Close()
+	p := a.Engine.Plan(ctx, l.desired(), cliObserve())
+	doc := api.PlanOf(p)
 	if *out != "" {
-		if err := writePlanFile(*out, &savedPlan{Plan: p, Config: l.host.File}); err != nil {
+		if err := writePlanFile(*out, &savedPlan{Plan: doc, Config: l.host.File}); err != nil {
 			return e.errorf("saving the plan: %s", err)
 		}
 	}
 	if *output == "json" {
-		writeJSON(e.stdout, planJSON(p))
+		writeJSON(e.stdout, doc)
 	} else {
 		renderPlan(e.stdout, p)
 		if *out != "" {
@@ -110,12 +95,12 @@ func readPlanFile(path string) (*savedPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	sp := &savedPlan{Plan: &reconcile.Plan{}}
+	sp := &savedPlan{Plan: &api.Plan{}}
 	if err := json.Unmarshal(b, sp); err != nil {
 		return nil, fmt.Errorf("%s is not a saved plan: %v", path, err)
 	}
-	if sp.Format != reconcile.PlanFormat {
-		return nil, fmt.Errorf("%s has plan format %d; this steward reads format %d", path, sp.Format, reconcile.PlanFormat)
+	if sp.Format != api.PlanFormat {
+		return nil, fmt.Errorf("%s has plan format %d; this steward reads format %d", path, sp.Format, api.PlanFormat)
 	}
 	return sp, nil
 }

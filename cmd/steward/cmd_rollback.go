@@ -3,20 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"slices"
 	"time"
 
-	"steward/reconcile"
+	"steward/api"
 )
 
 func cmdRollback(ctx context.Context, e *env, args []string) int {
 	fs := e.flagSet("rollback", " MERCHANT", `
 Returns a merchant to its previous good version (or to -to VERSION) through
-the same health gate as an upgrade, and keeps it there while the specs ask
-for the version it was rolled back from. Changing the merchant's version in
-the specs ends the rollback. The rollback is recorded in the history.`)
+the same health gate as an upgrade, and pins it there while the specs ask
+for the version they ask for now. The pin is kept like every other record:
+it survives crashes and daemon restarts, and shows in plan and status.
+Changing the merchant's version in the specs ends it. While a daemon runs,
+the rollback goes through it. It is recorded in the history.`)
 	config := configFlag(fs)
 	to := fs.String("to", "", "roll back to `VERSION` instead of the previous good one")
 	restore := fs.Bool("restore-backup", false, "restore the newest database backup taken while VERSION ran, then start it (for a release without a down migration)")
@@ -34,69 +33,42 @@ the specs ends the rollback. The rollback is recorded in the history.`)
 	if m == nil {
 		return e.errorf("merchant %q is not in the specs", id)
 	}
-	s, err := e.openStack(ctx, l, "steward rollback "+id, *lockWait, newLogger(io.Discard, slog.LevelInfo))
+	start := time.Now()
+	a, c, err := e.openWriter(ctx, l, "steward rollback "+id, *lockWait)
+	if c != nil {
+		v, err := c.Rollback(ctx, id, api.RollbackRequest{To: *to, RestoreBackup: *restore})
+		if err != nil {
+			return e.errorf("rolling %s back through the daemon: %s", id, err)
+		}
+		fmt.Fprintf(e.stdout, "%s rolled back to %s by the daemon in %s; it stays on %s while the specs ask for %s.\n", id, v, time.Since(start).Round(time.Millisecond), v, m.Version)
+		return exitOK
+	}
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	defer s.close()
-	s.exec.Observe(ctx)
-	rec := s.exec.State().Merchants[id]
-	if rec == nil || rec.Version == "" {
-		return e.errorf("merchant %q has never been started; nothing to roll back", id)
+	defer a.Close()
+	d := l.desired()
+	x := a.Engine
+	x.SetRedactor(d.Redact)
+	if err := x.NoteObservations(ctx, d, x.Observe(ctx, d, []string{id}, cliObserve())); err != nil {
+		return e.errorf("%s", err)
 	}
 	target := *to
 	if target == "" {
-		good := slices.DeleteFunc(slices.Clone(rec.GoodVersions), func(v string) bool { return v == rec.Version })
-		if len(good) == 0 {
-			return e.errorf("%s has no previous good version on record (good versions: %v); name one with -to VERSION", id, rec.GoodVersions)
-		}
-		target = good[len(good)-1]
-	}
-	if target == rec.Version && !*restore {
-		return e.errorf("%s already runs %s", id, target)
-	}
-	d := reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}
-	if *restore {
-		backups, err := s.exec.BackupsOf(id)
-		if err != nil {
-			return e.errorf("listing backups: %s", err)
-		}
-		var pick *reconcile.Backup
-		for i := len(backups) - 1; i >= 0; i-- {
-			if backups[i].Version == target {
-				pick = &backups[i]
-				break
-			}
-		}
-		if pick == nil {
-			var have []string
-			for _, b := range backups {
-				have = append(have, fmt.Sprintf("%s (%s, schema %d)", b.Path, b.Version, b.Schema))
-			}
-			return e.errorf("no backup of %s taken while %s ran; backups: %v", id, target, have)
-		}
-		fmt.Fprintf(e.stdout, "Restoring %s (taken on %s at schema %d) into %s's database, then starting %s.\n", pick.Path, pick.Version, pick.Schema, id, target)
-		start := time.Now()
-		if err := s.exec.RestoreBackup(ctx, d, m, target, *pick, l.fleet.Revision); err != nil {
-			s.exec.Flush(ctx)
+		if target, err = x.RollbackTarget(id); err != nil {
 			return e.errorf("%s", err)
 		}
-		s.exec.Flush(ctx)
-		fmt.Fprintf(e.stdout, "%s restored and running %s in %s.\n", id, target, time.Since(start).Round(time.Millisecond))
-		return exitOK
 	}
-	s.exec.SetOverride(id, target, m.Version)
-	a := reconcile.Action{Kind: reconcile.Rollback, Merchant: id, Reason: fmt.Sprintf("steward rollback: version %s → %s", rec.Version, target),
-		Before: &reconcile.Snapshot{Package: rec.Package, Version: rec.Version, Port: rec.Port},
-		After:  &reconcile.Snapshot{Package: m.Package, Version: target, Port: rec.Port}}
-	start := time.Now()
-	err = s.exec.Do(ctx, d, a, l.fleet.Revision)
-	s.exec.Flush(ctx)
-	if err != nil {
-		s.exec.SetOverride(id, "", "")
-		s.exec.Flush(ctx)
+	from := ""
+	if rec := x.Record(id); rec != nil {
+		from = rec.Current.Version
+	}
+	if *restore {
+		fmt.Fprintf(e.stdout, "Restoring the newest backup of %s taken while %s ran, then starting %s.\n", id, target, target)
+	}
+	if err := x.Rollback(ctx, d, id, target, *restore, nil); err != nil {
 		return e.errorf("rolling %s back to %s: %s", id, target, err)
 	}
-	fmt.Fprintf(e.stdout, "%s rolled back %s → %s in %s; it stays on %s while the specs ask for %s.\n", id, rec.Version, target, time.Since(start).Round(time.Millisecond), target, m.Version)
+	fmt.Fprintf(e.stdout, "%s rolled back %s → %s in %s; it stays on %s while the specs ask for %s.\n", id, from, target, time.Since(start).Round(time.Millisecond), target, m.Version)
 	return exitOK
 }

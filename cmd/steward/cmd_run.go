@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,9 +11,10 @@ import (
 	"syscall"
 
 	"steward/api"
+	"steward/engine"
+	"steward/internal/app"
 	"steward/metrics"
 	"steward/probe"
-	"steward/reconcile"
 	"steward/source"
 	"steward/spec"
 	"steward/state"
@@ -54,19 +54,21 @@ terminal, JSON otherwise) on stderr.`)
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		return exitError
 	}
-	s, err := e.openStack(ctx, l, "steward run", 0, log)
+	a, err := app.Open(ctx, l.host, log, app.Options{Writer: true, Who: "steward run"})
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	defer s.close()
+	defer a.Close()
 	host := l.host
-	first := true
 	l.src = newSource(host, log) // the same source, logging to the daemon's log
-	dm := &reconcile.Daemon{Exec: s.exec, Workers: host.Daemon.Workers, Resync: host.Daemon.Resync, Log: log}
+	m := metrics.New()
+	a.Engine.Metrics = m
+	dm := &engine.Daemon{Engine: a.Engine, Workers: host.Daemon.Workers, Resync: host.Daemon.Resync, Log: log}
 	if *workers > 0 {
 		dm.Workers = *workers
 	}
-	dm.Source = func(ctx context.Context) (reconcile.Desired, error) {
+	first := true
+	dm.Source = func(ctx context.Context) (engine.Desired, error) {
 		if first {
 			first = false
 		} else {
@@ -76,7 +78,7 @@ terminal, JSON otherwise) on stderr.`)
 			case diags.HasErrors():
 				var b bytes.Buffer
 				renderDiagnostics(&b, files, diags)
-				return reconcile.Desired{}, errors.New(strings.TrimSpace(b.String()))
+				return engine.Desired{}, errors.New(strings.TrimSpace(b.String()))
 			case !sameSource(h, host):
 				log.Warn("source, state.path and runtime.root changes take effect only when the daemon is restarted")
 			default:
@@ -88,9 +90,9 @@ terminal, JSON otherwise) on stderr.`)
 		if l.diags.HasErrors() {
 			var b bytes.Buffer
 			renderDiagnostics(&b, l.files, l.diags)
-			return reconcile.Desired{}, errors.New(strings.TrimSpace(b.String()))
+			return engine.Desired{}, errors.New(strings.TrimSpace(b.String()))
 		}
-		return reconcile.Desired{Fleet: l.fleet, Ports: l.host.Runtime.Ports}, nil
+		return l.desired(), nil
 	}
 	if g, ok := l.src.(*source.Git); ok {
 		dm.Fetch = func(ctx context.Context) error {
@@ -130,8 +132,6 @@ terminal, JSON otherwise) on stderr.`)
 			}
 		}
 	}()
-	m := metrics.New()
-	s.exec.Metrics = m
 	dm.Init()
 	prober := probe.New()
 	mon := probe.NewMonitor(prober, probe.MonitorOptions{
@@ -144,17 +144,22 @@ terminal, JSON otherwise) on stderr.`)
 		m.DatabaseUp(st.Name, st.Up)
 	}})
 	dm.WatchDatabases = true
-	dm.OnDesired = func(d reconcile.Desired) { dbw.Set(dbTargets(d)) }
+	dm.OnDesired = func(d engine.Desired) { dbw.Set(dbTargets(d)) }
 	go mon.Run(ctx)
 	go dbw.Run(ctx)
-	dapi := &daemonAPI{dm: dm, x: s.exec, prober: prober, mon: mon}
-	dm.Init()
+	dapi := &daemonAPI{dm: dm, x: a.Engine, prober: prober, mon: mon}
 	addr, err := serveAPI(ctx, host.API.Listen, &api.Server{Daemon: dapi, Token: host.API.Token.Reveal(),
 		WebhookSecret: host.API.WebhookSecret.Reveal(), Registry: m.Registry, Log: log})
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	m.MerchantStates(merchantStates(ctx, dapi))
+	m.MerchantStates(func() map[string]int {
+		counts := map[string]int{}
+		for _, ms := range dapi.status(context.Background(), false).Merchants {
+			counts[ms.State]++
+		}
+		return counts
+	})
 	// Under systemd (Type=notify): READY once the API listens and state is
 	// loaded, and watchdog pings from the daemon's main loop.
 	if d := watchdogInterval(e.getenv); d > 0 {
@@ -169,7 +174,6 @@ terminal, JSON otherwise) on stderr.`)
 	if err := dm.Run(ctx); err != nil {
 		return e.errorf("%s", err)
 	}
-	fmt.Fprint(e.stderr, "")
 	return exitOK
 }
 

@@ -4,16 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"steward/api"
+	"steward/engine"
 	"steward/probe"
-	"steward/reconcile"
 	"steward/spec"
-	"steward/state"
 )
 
 // The status document's types are the API's: the CLI prints the same
@@ -25,112 +22,32 @@ type (
 	rolloutStatus  = api.RolloutStatus
 )
 
-// healthFunc tells whether a running merchant is healthy.
-type healthFunc func(ctx context.Context, id string, port int, m *spec.Merchant) bool
-
-// liveHealth probes once.
-func liveHealth(pr reconcile.Prober) healthFunc {
-	return func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
-		path := m.Health.HTTP
-		if m.Health.TCP {
-			path = ""
+// statusView is the status document of st, the same as GET /v1/status.
+func statusView(st engine.Status) statusDoc {
+	doc := statusDoc{Merchants: []merchantStatus{}, Databases: []databaseStatus{}, Revision: st.Revision, Serial: st.Serial}
+	for _, m := range st.Merchants {
+		ms := merchantStatus{ID: m.ID, State: m.State, PID: m.PID, Port: m.Port, Version: m.Version, DesiredVersion: m.DesiredVersion, Healthy: m.Healthy,
+			Database: m.Database, Restarts: m.Restarts, Schema: m.Schema, Failures: m.Failures, LastError: m.LastError, Revision: m.Revision, InSpecs: m.InSpecs}
+		if !m.NextAttempt.IsZero() {
+			t := m.NextAttempt
+			ms.NextAttempt = &t
 		}
-		return pr.Probe(ctx, port, path, m.Health.Status, min(m.Health.Timeout, 2*time.Second)) == nil
+		if !m.Since.IsZero() && m.PID != 0 {
+			t := m.Since
+			ms.Since = &t
+		}
+		doc.Merchants = append(doc.Merchants, ms)
 	}
-}
-
-// buildStatus combines the state, the specs (may be nil) and live checks;
-// health may be nil (then healthy is reported false).
-func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive func(reconcile.Proc) bool, health healthFunc, now time.Time) statusDoc {
-	doc := statusDoc{Merchants: []merchantStatus{}, Databases: []databaseStatus{}, Serial: st.Serial, Revision: st.Revision}
-	ids := map[string]bool{}
-	for id := range st.Merchants {
-		ids[id] = true
+	for _, d := range st.Databases {
+		ds := databaseStatus{Name: d.Name, Up: d.Up, LastError: d.LastError}
+		if !d.Since.IsZero() {
+			t := d.Since
+			ds.Since = &t
+		}
+		doc.Databases = append(doc.Databases, ds)
 	}
-	if fl != nil {
-		for id := range fl.Merchants {
-			ids[id] = true
-		}
-	}
-	sorted := make([]string, 0, len(ids))
-	for id := range ids {
-		sorted = append(sorted, id)
-	}
-	sort.Strings(sorted)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	doc.Merchants = make([]merchantStatus, len(sorted))
-	for i, id := range sorted {
-		ms := merchantStatus{ID: id, State: reconcile.PhaseStopped}
-		var m *spec.Merchant
-		if fl != nil {
-			m = fl.Merchants[id]
-		}
-		if m != nil {
-			ms.InSpecs, ms.DesiredVersion, ms.Database, ms.Port = true, m.Version, m.Database, m.Port
-		}
-		rec := st.Merchants[id]
-		running := false
-		if rec != nil {
-			ms.Version, ms.Port, ms.Restarts, ms.Failures, ms.LastError, ms.Revision = rec.Version, rec.Port, rec.Restarts, rec.Failures, rec.LastError, rec.Revision
-			ms.Schema = rec.Schema
-			if ms.Database == "" {
-				ms.Database = rec.Applied["database"]
-			}
-			running = rec.PID != 0 && alive(reconcile.Proc{PID: rec.PID, StartTime: rec.StartTime})
-			if running {
-				ms.PID = rec.PID
-				t := rec.StartedAt
-				ms.Since = &t
-			}
-			ms.State = phaseToState(rec, running, now)
-			if ms.State == reconcile.PhaseCrashLoop && !rec.NextAttempt.IsZero() {
-				t := rec.NextAttempt
-				ms.NextAttempt = &t
-			}
-		} else if m != nil {
-			ms.State = reconcile.PhaseStopped
-			if db := st.Databases[m.Database]; db != nil && !db.Up && m.OnDatabaseDown != spec.OnDBDownIgnore {
-				ms.State = reconcile.PhaseHeld // a new merchant waiting for its database
-			}
-		}
-		doc.Merchants[i] = ms
-		if running && health != nil && m != nil {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func(i int, m *spec.Merchant, port int) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				doc.Merchants[i].Healthy = health(ctx, m.ID, port, m)
-			}(i, m, rec.Port)
-		}
-	}
-	wg.Wait()
-	names := map[string]bool{}
-	if fl != nil {
-		for n := range fl.Databases {
-			names[n] = true
-		}
-	}
-	for n := range st.Databases {
-		names[n] = true
-	}
-	for _, k := range sortedKeysOf(st.Rollouts) {
-		ro := st.Rollouts[k]
-		// Show rollouts the specs still ask for.
-		wanted := false
-		if fl != nil {
-			for _, m := range fl.Merchants {
-				if m.Package == ro.Package && m.Version == ro.Version {
-					wanted = true
-					break
-				}
-			}
-		}
-		if !wanted {
-			continue
-		}
-		rs := rolloutStatus{Package: ro.Package, Version: ro.Version, Halted: ro.Halted, Reason: ro.Reason, Succeeded: ro.Succeeded, Failed: ro.Failed}
+	for _, r := range st.Rollouts {
+		rs := rolloutStatus{Package: r.Package, Version: r.Version, Halted: r.Halted, Reason: r.Reason, Succeeded: r.Succeeded, Failed: r.Failed}
 		if rs.Succeeded == nil {
 			rs.Succeeded = []string{}
 		}
@@ -139,54 +56,7 @@ func buildStatus(ctx context.Context, st *state.State, fl *spec.Fleet, alive fun
 		}
 		doc.Rollouts = append(doc.Rollouts, rs)
 	}
-	for _, n := range sortedSet(names) {
-		ds := databaseStatus{Name: n, Up: true}
-		if db := st.Databases[n]; db != nil {
-			ds.Up, ds.LastError = db.Up, db.LastError
-			if !db.Since.IsZero() {
-				t := db.Since
-				ds.Since = &t
-			}
-		}
-		doc.Databases = append(doc.Databases, ds)
-	}
 	return doc
-}
-
-func sortedKeysOf[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func sortedSet(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// phaseToState maps a record to the status contract's state names.
-func phaseToState(rec *state.Merchant, running bool, now time.Time) string {
-	switch {
-	case rec.Suspended:
-		return reconcile.PhaseSuspended
-	case running && rec.Phase == reconcile.PhaseStarting:
-		return reconcile.PhaseStarting
-	case running:
-		return reconcile.PhaseRunning
-	case rec.Phase == reconcile.PhaseCrashLoop && now.Before(rec.NextAttempt):
-		return reconcile.PhaseCrashLoop
-	case rec.Phase == reconcile.PhaseHeld, rec.Phase == reconcile.PhaseFailed:
-		return rec.Phase
-	default:
-		return reconcile.PhaseStopped
-	}
 }
 
 func cmdStatus(ctx context.Context, e *env, args []string) int {
@@ -194,6 +64,10 @@ func cmdStatus(ctx context.Context, e *env, args []string) int {
 Shows every merchant: its state (running, starting, stopped, crashloop, held,
 suspended, failed), pid, port, running and desired version, health, database
 and restart count, and every database's reachability. Health is probed live.
+Nothing is changed.
+
+When the specs do not load, the processes are still shown as they are, with
+the spec error above them.
 
 -o json prints the same as the daemon's GET /v1/status: a stable document
 for programs.`)
@@ -210,16 +84,21 @@ for programs.`)
 		renderDiagnostics(e.stderr, l.files, l.diags)
 		return exitError
 	}
-	store, err := stateStore(l)
+	a, err := e.openReader(ctx, l)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	defer store.Close()
-	st, err := store.Load(ctx)
-	if err != nil {
-		return e.errorf("loading state: %s", err)
-	}
-	doc := buildStatus(ctx, st, l.fleet, func(p reconcile.Proc) bool { return procChecker{}.Alive(p.PID, p.StartTime) }, liveHealth(probe.New()), time.Now())
+	defer a.Close()
+	pr := probe.New()
+	st := a.Engine.Status(ctx, l.desired(), engine.StatusOptions{SpecsInvalid: l.diags.HasErrors(),
+		Healthy: func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
+			path := m.Health.HTTP
+			if m.Health.TCP {
+				path = ""
+			}
+			return pr.Probe(ctx, port, path, m.Health.Status, min(max(m.Health.Timeout, time.Second), 2*time.Second)) == nil
+		}})
+	doc := statusView(st)
 	if l.diags.HasErrors() {
 		doc.SpecError = fmt.Sprintf("the specs are invalid (%s); run \"steward validate\"", plural(len(l.diags.Errs()), "error"))
 	}
@@ -229,14 +108,6 @@ for programs.`)
 	}
 	renderStatus(e.stdout, doc, time.Now())
 	return exitOK
-}
-
-func stateStore(l *loaded) (*state.FileStore, error) {
-	st, err := state.OpenFile(l.host.State.Path)
-	if err != nil {
-		return nil, fmt.Errorf("opening state: %w", err)
-	}
-	return st, nil
 }
 
 // renderStatus prints one line a merchant and a summary.

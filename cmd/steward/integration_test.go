@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"steward/internal/app"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,12 +117,12 @@ func TestApplyExampleFleetFromEmpty(t *testing.T) {
 	for _, p := range procs {
 		exe, _ := os.Readlink(filepath.Join("/proc", p.Name(), "exe"))
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
-		if filepath.Base(exe) == logShimName && strings.Contains(string(cmdline), f.dir) {
+		if filepath.Base(exe) == app.LogShimName && strings.Contains(string(cmdline), f.dir) {
 			shims++
 		}
 	}
 	if shims != len(doc.Merchants) {
-		t.Errorf("%d %s processes for %d merchants", shims, logShimName, len(doc.Merchants))
+		t.Errorf("%d %s processes for %d merchants", shims, app.LogShimName, len(doc.Merchants))
 	}
 	if out, _, code := f.steward("logs", "acme", "-n", "5"); code != 0 || strings.TrimSpace(out) == "" {
 		t.Errorf("steward logs acme: exit %d, output %q", code, out)
@@ -249,12 +250,12 @@ func TestReusedPIDIsNeitherAdoptedNorSignalled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Load(context.Background())
+	rec, err := store.Merchant(context.Background(), "alpha")
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.Merchants["alpha"].PID = stranger // start time still the old process's
-	if err := store.Save(context.Background(), st); err != nil {
+	rec.Current.PID = stranger // start time still the old process's
+	if err := store.PutMerchant(context.Background(), rec); err != nil {
 		t.Fatal(err)
 	}
 	store.Close()

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
 
+	"steward/internal/app"
 	"steward/source"
 	"steward/spec"
 )
@@ -52,12 +52,7 @@ func (e *env) loadHost(configFlag string, allowMissing bool) (*spec.Host, map[st
 }
 
 // newSource returns the spec source the host config names; log may be nil.
-func newSource(h *spec.Host, log *slog.Logger) source.Source {
-	if h.Source.Git != nil {
-		return source.NewGit(*h.Source.Git, filepath.Join(h.State.Path, "git"), source.GitOptions{Logger: log})
-	}
-	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log})
-}
+func newSource(h *spec.Host, log *slog.Logger) source.Source { return app.NewSource(h, log) }
 
 // load reads the host config and the fleet its source holds.
 func (e *env) load(ctx context.Context, configFlag string) *loaded {

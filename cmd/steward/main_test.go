@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"steward/internal/app"
 	"syscall"
 	"testing"
 
@@ -66,7 +67,7 @@ func reexecFromReadableCopy() {
 }
 
 // buildLogShim builds steward-logshim next to the test binary, where
-// steward looks for it (shimArgv), so that the integration tests' merchants
+// steward looks for it (app.ShimArgv), so that the integration tests' merchants
 // log through the program a real installation uses. The fallback, steward
 // itself as "__logshim", is covered by package runtime's tests.
 func buildLogShim() error {
@@ -74,9 +75,9 @@ func buildLogShim() error {
 	if err != nil {
 		return err
 	}
-	out := filepath.Join(filepath.Dir(exe), logShimName)
+	out := filepath.Join(filepath.Dir(exe), app.LogShimName)
 	if b, err := exec.Command("go", "build", "-o", out, "steward/cmd/steward-logshim").CombinedOutput(); err != nil {
-		return fmt.Errorf("building %s for the integration tests: %v\n%s", logShimName, err, b)
+		return fmt.Errorf("building %s for the integration tests: %v\n%s", app.LogShimName, err, b)
 	}
 	return nil
 }

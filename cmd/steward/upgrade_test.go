@@ -206,7 +206,7 @@ func TestDaemonKilledMidUpgradeConverges(t *testing.T) {
 	waitFor(t, 30*time.Second, "an upgrade in its health gate", func() bool {
 		st := readState(t, f)
 		m := st.Merchants["m1"]
-		return m != nil && m.UpgradeFrom == "1.0.0" && m.Version == "1.1.0" && m.PID != 0
+		return m != nil && m.Change != nil && m.Change.From == "1.0.0" && m.Change.To == "1.1.0" && m.Candidate != nil && m.Candidate.PID != 0
 	})
 	d.stop(t, syscall.SIGKILL)
 	f.startDaemon()
@@ -219,7 +219,7 @@ func TestDaemonKilledMidUpgradeConverges(t *testing.T) {
 			}
 		}
 		st := readState(t, f)
-		return st.Merchants["m1"].UpgradeFrom == "" && st.Merchants["m2"].UpgradeFrom == ""
+		return st.Merchants["m1"].Change == nil && st.Merchants["m2"].Change == nil
 	})
 	for id, pids := range f.merchantPIDs() {
 		if len(pids) != 1 {
@@ -233,7 +233,7 @@ func TestDaemonKilledMidUpgradeConverges(t *testing.T) {
 	}
 }
 
-func readState(t *testing.T, f *fleet) *state.State {
+func readState(t *testing.T, f *fleet) *state.Snapshot {
 	t.Helper()
 	store, err := state.OpenFile(filepath.Join(f.dir, "state"))
 	if err != nil {

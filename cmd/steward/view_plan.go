@@ -38,18 +38,15 @@ func renderPlan(w io.Writer, p *reconcile.Plan) {
 // describe is an action's reason with the facts people need next to it.
 func describe(a reconcile.Action) string {
 	var extra []string
-	if a.After != nil {
-		switch a.Kind {
-		case reconcile.Create:
-			if a.After.Port != 0 {
-				extra = append(extra, fmt.Sprintf("port %d", a.After.Port))
-			}
-			if a.After.Database != "" {
-				extra = append(extra, "database "+a.After.Database)
-			}
+	if a.After != nil && a.Kind == reconcile.Create {
+		if a.After.Port != 0 {
+			extra = append(extra, fmt.Sprintf("port %d", a.After.Port))
+		}
+		if a.After.Database != "" {
+			extra = append(extra, "database "+a.After.Database)
 		}
 	}
-	if a.Rollout != "" && a.Kind != reconcile.Hold {
+	if a.Rollout != "" && a.Kind.IsVersionChange() {
 		if a.Wave == 0 {
 			extra = append(extra, "canary")
 		} else {
@@ -63,21 +60,4 @@ func describe(a reconcile.Action) string {
 		return a.Reason
 	}
 	return a.Reason + "; " + strings.Join(extra, ", ")
-}
-
-// planJSON is the stable JSON form of a plan.
-func planJSON(p *reconcile.Plan) any {
-	actions := p.Actions
-	if actions == nil {
-		actions = []reconcile.Action{}
-	}
-	return struct {
-		Format     int                `json:"format_version"`
-		Revision   string             `json:"revision"`
-		Lineage    string             `json:"lineage"`
-		Serial     uint64             `json:"serial"`
-		HasChanges bool               `json:"has_changes"`
-		Summary    reconcile.Summary  `json:"summary"`
-		Actions    []reconcile.Action `json:"actions"`
-	}{p.Format, p.Revision, p.Lineage, p.Serial, p.HasChanges(), p.Summary(), actions}
 }

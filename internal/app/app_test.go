@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"os"
@@ -15,11 +15,11 @@ func TestShimArgv(t *testing.T) {
 	}{
 		{"no steward-logshim: steward itself", func(string) {},
 			func(_, exe string) []string { return []string{exe, "__logshim"} }},
-		{"steward-logshim next to steward", func(dir string) { os.WriteFile(filepath.Join(dir, logShimName), []byte("x"), 0o755) },
-			func(dir, _ string) []string { return []string{filepath.Join(dir, logShimName)} }},
-		{"not executable: ignored", func(dir string) { os.WriteFile(filepath.Join(dir, logShimName), []byte("x"), 0o644) },
+		{"steward-logshim next to steward", func(dir string) { os.WriteFile(filepath.Join(dir, LogShimName), []byte("x"), 0o755) },
+			func(dir, _ string) []string { return []string{filepath.Join(dir, LogShimName)} }},
+		{"not executable: ignored", func(dir string) { os.WriteFile(filepath.Join(dir, LogShimName), []byte("x"), 0o644) },
 			func(_, exe string) []string { return []string{exe, "__logshim"} }},
-		{"a directory: ignored", func(dir string) { os.Mkdir(filepath.Join(dir, logShimName), 0o755) },
+		{"a directory: ignored", func(dir string) { os.Mkdir(filepath.Join(dir, LogShimName), 0o755) },
 			func(_, exe string) []string { return []string{exe, "__logshim"} }},
 	}
 	for _, tt := range tests {
@@ -27,8 +27,8 @@ func TestShimArgv(t *testing.T) {
 			dir := t.TempDir()
 			exe := filepath.Join(dir, "steward")
 			tt.setup(dir)
-			if got, want := shimArgv(exe), tt.want(dir, exe); !slices.Equal(got, want) {
-				t.Errorf("shimArgv = %q, want %q", got, want)
+			if got, want := ShimArgv(exe), tt.want(dir, exe); !slices.Equal(got, want) {
+				t.Errorf("ShimArgv = %q, want %q", got, want)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package probe
+package dsn
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"github.com/lib/pq"
 )
 
-func TestRedactDSN(t *testing.T) {
+func TestRedact(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"postgres://postgres:s3cret@db:5432/x?sslmode=disable", "postgres://REDACTED@db:5432/x?sslmode=disable"},
 		{"dial postgresql://bob@db/x failed", "dial postgresql://REDACTED@db/x failed"},
@@ -25,15 +25,15 @@ func TestRedactDSN(t *testing.T) {
 		{"https://example.com/path", "https://example.com/path"},
 	}
 	for _, tt := range tests {
-		if got := RedactDSN(tt.in); got != tt.want {
-			t.Errorf("RedactDSN(%q)\n got %q\nwant %q", tt.in, got, tt.want)
+		if got := Redact(tt.in); got != tt.want {
+			t.Errorf("Redact(%q)\n got %q\nwant %q", tt.in, got, tt.want)
 		}
 	}
 }
 
 func TestRedactErrorRemovesThePasswordAnywhere(t *testing.T) {
 	dsn := "postgres://u:s3cret@db/x"
-	err := redactError(errors.New(`invalid escape near "s3cret" and s3cret`), dsn)
+	err := RedactError(errors.New(`invalid escape near "s3cret" and s3cret`), dsn)
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestRedactErrorRemovesThePasswordAnywhere(t *testing.T) {
 		t.Fatal("a redacted error must not wrap the original")
 	}
 	dsn = "host=db password='p@ss word'"
-	if err := redactError(errors.New("bad p@ss word"), dsn); strings.Contains(err.Error(), "p@ss word") {
+	if err := RedactError(errors.New("bad p@ss word"), dsn); strings.Contains(err.Error(), "p@ss word") {
 		t.Fatal(err)
 	}
 }
@@ -62,9 +62,9 @@ func TestWithConnectTimeout(t *testing.T) {
 		{"", 2 * time.Second, "connect_timeout=2", 2},
 	}
 	for _, tt := range tests {
-		got, err := withConnectTimeout(tt.dsn, tt.timeout)
+		got, err := WithConnectTimeout(tt.dsn, tt.timeout)
 		if err != nil || got != tt.want {
-			t.Errorf("withConnectTimeout(%q, %s) = %q, %v; want %q", tt.dsn, tt.timeout, got, err, tt.want)
+			t.Errorf("WithConnectTimeout(%q, %s) = %q, %v; want %q", tt.dsn, tt.timeout, got, err, tt.want)
 			continue
 		}
 		cfg, err := pq.NewConfig(got)
@@ -77,9 +77,9 @@ func TestWithConnectTimeout(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"postgres://u:s3cret@db:port/x", "host=db password='s3cret", "host=db s3cret"} {
-		_, err := withConnectTimeout(bad, time.Second)
+		_, err := WithConnectTimeout(bad, time.Second)
 		if err == nil {
-			t.Errorf("withConnectTimeout(%q) accepted it", bad)
+			t.Errorf("WithConnectTimeout(%q) accepted it", bad)
 		} else if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("error quotes the secret: %v", err)
 		}
@@ -87,7 +87,7 @@ func TestWithConnectTimeout(t *testing.T) {
 }
 
 func TestParseKV(t *testing.T) {
-	m, err := parseKV(` host = db  password='it\'s a secret' user=a\ b dbname=x `)
+	m, err := ParseKV(` host = db  password='it\'s a secret' user=a\ b dbname=x `)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestParseKV(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, m[k], v)
 		}
 	}
-	if dsnPassword("host=db password='it\\'s'") != "it's" || dsnPassword("postgres://u:p%40ss@db/x") != "p@ss" || dsnPassword("postgres://db/x?password=q") != "q" {
+	if Password("host=db password='it\\'s'") != "it's" || Password("postgres://u:p%40ss@db/x") != "p@ss" || Password("postgres://db/x?password=q") != "q" {
 		t.Error("dsnPassword")
 	}
 	if _, err := url.Parse("postgres://u:p%40ss@db/x"); err != nil {
@@ -110,21 +110,42 @@ func TestParseKV(t *testing.T) {
 
 // FuzzRedactDSN checks that a password placed in a URL or key=value DSN
 // never survives redaction.
-func FuzzRedactDSN(f *testing.F) {
+func FuzzRedact(f *testing.F) {
 	f.Add("s3cret", "prefix ")
 	f.Add("p@ss/w'rd", "error: ")
 	f.Fuzz(func(t *testing.T, pw, prefix string) {
-		if len(pw) < 3 || strings.ContainsAny(pw, " \t\r\n\v\f\x85\xa0") || !strings.Contains(RedactDSN(pw), pw) ||
+		if len(pw) < 3 || strings.ContainsAny(pw, " \t\r\n\v\f\x85\xa0") || !strings.Contains(Redact(pw), pw) ||
 			strings.Contains(prefix+"postgres://user:", pw) || strings.Contains(prefix+"host=db ", pw) {
 			return // only passwords that are not redacted text and appear only as the password
 		}
 		u := prefix + "postgres://user:" + url.QueryEscape(pw) + "@db/x"
-		if got := RedactDSN(u); strings.Contains(got, url.QueryEscape(pw)) {
+		if got := Redact(u); strings.Contains(got, url.QueryEscape(pw)) {
 			t.Fatalf("URL: %q -> %q", u, got)
 		}
 		kv := prefix + "host=db password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw) + "' dbname=x"
-		if got := RedactDSN(kv); strings.Contains(got, pw) {
+		if got := Redact(kv); strings.Contains(got, pw) {
 			t.Fatalf("key=value: %q -> %q", kv, got)
 		}
 	})
+}
+
+func TestWithDatabase(t *testing.T) {
+	for _, tt := range []struct{ dsn, db, want string }{
+		{"postgres://u:p@h:5432/postgres?sslmode=disable", "acme", "postgres://u:p@h:5432/acme?sslmode=disable"},
+		{"postgresql://h/", "acme", "postgresql://h/acme"},
+		{"host=h user=u dbname=postgres", "acme", "dbname=acme host=h user=u"},
+		{"host=h password='it\\'s a secret'", "acme", "dbname=acme host=h password='it\\'s a secret'"},
+		{"host=h", "acme", "dbname=acme host=h"},
+	} {
+		got := WithDatabase(tt.dsn, tt.db)
+		if got != tt.want {
+			t.Errorf("WithDatabase(%q, %q) = %q, want %q", tt.dsn, tt.db, got, tt.want)
+		}
+		if !IsURL(got) {
+			kv, err := ParseKV(got)
+			if err != nil || kv["dbname"] != tt.db {
+				t.Errorf("WithDatabase(%q) does not parse back: %v %v", tt.dsn, kv, err)
+			}
+		}
+	}
 }

@@ -1,10 +1,14 @@
-package probe
+// Package dsn is steward's one helper for PostgreSQL connection strings,
+// in URL (postgres://...) and key=value form: the database URL of a
+// merchant, connect timeouts, and keeping passwords out of every text.
+package dsn
 
 import (
 	"errors"
 	"math"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -25,24 +29,25 @@ var (
 	passwordKV = regexp.MustCompile(`(?i)\b([a-z_]*password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)`)
 )
 
-// RedactDSN removes the userinfo of URLs and the values of password keys
+// Redact removes the userinfo of URLs and the values of password keys
 // from s, so that error messages that quote a DSN can be shown.
-func RedactDSN(s string) string {
+func Redact(s string) string {
 	s = urlUserinfo.ReplaceAllString(s, "${1}"+redacted+"@")
 	return passwordKV.ReplaceAllString(s, "${1}"+redacted)
 }
 
-// redactError returns err's text with every DSN and the password of dsn
-// removed, as an error that does not wrap err (so that the original text
-// cannot be reached through errors.Unwrap).
-func redactError(err error, dsn string) error {
+// RedactError returns err's text with every DSN (Redact) and the password
+// of dsn removed, as an error that does not wrap err (so that the original
+// text cannot be reached through errors.Unwrap). It returns nil for a nil
+// err.
+func RedactError(err error, dsn string) error {
 	if err == nil {
 		return nil
 	}
-	msg := RedactDSN(err.Error())
+	msg := Redact(err.Error())
 	// Belt and braces: a password echoed outside a DSN (say, a parse
 	// error quoting a bad escape) is removed too.
-	if pw := dsnPassword(dsn); len(pw) >= 3 {
+	if pw := Password(dsn); len(pw) >= 3 {
 		msg = strings.ReplaceAll(msg, pw, redacted)
 		if esc := url.QueryEscape(pw); esc != pw {
 			msg = strings.ReplaceAll(msg, esc, redacted)
@@ -51,14 +56,15 @@ func redactError(err error, dsn string) error {
 	return errors.New(msg)
 }
 
-func isURLDSN(dsn string) bool {
+// IsURL reports whether dsn is in URL form.
+func IsURL(dsn string) bool {
 	l := strings.ToLower(strings.TrimSpace(dsn))
 	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
 }
 
-// dsnPassword is dsn's password, or "" when it has none or does not parse.
-func dsnPassword(dsn string) string {
-	if isURLDSN(dsn) {
+// Password is dsn's password, or "" when it has none or does not parse.
+func Password(dsn string) string {
+	if IsURL(dsn) {
 		u, err := url.Parse(strings.TrimSpace(dsn))
 		if err != nil {
 			return ""
@@ -68,19 +74,19 @@ func dsnPassword(dsn string) string {
 		}
 		return u.Query().Get("password")
 	}
-	kv, err := parseKV(dsn)
+	kv, err := ParseKV(dsn)
 	if err != nil {
 		return ""
 	}
 	return kv["password"]
 }
 
-// withConnectTimeout returns dsn with connect_timeout set to timeout in
+// WithConnectTimeout returns dsn with connect_timeout set to timeout in
 // whole seconds (rounded up, at least 1) unless dsn already sets one. Both
 // URL and key=value forms are understood. Errors never quote dsn.
-func withConnectTimeout(dsn string, timeout time.Duration) (string, error) {
+func WithConnectTimeout(dsn string, timeout time.Duration) (string, error) {
 	secs := strconv.Itoa(max(1, int(math.Ceil(timeout.Seconds()))))
-	if isURLDSN(dsn) {
+	if IsURL(dsn) {
 		u, err := url.Parse(strings.TrimSpace(dsn))
 		if err != nil {
 			var ue *url.Error
@@ -98,7 +104,7 @@ func withConnectTimeout(dsn string, timeout time.Duration) (string, error) {
 		}
 		return strings.TrimSpace(dsn) + sep + "connect_timeout=" + secs, nil
 	}
-	kv, err := parseKV(dsn)
+	kv, err := ParseKV(dsn)
 	if err != nil {
 		return "", err
 	}
@@ -111,11 +117,11 @@ func withConnectTimeout(dsn string, timeout time.Duration) (string, error) {
 	return dsn + " connect_timeout=" + secs, nil
 }
 
-// parseKV parses a key=value connection string as libpq and lib/pq do:
+// ParseKV parses a key=value connection string as libpq and lib/pq do:
 // pairs separated by whitespace, spaces allowed around '=', values either
 // bare (backslash escapes the next character) or single-quoted (backslash
 // escapes, too). Errors name no value.
-func parseKV(s string) (map[string]string, error) {
+func ParseKV(s string) (map[string]string, error) {
 	r := []rune(s)
 	i := 0
 	skip := func() {
@@ -167,4 +173,43 @@ func parseKV(s string) (map[string]string, error) {
 		m[key] = v.String()
 	}
 	return m, nil
+}
+
+// WithDatabase returns dsn with its database name replaced by dbName, in
+// the form dsn has: a merchant's DATABASE_URL is its server's DSN with the
+// merchant's database. A DSN that does not parse is returned as it is.
+func WithDatabase(dsn, dbName string) string {
+	if IsURL(dsn) {
+		u, err := url.Parse(strings.TrimSpace(dsn))
+		if err != nil {
+			return dsn
+		}
+		u.Path = "/" + dbName
+		u.RawPath = ""
+		return u.String()
+	}
+	kv, err := ParseKV(dsn)
+	if err != nil {
+		return dsn
+	}
+	kv["dbname"] = dbName
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + quoteKV(kv[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+// quoteKV writes a key=value value so that ParseKV (and libpq) read it
+// back: single-quoted with backslash escapes when it needs quoting.
+func quoteKV(v string) string {
+	if v != "" && !strings.ContainsAny(v, " \t\r\n\v\f'\\") {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }

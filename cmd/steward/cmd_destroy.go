@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+func cmdDestroy(ctx context.Context, e *env, args []string) int {
+	fs := e.flagSet("destroy", "", `
+Stops every merchant steward has a record of, each by the process steward
+recorded for it (pid and process start time checked; never by name or
+pattern), and forgets it. Like "terraform destroy" it shows what it will do
+and asks first.
+
+With -drop-databases it also drops each merchant's database, after a backup
+named in the output (under the state directory's backups/). The daemon must
+not run: stop it first.`)
+	config := configFlag(fs)
+	auto := fs.Bool("auto-approve", false, "destroy without asking for confirmation")
+	drop := fs.Bool("drop-databases", false, "also back up and drop every merchant database")
+	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
+	pos, code, ok := parse(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return e.errorf("destroy takes no arguments; got %q", pos)
+	}
+	l := e.load(ctx, *config)
+	if l.host == nil {
+		renderDiagnostics(e.stderr, l.files, l.diags)
+		return exitError
+	}
+	if *drop && l.fleet == nil {
+		renderDiagnostics(e.stderr, l.files, l.diags)
+		return e.errorf("-drop-databases needs valid specs to know the merchants' databases; fix them, or destroy without it")
+	}
+	a, c, err := e.openWriter(ctx, l, "steward destroy", *lockWait)
+	if c != nil {
+		return e.errorf("a steward daemon is running (%s); stop it first (it would start the merchants again)", c.Base)
+	}
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	defer a.Close()
+	x := a.Engine
+	recs, _, _ := x.Snapshot()
+	ids := sortedKeysOf(recs)
+	if len(ids) == 0 && !*drop {
+		fmt.Fprintln(e.stdout, "No merchants to destroy.")
+		return exitOK
+	}
+	fmt.Fprint(e.stdout, "steward will destroy:\n\n")
+	for _, id := range ids {
+		r := recs[id]
+		what := "no process"
+		if r.Current.Running() {
+			what = fmt.Sprintf("pid %d on port %d", r.Current.PID, r.Current.Port)
+		}
+		fmt.Fprintf(e.stdout, "  - %-20s %s\n", id, what)
+	}
+	if *drop {
+		for _, id := range l.fleet.MerchantIDs() {
+			if m := l.fleet.Merchants[id]; m.Database != "" {
+				fmt.Fprintf(e.stdout, "  - database %s of %s (backed up first)\n", m.DBName, id)
+			}
+		}
+	}
+	fmt.Fprintf(e.stdout, "\nDestroy: %s stopped and forgotten.\n", plural(len(ids), "merchant"))
+	if code, ok := e.confirm(*auto); !ok {
+		return code
+	}
+	start := time.Now()
+	res := x.Destroy(ctx, l.desired(), *drop, nil)
+	for _, id := range res.Stopped {
+		fmt.Fprintf(e.stdout, "%s: stopped and forgotten\n", id)
+	}
+	for _, db := range sortedKeysOf(res.Backups) {
+		fmt.Fprintf(e.stdout, "database %s: dropped; its backup is %s\n", db, res.Backups[db])
+	}
+	for _, id := range sortedKeysOf(res.Failed) {
+		fmt.Fprintf(e.stdout, "%s: %v\n", id, res.Failed[id])
+	}
+	if len(res.Failed) > 0 {
+		fmt.Fprintf(e.stdout, "\nDestroy finished with %s in %s.\n", plural(len(res.Failed), "failure"), time.Since(start).Round(time.Millisecond))
+		return exitError
+	}
+	fmt.Fprintf(e.stdout, "\nDestroy complete in %s.\n", time.Since(start).Round(time.Millisecond))
+	return exitOK
+}

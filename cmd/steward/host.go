@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"steward/api"
+	"steward/engine"
+	"steward/internal/app"
+	"steward/probe"
+	"steward/spec"
+	"steward/state"
+)
+
+// newLogger logs text on a terminal and JSON otherwise.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// desired is the desired state l's fleet describes on l's host.
+func (l *loaded) desired() engine.Desired { return app.DesiredFor(l.host, l.fleet) }
+
+// openReader opens l's host read-only: nothing on disk changes.
+func (e *env) openReader(ctx context.Context, l *loaded) (*app.App, error) {
+	return app.Open(ctx, l.host, newLogger(io.Discard, slog.LevelInfo), app.Options{})
+}
+
+// openWriter opens l's host for who, holding the writer lease. When a
+// daemon holds it, it returns a client for the daemon instead, so that the
+// command goes through it rather than racing it.
+func (e *env) openWriter(ctx context.Context, l *loaded, who string, wait time.Duration) (*app.App, *api.Client, error) {
+	a, err := app.Open(ctx, l.host, newLogger(io.Discard, slog.LevelInfo), app.Options{Writer: true, Who: who, LeaseWait: wait})
+	if c := daemonClient(l, err); c != nil {
+		return nil, c, nil
+	}
+	return a, nil, err
+}
+
+// daemonClient returns a client for the daemon that holds the writer
+// lease, or nil when err is not "locked by steward run".
+func daemonClient(l *loaded, err error) *api.Client {
+	var le *state.LockError
+	if !errors.As(err, &le) || le.Who != "steward run" {
+		return nil
+	}
+	tok := l.host.API.Token.Reveal()
+	return api.NewClient(l.host.API.Listen, tok)
+}
+
+// cliObserve is how commands without the daemon observe: each database
+// checked once, now, and schema versions read by query.
+func cliObserve() engine.ObserveOptions {
+	return engine.ObserveOptions{Schema: true, CheckDB: func(ctx context.Context, dsn string, timeout time.Duration) error {
+		_, err := probe.CheckDB(ctx, dsn, timeout)
+		return err
+	}}
+}
+
+// liveHealth probes a merchant once.
+func liveHealth(pr *probe.Prober) func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
+	return func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
+		path := m.Health.HTTP
+		if m.Health.TCP {
+			path = ""
+		}
+		return pr.Probe(ctx, port, path, m.Health.Status, min(m.Health.Timeout, 2*time.Second)) == nil
+	}
+}

@@ -1,0 +1,254 @@
+// Package app is steward's composition root: from a host config it wires
+// the state store, the release store, the process runtime, the database
+// admin, the prober and the engine, and owns the directory layout (where
+// merchants' work dirs, logs, releases, backups and the git cache live).
+// Commands get everything they need from here; nothing else knows paths.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"steward/dbadmin"
+	"steward/engine"
+	"steward/pkgstore"
+	"steward/probe"
+	"steward/runtime"
+	"steward/source"
+	"steward/spec"
+	"steward/state"
+)
+
+// Layout is where one host's files live, below the host config's runtime
+// root and state directory.
+type Layout struct {
+	RuntimeRoot string
+	StateDir    string
+}
+
+// WorkDir is a merchant's working directory (see runtime.MerchantDirs).
+func (l Layout) WorkDir(id string) string {
+	work, _, _ := runtime.MerchantDirs(l.RuntimeRoot, id)
+	return work
+}
+
+// LogDir is a merchant's log directory (see runtime.MerchantDirs).
+func (l Layout) LogDir(id string) string {
+	_, logs, _ := runtime.MerchantDirs(l.RuntimeRoot, id)
+	return logs
+}
+
+// Releases is the directory of unpacked releases.
+func (l Layout) Releases() string { return filepath.Join(l.RuntimeRoot, "releases") }
+
+// Backups is the directory of database backups (one directory a merchant).
+func (l Layout) Backups() string { return filepath.Join(l.StateDir, "backups") }
+
+// GitCache is the git source's cache.
+func (l Layout) GitCache() string { return filepath.Join(l.StateDir, "git") }
+
+// Router is the managed router's prefix.
+func (l Layout) Router() string { return filepath.Join(l.RuntimeRoot, "router") }
+
+// App is one host's steward, wired.
+type App struct {
+	Host     *spec.Host
+	Layout   Layout
+	Store    *state.FileStore
+	Packages *pkgstore.Store
+	Engine   *engine.Engine
+	Log      *slog.Logger
+
+	release func() error
+}
+
+// Options tune Open.
+type Options struct {
+	// Writer takes the host's writer lease for Who (waiting up to
+	// LeaseWait) and makes the engine able to write. Without it the App
+	// only reads: nothing on disk changes.
+	Writer    bool
+	Who       string
+	LeaseWait time.Duration
+}
+
+// ErrStateBackend is returned for a state backend this build does not have.
+var ErrStateBackend = errors.New("state backend not available")
+
+// Open wires the host h. With opts.Writer it holds the writer lease until
+// Close; a lease held by another steward is an error naming the holder
+// (a *state.LockError).
+func Open(ctx context.Context, h *spec.Host, log *slog.Logger, opts Options) (*App, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if !h.State.PostgresDSN.IsZero() {
+		return nil, fmt.Errorf("%w: state { postgres } is not supported by this steward; use state { path = \"...\" }", ErrStateBackend)
+	}
+	a := &App{Host: h, Layout: Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}, Log: log}
+	store, err := state.OpenFile(h.State.Path)
+	if err != nil {
+		return nil, fmt.Errorf("opening state: %w", err)
+	}
+	a.Store = store
+	if opts.Writer {
+		release, err := store.Lease(ctx, state.HostScope, opts.Who, opts.LeaseWait)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		a.release = release
+	}
+	if a.Packages, err = pkgstore.Open(a.Layout.Releases()); err != nil {
+		a.Close()
+		return nil, err
+	}
+	var rt engine.Runtime
+	rt, err = newRuntime(h)
+	if err != nil {
+		if opts.Writer {
+			a.Close()
+			return nil, err
+		}
+		rt = refusing{err}
+	}
+	a.Engine = &engine.Engine{Store: store, Runtime: rt, Packages: a.Packages, Prober: probe.New(),
+		Databases: dbadmin.Admin{BackupDir: a.Layout.Backups()}, Paths: a.Layout, Log: log, StopGrace: h.Runtime.StopGrace}
+	if err := a.Engine.Load(ctx, opts.Writer); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("loading state: %w", err)
+	}
+	return a, nil
+}
+
+// Close releases the writer lease and the store.
+func (a *App) Close() {
+	if a.Engine != nil {
+		a.Engine.FlushEvents(context.Background())
+	}
+	if a.release != nil {
+		a.release()
+		a.release = nil
+	}
+	if a.Store != nil {
+		a.Store.Close()
+	}
+}
+
+// Desired is the desired state for fleet on this host.
+func (a *App) Desired(fl *spec.Fleet) engine.Desired {
+	return DesiredFor(a.Host, fl)
+}
+
+// DesiredFor is the desired state for fleet on host h.
+func DesiredFor(h *spec.Host, fl *spec.Fleet) engine.Desired {
+	d := engine.Desired{Fleet: fl, Ports: h.Runtime.Ports, Reserved: reservedPorts(h)}
+	return d
+}
+
+// reservedPorts are the ports steward itself listens on.
+func reservedPorts(h *spec.Host) map[int]string {
+	out := map[int]string{}
+	if _, port, err := splitHostPort(h.API.Listen); err == nil && port != 0 {
+		out[port] = "steward's API (api.listen)"
+	}
+	return out
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", 0, fmt.Errorf("%q has no port", addr)
+	}
+	var port int
+	_, err := fmt.Sscanf(addr[i+1:], "%d", &port)
+	return addr[:i], port, err
+}
+
+// NewSource returns the spec source h names; log may be nil.
+func NewSource(h *spec.Host, log *slog.Logger) source.Source {
+	if h.Source.Git != nil {
+		return source.NewGit(*h.Source.Git, Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}.GitCache(), source.GitOptions{Logger: log})
+	}
+	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log})
+}
+
+// LogShimName is the log shim program steward prefers, looked up next to
+// its own executable (make build and go install put it there).
+const LogShimName = "steward-logshim"
+
+// ShimArgv returns the command that runs a merchant's log shim: the
+// steward-logshim next to exe when there is one, otherwise exe itself as
+// "steward __logshim". Both run the same shim (package runtime/logshim);
+// the small program costs about a fifth of the CPU to start.
+func ShimArgv(exe string) []string {
+	p := filepath.Join(filepath.Dir(exe), LogShimName)
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		return []string{p}
+	}
+	return []string{exe, "__logshim"}
+}
+
+// newRuntime wires the process runtime for h: merchants never run as root.
+func newRuntime(h *spec.Host) (*runtime.Runtime, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding steward's own executable for the log shim: %w", err)
+	}
+	p := &runtime.Runtime{ShimArgv: ShimArgv(exe), LogMaxBytes: h.Runtime.LogMaxBytes, LogKeep: h.Runtime.LogKeep}
+	if os.Geteuid() == 0 {
+		if h.Runtime.User == "" {
+			return nil, errors.New("steward runs as root but runtime.user is not set; merchants never run as root: set runtime { user = \"NAME\" } to an unprivileged user")
+		}
+		cred, err := runtime.LookupUser(h.Runtime.User)
+		if err != nil {
+			return nil, fmt.Errorf("runtime.user: %w", err)
+		}
+		if cred.Uid == 0 {
+			return nil, fmt.Errorf("runtime.user %q is root; merchants must run as an unprivileged user", h.Runtime.User)
+		}
+		p.Credential = cred
+	}
+	return p, nil
+}
+
+var _ engine.Runtime = (*runtime.Runtime)(nil)
+
+// refusing is the runtime of a read-only App whose host cannot run
+// merchants safely (root without runtime.user): it observes, and refuses
+// to start anything, with the reason.
+type refusing struct{ err error }
+
+func (r refusing) Start(context.Context, runtime.Spec) (runtime.Proc, error) {
+	return runtime.Proc{}, r.err
+}
+func (r refusing) Check(p runtime.Proc) (runtime.Liveness, error)          { return p.Check() }
+func (r refusing) Stop(context.Context, runtime.Proc, time.Duration) error { return r.err }
+func (r refusing) Wait(ctx context.Context, p runtime.Proc) (runtime.ExitStatus, error) {
+	return runtime.Wait(ctx, p)
+}
+func (r refusing) PortOwner(port int, workDir string) (runtime.Proc, bool, bool, error) {
+	return runtime.PortOwner(port, workDir)
+}
+func (r refusing) PortFree(port int) bool { return runtime.PortFree(port) }
+func (r refusing) RunOnce(context.Context, runtime.Spec, time.Duration, bool) (string, error) {
+	return "", r.err
+}
+func (r refusing) Preflight(runtime.Spec) error { return r.err }
+
+// MerchantIDs returns ids sorted; a helper for views.
+func MerchantIDs[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
