@@ -250,7 +250,7 @@ func (e *Engine) save(ctx context.Context, r *reconcile.Record) error {
 	e.mu.Lock()
 	e.persistErr[r.ID] = err.Error()
 	e.mu.Unlock()
-	return fmt.Errorf("%w: %v", ErrPersist, err)
+	return fmt.Errorf("%w: %w", ErrPersist, err)
 }
 
 // update applies fn to a copy of merchant id's record and saves it. fn
@@ -274,7 +274,7 @@ func (e *Engine) remove(ctx context.Context, id string) error {
 	}
 	if err := e.Store.DeleteMerchant(context.WithoutCancel(ctx), id, r.Rev); err != nil {
 		e.Metrics.PersistFailed("merchant")
-		return fmt.Errorf("%w: %v", ErrPersist, err)
+		return fmt.Errorf("%w: %w", ErrPersist, err)
 	}
 	e.mu.Lock()
 	delete(e.recs, id)

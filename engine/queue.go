@@ -21,20 +21,38 @@ type Queue struct {
 	order      []string
 	dirty      map[string]bool
 	processing map[string]bool
-	waiting    map[string]*time.Timer
+	waiting    map[string]Timer
 	waitUntil  map[string]time.Time
 	failures   map[string]int
 	shutdown   bool
 
 	// BaseDelay and MaxDelay bound AddRateLimited's backoff.
 	BaseDelay, MaxDelay time.Duration
-	now                 func() time.Time
+	clock               Clock
 }
 
-// NewQueue returns an empty queue.
-func NewQueue() *Queue {
-	q := &Queue{dirty: map[string]bool{}, processing: map[string]bool{}, waiting: map[string]*time.Timer{},
-		waitUntil: map[string]time.Time{}, failures: map[string]int{}, BaseDelay: time.Second, MaxDelay: 5 * time.Minute, now: time.Now}
+// Clock is the time a Queue's delays run on.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has passed.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc.
+type Timer interface{ Stop() bool }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                            { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// NewQueue returns an empty queue on the real clock.
+func NewQueue() *Queue { return NewQueueWithClock(realClock{}) }
+
+// NewQueueWithClock returns an empty queue whose delays run on c.
+func NewQueueWithClock(c Clock) *Queue {
+	q := &Queue{dirty: map[string]bool{}, processing: map[string]bool{}, waiting: map[string]Timer{},
+		waitUntil: map[string]time.Time{}, failures: map[string]int{}, BaseDelay: time.Second, MaxDelay: 5 * time.Minute, clock: c}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -70,7 +88,7 @@ func (q *Queue) AddAfter(key string, d time.Duration) {
 	if q.shutdown {
 		return
 	}
-	at := q.now().Add(d)
+	at := q.clock.Now().Add(d)
 	if t, ok := q.waiting[key]; ok {
 		if !q.waitUntil[key].After(at) {
 			return
@@ -78,7 +96,7 @@ func (q *Queue) AddAfter(key string, d time.Duration) {
 		t.Stop()
 	}
 	q.waitUntil[key] = at
-	q.waiting[key] = time.AfterFunc(d, func() {
+	q.waiting[key] = q.clock.AfterFunc(d, func() {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		if q.waitUntil[key].Equal(at) {

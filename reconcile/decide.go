@@ -324,7 +324,7 @@ func (in *Input) decideExisting(m *spec.Merchant, r *Record, obs MerchantObs, po
 		}
 		from := versionFrom(m)
 		a := &Action{Kind: kind, Merchant: m.ID, Before: before, After: after}
-		if target == m.Version {
+		if pinned := r.Pin != nil && r.Pin.ForSpec == m.Version; target == m.Version && !pinned {
 			a.Rollout, a.Canary = gate.Rollout, gate.Canary
 		} else {
 			from = "the version policy: " + targetWhy

@@ -85,20 +85,23 @@ func Gate(fl *spec.Fleet, records map[string]*Record, rollouts map[string]*Rollo
 }
 
 // rolloutMembers lists, in id order, the merchants that want version of
-// pkg and have yet to start changing to it, and counts those changing to
-// it now.
+// pkg and have yet to start changing to it, and counts the changes to it
+// in flight. A change in flight holds its slot whatever its merchant's
+// specs say now (they may have moved on mid-change), and also while it is
+// suspended.
 func rolloutMembers(fl *spec.Fleet, records map[string]*Record, pkg, version string) (pending []string, inflight int) {
 	key := RolloutKey(pkg, version)
+	for _, rec := range records {
+		if rec.Change != nil && rec.Change.Rollout == key && !rec.Change.Undo {
+			inflight++
+		}
+	}
 	for id, m := range fl.Merchants {
 		rec := records[id]
-		if rec == nil || m.Package != pkg || m.Version != version || rec.Suspended {
+		if rec == nil || m.Package != pkg || m.Version != version || rec.Change != nil || rec.Suspended {
 			continue
 		}
 		if rec.Pin != nil && rec.Pin.ForSpec == m.Version {
-			continue
-		}
-		if rec.Change != nil && rec.Change.Rollout == key && !rec.Change.Undo {
-			inflight++
 			continue
 		}
 		if rec.Current.Version != "" && rec.Current.Version != version && !slices.Contains(rec.BadVersions, version) {

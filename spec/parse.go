@@ -182,7 +182,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		Databases: map[string]*Database{},
 		Packages:  map[string]*Package{},
 		Rollout:   DefaultRollout,
-		Defaults:  Defaults{StopGrace: DefaultStopGrace, OnDatabaseDown: OnDBDownHold, Health: DefaultHealth},
+		Defaults:  Defaults{OnDatabaseDown: OnDBDownHold, Health: DefaultHealth},
 	}
 	type bodyOf struct {
 		block *hcl.Block

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// treeDigest digests every name, mode, size, mtime and content below dir:
+// two equal digests mean nothing was written.
+func treeDigest(t *testing.T, dir string) string {
+	t.Helper()
+	h := sha256.New()
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		fmt.Fprintf(h, "%s %v %d %d\n", rel, fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		if fi.Mode().IsRegular() {
+			if f, err := os.Open(p); err == nil {
+				io.Copy(h, f)
+				f.Close()
+			}
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Reading never writes: plan (even one that shows an upgrade to a release
+// not installed yet, with its schema change) and the daemon's GET
+// requests leave the state and the releases exactly as they were.
+func TestReadingNeverWrites(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.0.0", testRollout, merchantBlock("m1"), merchantBlock("m2")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	stateDir, releases := filepath.Join(f.dir, "state"), filepath.Join(f.dir, "run", "releases")
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.1.0", testRollout, merchantBlock("m1"), merchantBlock("m2")))
+	syscall.Kill(f.merchant(f.status(), "m2").PID, syscall.SIGKILL) // a death plan must not record
+	st, rel := treeDigest(t, stateDir), treeDigest(t, releases)
+	for _, args := range [][]string{{"plan"}, {"plan", "-o", "json"}, {"status"}, {"status", "-o", "json"}, {"history", "m1"}, {"validate"}} {
+		out, errs, code := f.steward(args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d %s%s", args, code, out, errs)
+		}
+		if args[0] == "plan" && len(args) == 1 && !strings.Contains(out, "schema 1 → 2 (migrate)") {
+			t.Errorf("plan does not show the schema change of a release it did not install:\n%s", out)
+		}
+	}
+	if treeDigest(t, stateDir) != st {
+		t.Error("a read-only command wrote to the state directory")
+	}
+	if treeDigest(t, releases) != rel {
+		t.Error("a read-only command wrote to the releases directory (installed a package?)")
+	}
+	if _, err := os.Stat(filepath.Join(releases, "invoicing", "1.1.0")); err == nil {
+		t.Error("plan installed invoicing 1.1.0")
+	}
+
+	// Under the daemon: converged and idle, GET requests change nothing.
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.0.0", testRollout, merchantBlock("m1"), merchantBlock("m2")))
+	d := f.startDaemon()
+	f.waitAPI()
+	f.waitRunning(60*time.Second, "m1", "m2")
+	waitFor(t, 30*time.Second, "the daemon to settle", func() bool {
+		a := treeDigest(t, stateDir)
+		time.Sleep(300 * time.Millisecond) // a quiet interval, not a synchronisation: it is what is measured
+		return treeDigest(t, stateDir) == a
+	})
+	st, rel = treeDigest(t, stateDir), treeDigest(t, releases)
+	for range 3 {
+		for _, path := range []string{"/v1/plan", "/v1/status", "/metrics"} {
+			if get(f.apiPort, path) == "" {
+				t.Errorf("GET %s failed", path)
+			}
+		}
+	}
+	if treeDigest(t, stateDir) != st || treeDigest(t, releases) != rel {
+		t.Error("GET requests changed the state or the releases")
+	}
+	d.stop(t, syscall.SIGTERM)
+}
+
+// A saved plan stays valid while other merchants' records, or nothing at
+// all, change: staleness is decided per record. (Every save once bumped one
+// fleet-wide serial, so an apply that changed nothing made every saved plan
+// stale.)
+func TestSavedPlanSurvivesUnrelatedWrites(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	if out, _, code := f.steward("apply", "-auto-approve"); code != 0 || !strings.Contains(out, "No changes") {
+		t.Fatalf("a converged apply: exit %d\n%s", code, out)
+	}
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo")))
+	planFile := filepath.Join(f.dir, "bravo.plan")
+	if _, errs, code := f.steward("plan", "-out", planFile); code != 0 {
+		t.Fatal(errs)
+	}
+	for _, args := range [][]string{{"restart", "alpha"}, {"suspend", "alpha"}, {"resume", "alpha"}, {"status"}} {
+		if out, errs, code := f.steward(args...); code != 0 {
+			t.Fatalf("%v: %s%s", args, out, errs)
+		}
+	}
+	if out, errs, code := f.steward("apply", planFile); code != 0 || !strings.Contains(out, "1 created") {
+		t.Fatalf("the saved plan after writes of another merchant: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// The walkthrough of a failing release, continued by hand: "steward
+// restart" of the failed canary runs its last good version and migrates
+// nothing; "steward rollback" works while a daemon runs; the pin survives
+// a crash.
+func TestRestartAndRollbackAfterAFailedCanary(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	rollout := strings.Replace(testRollout, `"20s"`, `"4s"`, 1)
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.1.0", rollout, merchantBlock("m1"), merchantBlock("m2")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.2.0", rollout, merchantBlock("m1"), merchantBlock("m2")))
+	if out, _, code := f.steward("apply", "-auto-approve"); code != exitError {
+		t.Fatalf("the failing release applied: %s", out)
+	}
+	migrations := strings.Count(f.history("m1"), "migrate ")
+	if out, errs, code := f.steward("restart", "m1"); code != 0 {
+		t.Fatalf("restart: %s%s", out, errs)
+	}
+	m1 := f.merchant(f.status(), "m1")
+	if m1.Version != "1.1.0" || m1.State != "running" || strings.TrimSpace(get(m1.Port, "/version")) != "1.1.0" {
+		t.Fatalf("steward restart of the failed canary: %+v", m1)
+	}
+	if n := strings.Count(f.history("m1"), "migrate "); n != migrations {
+		t.Errorf("the restart migrated the database (%d migrations, were %d):\n%s", n, migrations, f.history("m1"))
+	}
+
+	d := f.startDaemon()
+	f.waitAPI()
+	f.waitRunning(60*time.Second, "m1", "m2")
+	out, errs, code := f.steward("rollback", "m2", "-to", "1.0.0")
+	if code != 0 || !strings.Contains(out, "by the daemon") {
+		t.Fatalf("rollback while the daemon runs: exit %d\n%s%s", code, out, errs)
+	}
+	m2 := f.merchant(f.apiStatus(), "m2")
+	if m2.Version != "1.0.0" {
+		t.Fatalf("m2 after the rollback: %+v", m2)
+	}
+	syscall.Kill(m2.PID, syscall.SIGKILL)
+	waitFor(t, 30*time.Second, "m2 restarted", func() bool {
+		m := f.merchant(f.apiStatus(), "m2")
+		return m.State == "running" && m.PID != m2.PID && m.PID != 0
+	})
+	if m := f.merchant(f.apiStatus(), "m2"); m.Version != "1.0.0" || strings.TrimSpace(get(m.Port, "/version")) != "1.0.0" {
+		t.Errorf("the crash lost the rollback pin: %+v", m)
+	}
+	plan, _, _ := f.steward("plan")
+	if !strings.Contains(plan, "m2  hold  pinned to 1.0.0 by steward rollback") {
+		t.Errorf("plan does not show the pin:\n%s", plan)
+	}
+	d.stop(t, syscall.SIGTERM)
+}
+
+func (f *fleet) history(id string) string {
+	f.t.Helper()
+	out, _, _ := f.steward("history", id, "-n", "0")
+	return out
+}
