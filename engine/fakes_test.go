@@ -234,7 +234,9 @@ func (p *fakePackages) Install(ctx context.Context, source, name, version string
 	return p.release(version)
 }
 
-func (p *fakePackages) Get(name, version string) (*pkgstore.Release, error) { return p.release(version) }
+func (p *fakePackages) Get(name, version string) (*pkgstore.Release, error) {
+	return p.release(version)
+}
 
 func (p *fakePackages) Peek(ctx context.Context, source, name, version string) (*pkgstore.Manifest, error) {
 	r, err := p.release(version)
@@ -275,7 +277,9 @@ func (p *fakeProber) Probe(ctx context.Context, port int, path string, status in
 // the fake app's commands change it.
 type fakeDatabases struct{ rt *fakeRuntime }
 
-func (fakeDatabases) Ensure(ctx context.Context, serverDSN, dbName string) (bool, error) { return false, nil }
+func (fakeDatabases) Ensure(ctx context.Context, serverDSN, dbName string) (bool, error) {
+	return false, nil
+}
 func (fakeDatabases) SchemaVersion(ctx context.Context, url, query string) (int64, error) {
 	return 0, errors.New("the fake reads the schema with the release's command")
 }
@@ -286,8 +290,8 @@ func (fakeDatabases) Dump(ctx context.Context, url string, b dbadmin.Backup, kee
 	return b, nil
 }
 func (fakeDatabases) Restore(ctx context.Context, url string, b dbadmin.Backup) error { return nil }
-func (fakeDatabases) Backups(merchant string) ([]dbadmin.Backup, error)              { return nil, nil }
-func (fakeDatabases) Drop(ctx context.Context, serverDSN, dbName string) error       { return nil }
+func (fakeDatabases) Backups(merchant string) ([]dbadmin.Backup, error)               { return nil, nil }
+func (fakeDatabases) Drop(ctx context.Context, serverDSN, dbName string) error        { return nil }
 
 type fakePaths struct{ dir string }
 
