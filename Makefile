@@ -11,7 +11,7 @@ STATE_FUZZTIME ?= 5000x
 # ends the run in the middle of one.
 PROBE_FUZZTIME ?= 20000x
 
-.PHONY: all build packages demo demo-run demo-clean test fuzz vet fmt-check bench ci
+.PHONY: all build packages demo demo-run demo-clean test race fuzz vet fmt-check bench ci
 
 all: build
 
@@ -43,6 +43,10 @@ demo-clean:
 test:
 	$(GO) test ./...
 
+# The packages whose goroutines share state, under the race detector.
+race:
+	$(GO) test -race ./reconcile ./engine ./state/... ./api/... ./router ./probe
+
 fuzz:
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzLoadHost$$' -fuzztime $(FUZZTIME)
@@ -60,4 +64,4 @@ fmt-check:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./cmd/steward ./state ./runtime
 
-ci: fmt-check vet test fuzz
+ci: fmt-check vet test race fuzz
