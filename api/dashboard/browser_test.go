@@ -250,6 +250,25 @@ func TestDashboardInChromium(t *testing.T) {
 	if calls := f.called(); !slices.Equal(calls, []string{"restart acme"}) {
 		t.Errorf("daemon calls after the click: %q", calls)
 	}
+	// Suspend and resume are offered only where they change something,
+	// and follow the merchant's state.
+	if !eval[bool](t, ctx, `!document.querySelector('button[data-action=suspend]').disabled && document.querySelector('button[data-action=resume]').disabled`) {
+		t.Error("a running merchant does not offer suspend alone")
+	}
+	f.merchant("acme", func(m *api.MerchantStatus) { m.State = "suspended" })
+	do(t, ctx, "suspended acme offers resume", 3*time.Second,
+		poll(`!document.querySelector('button[data-action=resume]').disabled && document.querySelector('button[data-action=suspend]').disabled`, 2*time.Second))
+	f.merchant("acme", func(m *api.MerchantStatus) { m.State = "running" })
+	// Roll back to a named version.
+	do(t, ctx, "rollback with the token", 10*time.Second,
+		chromedp.SendKeys(chromedp.CSS(`#rollback-to`), "1.4.1"),
+		chromedp.Click(chromedp.CSS(`#rollback button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`#rollback button[type=submit]`)),
+		poll(`document.querySelector('#action-result').textContent.includes('rolled back to 1.4.1')`, 3*time.Second),
+	)
+	if calls := f.called(); !slices.Equal(calls, []string{"restart acme", "rollback acme 1.4.1"}) {
+		t.Errorf("daemon calls after the rollback: %q", calls)
+	}
 	// The log tail shows with the token, and a new history event arrives.
 	f.record(stateEvent("acme", "restart", "restart requested"))
 	do(t, ctx, "log tail and history", 5*time.Second,

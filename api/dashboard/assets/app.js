@@ -378,9 +378,12 @@
     const base = "/v1/merchants/" + encodeURIComponent(id);
     const field = (name) => $('[data-field="' + name + '"]');
 
+    let mstate = field("state").textContent.trim();
     function renderMerchant(doc) {
       specError(doc.spec_error);
       const m = (doc.merchants || []).find((x) => x.id === id);
+      mstate = m ? m.state : "gone";
+      setWritable();
       const badge = stateBadge(m ? m.state : "gone");
       badge.dataset.field = "state";
       if (!m) { field("state").replaceWith(badge); return; }
@@ -422,8 +425,12 @@
     // Actions: a first click arms the button, a second within 4s acts.
     const result = $("#action-result");
     const buttons = () => $$("#actions button, #actions input");
+    // Suspend and resume are offered only where they change something.
     function setWritable() {
-      for (const b of buttons()) b.disabled = !writable;
+      for (const b of buttons()) {
+        const a = b.dataset.action;
+        b.disabled = !writable || (a === "suspend" && mstate === "suspended") || (a === "resume" && mstate !== "suspended");
+      }
       $("#readonly").hidden = writable;
     }
     async function act(verb, body) {
