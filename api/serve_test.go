@@ -376,3 +376,14 @@ func FuzzDecodeStrict(f *testing.F) {
 		}
 	})
 }
+
+func TestHeadersAreBounded(t *testing.T) {
+	addr, _ := serve(t, &Server{Daemon: newFake(), Limits: Limits{MaxHeaderBytes: 8 << 10}})
+	code, _ := rawRequest(t, addr, "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
+	if code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("64 KiB of headers: %d, want 431", code)
+	}
+	if code, _ := rawRequest(t, addr, "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Small: "+strings.Repeat("a", 1<<10)+"\r\n\r\n"); code != http.StatusOK {
+		t.Errorf("1 KiB of headers: %d", code)
+	}
+}

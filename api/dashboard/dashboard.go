@@ -31,9 +31,9 @@ type Source interface {
 //go:embed assets templates
 var files embed.FS
 
-// States are the merchant states, most urgent first: the fleet table's
+// states are the merchant states, most urgent first: the fleet table's
 // default order.
-var States = []string{"failed", "crashloop", "held", "starting", "stopped", "suspended", "running"}
+var states = []string{"failed", "crashloop", "held", "starting", "stopped", "suspended", "running"}
 
 // Dashboard serves the dashboard's pages and assets.
 type Dashboard struct {
@@ -139,9 +139,9 @@ func (d *Dashboard) errorPage(w http.ResponseWriter, code int, title, msg string
 	d.render(w, code, "error.html", errorView{Title: title, Message: msg})
 }
 
-// Filter is the fleet table's filter and order, from the page's query:
+// filter is the fleet table's filter and order, from the page's query:
 // ?state=S&q=TEXT&sort=COLUMN&desc=1.
-type Filter struct {
+type filter struct {
 	State string
 	Q     string
 	Sort  string
@@ -151,10 +151,10 @@ type Filter struct {
 // Columns the fleet table sorts by.
 var sortColumns = []string{"merchant", "host", "state", "pid", "version", "health", "database", "port", "restarts", "event"}
 
-func filterOf(r *http.Request) Filter {
+func filterOf(r *http.Request) filter {
 	q := r.URL.Query()
-	f := Filter{State: q.Get("state"), Q: strings.TrimSpace(q.Get("q")), Sort: q.Get("sort"), Desc: q.Get("desc") == "1"}
-	if !slices.Contains(States, f.State) {
+	f := filter{State: q.Get("state"), Q: strings.TrimSpace(q.Get("q")), Sort: q.Get("sort"), Desc: q.Get("desc") == "1"}
+	if !slices.Contains(states, f.State) {
 		f.State = ""
 	}
 	if !slices.Contains(sortColumns, f.Sort) {
@@ -167,7 +167,7 @@ func filterOf(r *http.Request) Filter {
 }
 
 // query is the fleet page URL for f with one field changed.
-func query(f Filter, key, value string) string {
+func query(f filter, key, value string) string {
 	switch key {
 	case "state":
 		f.State = value
@@ -197,15 +197,15 @@ func query(f Filter, key, value string) string {
 	return "/?" + v.Encode()
 }
 
-// Row is one merchant of the fleet table.
-type Row struct {
+// row is one merchant of the fleet table.
+type row struct {
 	api.MerchantStatus
 	// Drift: the merchant does not run the version it should.
 	Drift bool
 }
 
-// StateCount is one state's number of merchants.
-type StateCount struct {
+// stateCount is one state's number of merchants.
+type stateCount struct {
 	State string
 	N     int
 }
@@ -218,10 +218,10 @@ type column struct {
 
 type fleetView struct {
 	Doc       api.Status
-	Rows      []Row
+	Rows      []row
 	Total     int
-	Counts    []StateCount
-	Filter    Filter
+	Counts    []stateCount
+	Filter    filter
 	Columns   []column
 	HasHosts  bool
 	Databases []databaseView
@@ -241,18 +241,18 @@ func (d *Dashboard) fleet(w http.ResponseWriter, r *http.Request) {
 	f := filterOf(r)
 	// ?part=databases: the databases section alone, for the page's
 	// script to refresh it when one goes up or down.
-	v := fleetView{Doc: doc, Total: len(doc.Merchants), Filter: f, States: States, Now: now}
+	v := fleetView{Doc: doc, Total: len(doc.Merchants), Filter: f, States: states, Now: now}
 	counts := map[string]int{}
 	for _, m := range doc.Merchants {
 		counts[m.State]++
 		v.HasHosts = v.HasHosts || m.Host != ""
 	}
-	for _, s := range States {
+	for _, s := range states {
 		if counts[s] > 0 {
-			v.Counts = append(v.Counts, StateCount{s, counts[s]})
+			v.Counts = append(v.Counts, stateCount{s, counts[s]})
 		}
 	}
-	v.Rows = Rows(doc.Merchants, f)
+	v.Rows = rowsOf(doc.Merchants, f)
 	for _, c := range []column{{"merchant", "Merchant", "", ""}, {"host", "Host", "", ""}, {"state", "State", "", ""}, {"pid", "PID", "", ""},
 		{"version", "Version", "", ""}, {"health", "Health", "", ""}, {"database", "Database", "", ""}, {"port", "Port / route", "", ""},
 		{"restarts", "Restarts", "", ""}, {"event", "Last event", "", ""}} {
@@ -282,11 +282,11 @@ func (d *Dashboard) fleet(w http.ResponseWriter, r *http.Request) {
 	d.render(w, http.StatusOK, "fleet.html", v)
 }
 
-// Rows filters and orders merchants as the fleet table shows them; the
+// rowsOf filters and orders merchants as the fleet table shows them; the
 // page's script does the same in the browser.
-func Rows(ms []api.MerchantStatus, f Filter) []Row {
+func rowsOf(ms []api.MerchantStatus, f filter) []row {
 	q := strings.ToLower(f.Q)
-	var rows []Row
+	var rows []row
 	for _, m := range ms {
 		if f.State != "" && m.State != f.State {
 			continue
@@ -294,9 +294,9 @@ func Rows(ms []api.MerchantStatus, f Filter) []Row {
 		if q != "" && !strings.Contains(strings.ToLower(searchText(m)), q) {
 			continue
 		}
-		rows = append(rows, Row{MerchantStatus: m, Drift: m.DesiredVersion != "" && m.Version != m.DesiredVersion})
+		rows = append(rows, row{MerchantStatus: m, Drift: m.DesiredVersion != "" && m.Version != m.DesiredVersion})
 	}
-	slices.SortStableFunc(rows, func(a, b Row) int {
+	slices.SortStableFunc(rows, func(a, b row) int {
 		c := compareBy(f.Sort, a.MerchantStatus, b.MerchantStatus)
 		if f.Desc {
 			c = -c
@@ -317,7 +317,7 @@ func searchText(m api.MerchantStatus) string {
 }
 
 func stateRank(s string) int {
-	if i := slices.Index(States, s); i >= 0 {
+	if i := slices.Index(states, s); i >= 0 {
 		return i
 	}
 	return 3

@@ -131,9 +131,9 @@ func TestFleetTableWithoutJavaScript(t *testing.T) {
 	}
 }
 
-func TestRows(t *testing.T) {
+func TestRowsOf(t *testing.T) {
 	ms := newFleet(fixedNow).doc.Merchants
-	ids := func(rows []Row) []string {
+	ids := func(rows []row) []string {
 		var out []string
 		for _, r := range rows {
 			out = append(out, r.ID)
@@ -141,25 +141,25 @@ func TestRows(t *testing.T) {
 		return out
 	}
 	for _, tc := range []struct {
-		f    Filter
+		f    filter
 		want []string
 	}{
-		{Filter{State: "running", Sort: "merchant"}, []string{"acme", "bolt", "ember", "grove", "harbor", "lumen", "maple"}},
-		{Filter{State: "running", Sort: "merchant", Desc: true}, []string{"maple", "lumen", "harbor", "grove", "ember", "bolt", "acme"}},
-		{Filter{Q: "DB-WEST", Sort: "state"}, []string{"dune", "ember"}},
-		{Filter{Q: "checksum", Sort: "state"}, []string{"kiln"}},
-		{Filter{Q: "harbor.example.com", Sort: "state"}, []string{"harbor"}},
-		{Filter{Q: "env.locale", Sort: "state"}, []string{"acme"}},
-		{Filter{Sort: "restarts", Desc: true, State: ""}, []string{"cove", "lumen", "bolt", "jade", "acme", "dune", "ember", "fjord", "grove", "harbor", "iris", "kiln", "maple"}},
-		{Filter{Sort: "version", State: "running"}, []string{"acme", "bolt", "harbor", "ember", "grove", "lumen", "maple"}},
-		{Filter{Sort: "pid", State: "running"}, []string{"ember", "grove", "maple", "lumen", "acme", "bolt", "harbor"}},
-		{Filter{Sort: "health", Q: "db-"}, []string{"iris", "cove", "jade", "kiln", "acme", "bolt", "dune", "ember", "fjord", "grove", "harbor", "lumen", "maple"}},
-		{Filter{Sort: "event", State: "running", Desc: true}, []string{"harbor", "acme", "maple", "grove", "ember", "lumen", "bolt"}},
-		{Filter{Sort: "port", State: "held"}, []string{"dune"}},
-		{Filter{State: "failed", Q: "nothing like this"}, nil},
+		{filter{State: "running", Sort: "merchant"}, []string{"acme", "bolt", "ember", "grove", "harbor", "lumen", "maple"}},
+		{filter{State: "running", Sort: "merchant", Desc: true}, []string{"maple", "lumen", "harbor", "grove", "ember", "bolt", "acme"}},
+		{filter{Q: "DB-WEST", Sort: "state"}, []string{"dune", "ember"}},
+		{filter{Q: "checksum", Sort: "state"}, []string{"kiln"}},
+		{filter{Q: "harbor.example.com", Sort: "state"}, []string{"harbor"}},
+		{filter{Q: "env.locale", Sort: "state"}, []string{"acme"}},
+		{filter{Sort: "restarts", Desc: true, State: ""}, []string{"cove", "lumen", "bolt", "jade", "acme", "dune", "ember", "fjord", "grove", "harbor", "iris", "kiln", "maple"}},
+		{filter{Sort: "version", State: "running"}, []string{"acme", "bolt", "harbor", "ember", "grove", "lumen", "maple"}},
+		{filter{Sort: "pid", State: "running"}, []string{"ember", "grove", "maple", "lumen", "acme", "bolt", "harbor"}},
+		{filter{Sort: "health", Q: "db-"}, []string{"iris", "cove", "jade", "kiln", "acme", "bolt", "dune", "ember", "fjord", "grove", "harbor", "lumen", "maple"}},
+		{filter{Sort: "event", State: "running", Desc: true}, []string{"harbor", "acme", "maple", "grove", "ember", "lumen", "bolt"}},
+		{filter{Sort: "port", State: "held"}, []string{"dune"}},
+		{filter{State: "failed", Q: "nothing like this"}, nil},
 	} {
-		if got := ids(Rows(ms, tc.f)); !slices.Equal(got, tc.want) {
-			t.Errorf("Rows(%+v) = %q, want %q", tc.f, got, tc.want)
+		if got := ids(rowsOf(ms, tc.f)); !slices.Equal(got, tc.want) {
+			t.Errorf("rowsOf(%+v) = %q, want %q", tc.f, got, tc.want)
 		}
 	}
 }
@@ -178,19 +178,19 @@ func TestCompareVersions(t *testing.T) {
 func TestFilterFromQueryIsBounded(t *testing.T) {
 	for _, tc := range []struct {
 		q    string
-		want Filter
+		want filter
 	}{
-		{"", Filter{Sort: "state"}},
-		{"state=held&q=+acme+&sort=pid&desc=1", Filter{State: "held", Q: "acme", Sort: "pid", Desc: true}},
-		{"state=<script>&sort=../../etc&desc=yes", Filter{Sort: "state"}},
-		{"q=" + strings.Repeat("x", 500), Filter{Q: strings.Repeat("x", 200), Sort: "state"}},
+		{"", filter{Sort: "state"}},
+		{"state=held&q=+acme+&sort=pid&desc=1", filter{State: "held", Q: "acme", Sort: "pid", Desc: true}},
+		{"state=<script>&sort=../../etc&desc=yes", filter{Sort: "state"}},
+		{"q=" + strings.Repeat("x", 500), filter{Q: strings.Repeat("x", 200), Sort: "state"}},
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/?"+tc.q, nil)
 		if got := filterOf(r); got != tc.want {
 			t.Errorf("filterOf(%q) = %+v, want %+v", tc.q, got, tc.want)
 		}
 	}
-	f := Filter{State: "held", Q: "a&b", Sort: "pid"}
+	f := filter{State: "held", Q: "a&b", Sort: "pid"}
 	for _, tc := range []struct{ key, value, want string }{
 		{"sort", "pid", "/?desc=1&q=a%26b&sort=pid&state=held"},
 		{"sort", "restarts", "/?q=a%26b&sort=restarts&state=held"},
