@@ -4,71 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
-
-	"steward/reconcile"
 )
 
-// fakeDaemon implements the narrow Daemon interface this package declares.
-type fakeDaemon struct {
-	mu       sync.Mutex
-	syncs    int
-	restarts []string
-	serial   uint64
-	revision string
-}
-
-func (f *fakeDaemon) Status(context.Context) (any, error) {
-	return map[string]any{"merchants": []any{}, "databases": []any{}}, nil
-}
-func (f *fakeDaemon) Plan(context.Context) (*Plan, error) {
-	return PlanOf(&reconcile.Plan{Serial: f.serial, Revision: f.revision, Actions: []reconcile.Action{{Kind: reconcile.Restart, Merchant: "acme", Reason: "env.LOCALE changed"}}}), nil
-}
-func (f *fakeDaemon) Apply(_ context.Context, req ApplyRequest, h Hooks) (int, error) {
-	p, _ := f.Plan(context.Background())
-	if req.Digest != p.Digest {
-		return 0, fmt.Errorf("%w: state moved on", ErrStale)
-	}
-	h.ActionDone(reconcile.Action{Kind: reconcile.Restart, Merchant: "acme"}, nil, time.Millisecond)
-	h.ActionDone(reconcile.Action{Kind: reconcile.Upgrade, Merchant: "bolt"}, errors.New("gate failed"), time.Second)
-	h.ActionDone(reconcile.Action{Kind: reconcile.Hold, Merchant: "cove"}, nil, 0)
-	return 1, nil
-}
-func (f *fakeDaemon) Sync(context.Context) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.syncs++
-	return "abc", nil
-}
-func (f *fakeDaemon) Restart(_ context.Context, id string) error {
-	if id != "acme" {
-		return fmt.Errorf("%w: merchant %q is not in the specs", ErrNotFound, id)
-	}
-	f.restarts = append(f.restarts, id)
-	return nil
-}
-
-func (f *fakeDaemon) Suspend(_ context.Context, id string, on bool) error {
-	if id != "acme" {
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	return nil
-}
-
-func (f *fakeDaemon) Rollback(_ context.Context, id string, req RollbackRequest) (string, error) {
-	return req.To, nil
-}
-
 func newServer(t *testing.T, token, secret string) (*httptest.Server, *fakeDaemon) {
-	d := &fakeDaemon{serial: 7, revision: "rev1"}
+	d := newFake()
 	s := &Server{Daemon: d, Token: token, WebhookSecret: secret, Log: slog.New(slog.DiscardHandler)}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
@@ -99,8 +44,8 @@ func TestWritesNeedTheToken(t *testing.T) {
 		t.Errorf("restart with a wrong token: %d", code)
 	}
 	c := NewClient(ts.URL, "t0ken")
-	if err := c.Restart(context.Background(), "acme"); err != nil || len(d.restarts) != 1 {
-		t.Errorf("restart with token: %v %v", err, d.restarts)
+	if err := c.Restart(context.Background(), "acme"); err != nil || len(d.calls()) != 1 {
+		t.Errorf("restart with token: %v %v", err, d.calls())
 	}
 	if err := c.Restart(context.Background(), "nobody"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("restart of an unknown merchant: %v", err)
@@ -141,7 +86,7 @@ func TestSyncWebhookSignature(t *testing.T) {
 	if d2.syncs != 1 {
 		t.Errorf("syncs = %d, want 1", d2.syncs)
 	}
-	big := bytes.Repeat([]byte("x"), maxBody+1)
+	big := bytes.Repeat([]byte("x"), DefaultMaxBody+1)
 	if code := post(t, ts2.URL+"/v1/sync", big, map[string]string{"Authorization": "Bearer t0ken"}); code != http.StatusRequestEntityTooLarge {
 		t.Errorf("huge body: %d", code)
 	}

@@ -10,8 +10,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+
+	"steward/state"
 )
 
 // Client talks to a running daemon.
@@ -67,6 +70,8 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 			err = fmt.Errorf("%w: %s", ErrStale, eb.Error)
 		case http.StatusNotFound:
 			err = fmt.Errorf("%w: %s", ErrNotFound, eb.Error)
+		case http.StatusUnprocessableEntity:
+			err = fmt.Errorf("%w: %s", ErrRefused, eb.Error)
 		}
 		return nil, err
 	}
@@ -177,11 +182,128 @@ func (c *Client) Rollback(ctx context.Context, id string, req RollbackRequest) (
 		return "", err
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Version string `json:"version"`
-	}
+	var out RollbackResult
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
 		return "", fmt.Errorf("daemon sent a bad rollback answer: %w", err)
 	}
 	return out.Version, nil
+}
+
+// History returns the last n events of a merchant, oldest first.
+func (c *Client) History(ctx context.Context, id string, n int) ([]state.Event, error) {
+	var h History
+	if err := c.getJSON(ctx, "/v1/merchants/"+url.PathEscape(id)+"/history?n="+strconv.Itoa(n), &h); err != nil {
+		return nil, err
+	}
+	return h.Events, nil
+}
+
+// Access says whether the client's token allows writes.
+func (c *Client) Access(ctx context.Context) (Access, error) {
+	var a Access
+	err := c.getJSON(ctx, "/v1/access", &a)
+	return a, err
+}
+
+// Logs copies the last q.N lines of a merchant's log that match q.Grep to
+// w; with q.Follow it goes on copying new lines until ctx ends (and then
+// returns nil).
+func (c *Client) Logs(ctx context.Context, q LogQuery, w io.Writer) error {
+	v := url.Values{"n": {strconv.Itoa(q.N)}}
+	if q.Grep != nil {
+		v.Set("grep", q.Grep.String())
+	}
+	if q.Follow {
+		v.Set("follow", "1")
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/merchants/"+url.PathEscape(q.Merchant)+"/logs?"+v.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	if q.Follow && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Watch reads the GET /v1/events stream, calling fn for each status
+// document and history event, until ctx ends (it then returns nil), fn
+// returns an error (returned), or the daemon ends the stream (an error).
+// merchant, when set, keeps only that merchant's history events.
+func (c *Client) Watch(ctx context.Context, merchant string, fn func(Update) error) error {
+	path := "/v1/events"
+	if merchant != "" {
+		path += "?merchant=" + url.QueryEscape(merchant)
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	err = readEvents(resp.Body, func(event string, data []byte) error {
+		var u Update
+		switch event {
+		case "status":
+			u.Status = new(Status)
+			if err := json.Unmarshal(data, u.Status); err != nil {
+				return fmt.Errorf("daemon sent a bad status event: %w", err)
+			}
+		case "history":
+			u.Event = new(state.Event)
+			if err := json.Unmarshal(data, u.Event); err != nil {
+				return fmt.Errorf("daemon sent a bad history event: %w", err)
+			}
+		default:
+			return nil
+		}
+		return fn(u)
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("the daemon ended the event stream")
+	}
+	return err
+}
+
+// readEvents parses a server-sent event stream, calling fn for each event
+// with its type ("message" when it names none) and data.
+func readEvents(r io.Reader, fn func(event string, data []byte) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	event, data, has := "", []byte(nil), false
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			if has {
+				if event == "" {
+					event = "message"
+				}
+				if err := fn(event, data); err != nil {
+					return err
+				}
+			}
+			event, data, has = "", nil, false
+			continue
+		}
+		field, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(field) {
+		case "event":
+			event = string(value)
+		case "data":
+			if has {
+				data = append(data, '\n')
+			}
+			data, has = append(data, value...), true
+		}
+	}
+	return sc.Err()
 }

@@ -1,6 +1,11 @@
 package api
 
-import "time"
+import (
+	"strings"
+	"time"
+
+	"steward/state"
+)
 
 // Status is the status document: GET /v1/status and `steward status -o
 // json`. Its field names are part of steward's outside contract: fields
@@ -12,13 +17,26 @@ type Status struct {
 	Revision  string           `json:"revision,omitempty"`
 	Serial    uint64           `json:"serial"`
 	// SpecError is set while the specs in the source do not load; the last
-	// good desired state stays in force meanwhile.
+	// good desired state stays in force meanwhile. It holds diagnostics as
+	// `steward validate` prints them: the first line of each is
+	// "file:line:col: error: summary", the lines after it quote the spec.
 	SpecError string `json:"spec_error,omitempty"`
+}
+
+// Public returns the document as a reader without the token may see it:
+// SpecError is cut to its first line (file, line and summary), so that no
+// quoted spec line reaches it.
+func (s Status) Public() Status {
+	s.SpecError, _, _ = strings.Cut(s.SpecError, "\n")
+	return s
 }
 
 // MerchantStatus is one merchant of the status document.
 type MerchantStatus struct {
 	ID string `json:"id"`
+	// Host is the host whose steward runs the merchant; empty while the
+	// state belongs to one host only.
+	Host string `json:"host,omitempty"`
 	// State is one of running, starting, stopped, crashloop, held,
 	// suspended, failed.
 	State          string     `json:"state"`
@@ -36,6 +54,11 @@ type MerchantStatus struct {
 	LastError      string     `json:"last_error,omitempty"`
 	Revision       string     `json:"revision,omitempty"`
 	InSpecs        bool       `json:"in_specs"`
+	// Domains are the domains routed to the merchant's port, when a router
+	// is configured.
+	Domains []string `json:"domains,omitempty"`
+	// LastEvent is the newest event of the merchant's history.
+	LastEvent *state.Event `json:"last_event,omitempty"`
 }
 
 // DatabaseStatus is one database server's reachability.
@@ -54,4 +77,14 @@ type RolloutStatus struct {
 	Reason    string   `json:"reason,omitempty"`
 	Succeeded []string `json:"succeeded"`
 	Failed    []string `json:"failed"`
+	// Merchants are all the merchants the rollout moves to Version, in
+	// rollout order (canaries first); empty when unknown.
+	Merchants []string `json:"merchants,omitempty"`
+	// Canary is the number of merchants upgraded first, alone; then waves
+	// of at most MaxParallel merchants follow (the rollout block's canary
+	// and max_parallel).
+	Canary      int        `json:"canary,omitempty"`
+	MaxParallel int        `json:"max_parallel,omitempty"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	HaltedAt    *time.Time `json:"halted_at,omitempty"`
 }
