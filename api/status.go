@@ -16,6 +16,9 @@ type Status struct {
 	Rollouts  []RolloutStatus  `json:"rollouts,omitempty"`
 	Revision  string           `json:"revision,omitempty"`
 	Serial    uint64           `json:"serial"`
+	// PendingEvents counts history events not written yet (the store
+	// refused them; they are kept and retried).
+	PendingEvents int `json:"pending_events,omitempty"`
 	// SpecError is set while the specs in the source do not load; the last
 	// good desired state stays in force meanwhile. It holds diagnostics as
 	// `steward validate` prints them: the first line of each is
@@ -59,6 +62,27 @@ type MerchantStatus struct {
 	Domains []string `json:"domains,omitempty"`
 	// LastEvent is the newest event of the merchant's history.
 	LastEvent *state.Event `json:"last_event,omitempty"`
+	// ErrorClass is the class of LastError: stalled (a person must act),
+	// waiting (a dependency, such as its database) or transient (retried).
+	ErrorClass string `json:"error_class,omitempty"`
+	// Pin is the version "steward rollback" holds the merchant on.
+	Pin string `json:"pin,omitempty"`
+	// Change describes a change in progress ("upgrade 1.0.0 → 1.1.0, step
+	// started").
+	Change string `json:"change,omitempty"`
+	// Instances are the merchant's processes: the current one, and during
+	// a change the candidate; Routed says which one gets its traffic.
+	Instances []InstanceStatus `json:"instances,omitempty"`
+}
+
+// InstanceStatus is one process of a merchant.
+type InstanceStatus struct {
+	Role    string `json:"role"` // "current" or "candidate"
+	PID     int    `json:"pid"`
+	Port    int    `json:"port"`
+	Version string `json:"version"`
+	Routed  bool   `json:"routed"`
+	Alive   bool   `json:"alive"`
 }
 
 // DatabaseStatus is one database server's reachability.

@@ -89,6 +89,9 @@ type Engine struct {
 	// OnStopped after steward stopped one; the daemon watches them.
 	OnStarted func(id string, p Proc, port int, healthPath string, h spec.Health)
 	OnStopped func(id string)
+	// Notify, when set, is called after every record written (nil event)
+	// and after every event written to the history. It must not block.
+	Notify func(ev *state.Event)
 
 	mu       sync.RWMutex
 	recs     map[string]*reconcile.Record
@@ -110,6 +113,7 @@ type Engine struct {
 	portMu sync.Mutex
 
 	evMu      sync.Mutex
+	lastEvent map[string]state.Event // per merchant, the newest event
 	pending   []state.Event
 	dropped   int
 	flushing  sync.Mutex
@@ -232,6 +236,7 @@ func (e *Engine) save(ctx context.Context, r *reconcile.Record) error {
 		e.recs[r.ID] = r.Clone()
 		delete(e.persistErr, r.ID)
 		e.mu.Unlock()
+		e.notify(nil)
 		return nil
 	}
 	e.Metrics.PersistFailed("merchant")
@@ -280,6 +285,7 @@ func (e *Engine) remove(ctx context.Context, id string) error {
 	delete(e.recs, id)
 	delete(e.persistErr, id)
 	e.mu.Unlock()
+	e.notify(nil)
 	return nil
 }
 
@@ -302,6 +308,7 @@ func (e *Engine) updateRollout(ctx context.Context, pkg, version string, fn func
 			e.mu.Lock()
 			e.rollouts[key] = ro.Clone()
 			e.mu.Unlock()
+			e.notify(nil)
 			return ro, nil
 		}
 		if !errors.Is(err, state.ErrStale) || attempt >= 5 {
@@ -366,6 +373,7 @@ func (e *Engine) SetDatabase(ctx context.Context, d state.Database) bool {
 	if !changed || !e.writeable {
 		return changed
 	}
+	defer e.notify(nil)
 	if err := e.Store.PutDatabase(context.WithoutCancel(ctx), &d); err != nil {
 		e.Metrics.PersistFailed("database")
 		e.Log.Error("saving a database's reachability failed", "database", d.Name, "err", err)
@@ -427,9 +435,58 @@ func (e *Engine) FlushEvents(ctx context.Context) error {
 		e.pending = e.pending[len(batch):]
 	}
 	n := len(e.pending)
+	if e.lastEvent == nil {
+		e.lastEvent = map[string]state.Event{}
+	}
+	for _, ev := range batch {
+		if ev.Merchant != "" {
+			e.lastEvent[ev.Merchant] = ev
+		}
+	}
 	e.evMu.Unlock()
 	e.Metrics.EventsPending(n)
+	for i := range batch {
+		e.notify(&batch[i])
+	}
 	return nil
+}
+
+// notify tells the Notify hook, if any.
+func (e *Engine) notify(ev *state.Event) {
+	if e.Notify != nil {
+		e.Notify(ev)
+	}
+}
+
+// LastEvents returns each merchant's newest event recorded by this engine
+// (nil entries for merchants with none recorded since it started).
+func (e *Engine) LastEvents() map[string]state.Event {
+	e.evMu.Lock()
+	defer e.evMu.Unlock()
+	out := make(map[string]state.Event, len(e.lastEvent))
+	for k, v := range e.lastEvent {
+		out[k] = v
+	}
+	return out
+}
+
+// LoadLastEvents reads each merchant's newest event from the history (the
+// last n events), for status.
+func (e *Engine) LoadLastEvents(ctx context.Context, n int) {
+	es, err := e.Store.Events(ctx, "", n)
+	if err != nil {
+		return
+	}
+	e.evMu.Lock()
+	defer e.evMu.Unlock()
+	if e.lastEvent == nil {
+		e.lastEvent = map[string]state.Event{}
+	}
+	for _, ev := range es {
+		if ev.Merchant != "" {
+			e.lastEvent[ev.Merchant] = ev
+		}
+	}
 }
 
 // PendingEvents is the number of events waiting to be written, and the

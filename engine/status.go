@@ -59,6 +59,8 @@ type MerchantStatus struct {
 	Change    string
 	Instances []InstanceStatus
 	Domains   []string
+	// LastEvent is the newest event of its history, when known.
+	LastEvent *state.Event
 }
 
 // InstanceStatus is one process of a merchant.
@@ -87,6 +89,10 @@ type RolloutStatus struct {
 	Succeeded, Failed []string
 	// Pending lists merchants still to change.
 	Pending []string
+	// Merchants are all the merchants the rollout moves, canaries first.
+	Merchants           []string
+	Canary, MaxParallel int
+	StartedAt, HaltedAt time.Time
 }
 
 // StatusOptions say where status's live facts come from.
@@ -130,6 +136,7 @@ func (e *Engine) Status(ctx context.Context, d Desired, opts StatusOptions) Stat
 	}
 	sort.Strings(sorted)
 	st.Merchants = make([]MerchantStatus, len(sorted))
+	last := e.LastEvents()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for i, id := range sorted {
@@ -138,6 +145,9 @@ func (e *Engine) Status(ctx context.Context, d Desired, opts StatusOptions) Stat
 			m = fl.Merchants[id]
 		}
 		ms := e.merchantStatus(id, m, recs[id], dbs, now, d, opts)
+		if ev, ok := last[id]; ok {
+			ms.LastEvent = &ev
+		}
 		st.Merchants[i] = ms
 		if ms.PID != 0 && opts.Healthy != nil && (m != nil || opts.SpecsInvalid) {
 			sem <- struct{}{}
@@ -194,8 +204,11 @@ func (e *Engine) Status(ctx context.Context, d Desired, opts StatusOptions) Stat
 			if !wanted {
 				continue
 			}
-			st.Rollouts = append(st.Rollouts, RolloutStatus{Package: ro.Package, Version: ro.Version, Halted: ro.Halted, Reason: d.redact(ro.Reason),
-				Succeeded: ro.Succeeded, Failed: ro.Failed, Pending: pending})
+			r := reconcile.RolloutSettings(fl, ro.Package)
+			members := append(append(append([]string{}, ro.Succeeded...), ro.Failed...), pending...)
+			st.Rollouts = append(st.Rollouts, RolloutStatus{Package: ro.Package, Version: d.redact(ro.Version), Halted: ro.Halted, Reason: d.redact(ro.Reason),
+				Succeeded: ro.Succeeded, Failed: ro.Failed, Pending: pending, Merchants: dedupe(members), Canary: r.Canary, MaxParallel: r.MaxParallel,
+				StartedAt: ro.StartedAt, HaltedAt: ro.HaltedAt})
 		}
 	}
 	return st
@@ -280,5 +293,18 @@ func sortedKeys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// dedupe keeps the first of each string.
+func dedupe(list []string) []string {
+	seen := map[string]bool{}
+	out := list[:0]
+	for _, s := range list {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
 	return out
 }

@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"steward/api"
+	"steward/api/dashboard"
 	"steward/engine"
 	"steward/internal/app"
 	"steward/metrics"
@@ -134,9 +136,21 @@ terminal, JSON otherwise) on stderr.`)
 	}()
 	dm.Init()
 	prober := probe.New()
+	var dapi *daemonAPI
+	var healthMu sync.Mutex
+	lastHealthy := map[string]bool{}
 	mon := probe.NewMonitor(prober, probe.MonitorOptions{
 		OnUnhealthy: func(r probe.Result) { dm.MarkUnhealthy(r.ID, r.Generation, healthReason(r)) },
-		OnResult:    func(r probe.Result) { m.Probed(r.Latency, r.Healthy) },
+		OnResult: func(r probe.Result) {
+			m.Probed(r.Latency, r.Healthy)
+			healthMu.Lock()
+			was, seen := lastHealthy[r.ID]
+			lastHealthy[r.ID] = r.Healthy
+			healthMu.Unlock()
+			if (!seen || was != r.Healthy) && dapi != nil {
+				dapi.notes.send(api.Change{}) // a verdict flipped: the status shows it
+			}
+		},
 	})
 	dm.Health = monitorWatch{mon}
 	dbw := probe.NewDBWatcher(probe.DBWatcherOptions{OnChange: func(st probe.DBStatus) {
@@ -147,9 +161,17 @@ terminal, JSON otherwise) on stderr.`)
 	dm.OnDesired = func(d engine.Desired) { dbw.Set(dbTargets(d)) }
 	go mon.Run(ctx)
 	go dbw.Run(ctx)
-	dapi := &daemonAPI{dm: dm, x: a.Engine, prober: prober, mon: mon}
-	addr, err := serveAPI(ctx, host.API.Listen, &api.Server{Daemon: dapi, Token: host.API.Token.Reveal(),
-		WebhookSecret: host.API.WebhookSecret.Reveal(), Registry: m.Registry, Log: log})
+	dapi = &daemonAPI{dm: dm, x: a.Engine, prober: prober, mon: mon, root: host.Runtime.Root}
+	a.Engine.Notify = func(ev *state.Event) { dapi.notes.send(api.Change{Event: ev}) }
+	started, stopped := a.Engine.OnStarted, a.Engine.OnStopped
+	a.Engine.OnStarted = func(id string, p engine.Proc, port int, path string, h spec.Health) {
+		started(id, p, port, path, h)
+		dapi.notes.send(api.Change{})
+	}
+	a.Engine.OnStopped = func(id string) { stopped(id); dapi.notes.send(api.Change{}) }
+	srv := &api.Server{Daemon: dapi, Token: host.API.Token.Reveal(), WebhookSecret: host.API.WebhookSecret.Reveal(), Registry: m.Registry, Log: log}
+	srv.UI = dashboard.New(dapi)
+	addr, err := serveAPI(ctx, host.API.Listen, srv, log)
 	if err != nil {
 		return e.errorf("%s", err)
 	}

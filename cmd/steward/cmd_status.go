@@ -24,7 +24,7 @@ type (
 
 // statusView is the status document of st, the same as GET /v1/status.
 func statusView(st engine.Status) statusDoc {
-	doc := statusDoc{Merchants: []merchantStatus{}, Databases: []databaseStatus{}, Revision: st.Revision, Serial: st.Serial}
+	doc := statusDoc{Merchants: []merchantStatus{}, Databases: []databaseStatus{}, Revision: st.Revision, Serial: st.Serial, PendingEvents: st.PendingEvents}
 	for _, m := range st.Merchants {
 		ms := merchantStatus{ID: m.ID, State: m.State, PID: m.PID, Port: m.Port, Version: m.Version, DesiredVersion: m.DesiredVersion, Healthy: m.Healthy,
 			Database: m.Database, Restarts: m.Restarts, Schema: m.Schema, Failures: m.Failures, LastError: m.LastError, Revision: m.Revision, InSpecs: m.InSpecs}
@@ -35,6 +35,13 @@ func statusView(st engine.Status) statusDoc {
 		if !m.Since.IsZero() && m.PID != 0 {
 			t := m.Since
 			ms.Since = &t
+		}
+		ms.Domains, ms.LastEvent, ms.ErrorClass, ms.Pin, ms.Change = m.Domains, m.LastEvent, m.ErrorClass, m.Pin, m.Change
+		for _, in := range m.Instances {
+			if in.PID == 0 && in.Role == "current" && len(m.Instances) == 1 {
+				continue
+			}
+			ms.Instances = append(ms.Instances, api.InstanceStatus{Role: in.Role, PID: in.PID, Port: in.Port, Version: in.Version, Routed: in.Routed, Alive: in.Alive})
 		}
 		doc.Merchants = append(doc.Merchants, ms)
 	}
@@ -47,7 +54,16 @@ func statusView(st engine.Status) statusDoc {
 		doc.Databases = append(doc.Databases, ds)
 	}
 	for _, r := range st.Rollouts {
-		rs := rolloutStatus{Package: r.Package, Version: r.Version, Halted: r.Halted, Reason: r.Reason, Succeeded: r.Succeeded, Failed: r.Failed}
+		rs := rolloutStatus{Package: r.Package, Version: r.Version, Halted: r.Halted, Reason: r.Reason, Succeeded: r.Succeeded, Failed: r.Failed,
+			Merchants: r.Merchants, Canary: r.Canary, MaxParallel: r.MaxParallel}
+		if !r.StartedAt.IsZero() {
+			t := r.StartedAt
+			rs.StartedAt = &t
+		}
+		if !r.HaltedAt.IsZero() {
+			t := r.HaltedAt
+			rs.HaltedAt = &t
+		}
 		if rs.Succeeded == nil {
 			rs.Succeeded = []string{}
 		}
@@ -89,6 +105,7 @@ for programs.`)
 		return e.errorf("%s", err)
 	}
 	defer a.Close()
+	a.Engine.LoadLastEvents(ctx, 5000)
 	pr := probe.New()
 	st := a.Engine.Status(ctx, l.desired(), engine.StatusOptions{SpecsInvalid: l.diags.HasErrors(),
 		Healthy: func(ctx context.Context, id string, port int, m *spec.Merchant) bool {

@@ -4,14 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
 	"net"
-	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"steward/api"
 	"steward/engine"
 	"steward/probe"
+	"steward/runtime"
 	"steward/spec"
+	"steward/state"
 )
 
 // daemonAPI serves the running daemon through api.Daemon.
@@ -20,11 +26,13 @@ type daemonAPI struct {
 	x      *engine.Engine
 	prober *probe.Prober
 	mon    *probe.Monitor
+	root   string // runtime.root, where the merchants' logs are
+	notes  notifier
 }
 
 var _ api.Daemon = (*daemonAPI)(nil)
 
-func (a *daemonAPI) Status(ctx context.Context) (any, error) { return a.status(ctx, true), nil }
+func (a *daemonAPI) Status(ctx context.Context) (api.Status, error) { return a.status(ctx, true), nil }
 
 // status is the status document; withHealth reports each merchant's health
 // (the monitor's last verdict, a live probe until it has one).
@@ -99,19 +107,101 @@ func (a *daemonAPI) Rollback(ctx context.Context, id string, req api.RollbackReq
 	return req.To, nil
 }
 
+func (a *daemonAPI) History(ctx context.Context, q api.HistoryQuery) ([]state.Event, error) {
+	if q.Merchant != "" {
+		return a.x.Store.Events(ctx, q.Merchant, q.N)
+	}
+	all, err := a.x.Store.Events(ctx, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	prefix := "database " + q.Database + " is "
+	var out []state.Event
+	for _, ev := range all {
+		if strings.HasPrefix(ev.Action, "database ") && strings.HasPrefix(ev.Reason, prefix) {
+			out = append(out, ev)
+		}
+	}
+	if len(out) > q.N {
+		out = out[len(out)-q.N:]
+	}
+	return out, nil
+}
+
+func (a *daemonAPI) Logs(ctx context.Context, q api.LogQuery, w io.Writer) error {
+	if q.Follow {
+		err := runtime.FollowMerchant(ctx, a.root, q.Merchant, q.N, q.Grep, w)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	lines, err := runtime.TailMerchant(a.root, q.Merchant, q.N, q.Grep)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		if _, err := io.WriteString(w, l+"\n"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *daemonAPI) Subscribe(ctx context.Context) <-chan api.Change { return a.notes.Subscribe(ctx) }
+
+// notifier fans the engine's changes out to subscribers; a send never
+// blocks the daemon (a notice that does not fit is dropped).
+type notifier struct {
+	mu   sync.Mutex
+	subs map[chan api.Change]struct{}
+}
+
+func (n *notifier) Subscribe(ctx context.Context) <-chan api.Change {
+	ch := make(chan api.Change, 64)
+	n.mu.Lock()
+	if n.subs == nil {
+		n.subs = map[chan api.Change]struct{}{}
+	}
+	n.subs[ch] = struct{}{}
+	n.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		n.mu.Lock()
+		delete(n.subs, ch)
+		n.mu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+func (n *notifier) send(c api.Change) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.subs {
+		select {
+		case ch <- c:
+		default:
+		}
+	}
+}
+
 // serveAPI serves the daemon's API on listen until ctx ends.
-func serveAPI(ctx context.Context, listen string, srv *api.Server) (string, error) {
+func serveAPI(ctx context.Context, listen string, srv *api.Server, log *slog.Logger) (string, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return "", fmt.Errorf("api.listen %s: %w", listen, err)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
 	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx)
+		if err := srv.Serve(ctx, ln); err != nil {
+			log.Error("the API stopped", "err", err)
+		}
 	}()
 	return ln.Addr().String(), nil
 }
