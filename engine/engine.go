@@ -131,14 +131,16 @@ const maxPending = 100_000
 // store has a fingerprint key (a write); read-only users leave it false.
 func (e *Engine) Load(ctx context.Context, forWrite bool) error {
 	e.init()
+	if forWrite {
+		// A writer makes the key (and with it the store's lineage) first,
+		// so that what it loads next carries both.
+		if _, err := e.Store.Key(ctx); err != nil {
+			return err
+		}
+	}
 	s, err := e.Store.Load(ctx)
 	if err != nil {
 		return err
-	}
-	if forWrite && s.Key == nil {
-		if s.Key, err = e.Store.Key(ctx); err != nil {
-			return err
-		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -58,7 +58,7 @@ merchants are listed), or on error.`)
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
 		renderDiagnostics(e.stderr, l.files, l.diags)
-		fmt.Fprintln(e.stderr, "\nThe specs are invalid; nothing was changed.")
+		fmt.Fprintf(e.stderr, "\n%s; nothing was changed.\n", l.what())
 		return exitError
 	}
 	a, client, err := e.openWriter(ctx, l, "steward apply", *lockWait)

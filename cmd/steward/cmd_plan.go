@@ -49,7 +49,7 @@ refuses it if a merchant it touches or the specs changed in between.`)
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
 		renderDiagnostics(e.stderr, l.files, l.diags)
-		fmt.Fprintln(e.stderr, "\nThe specs are invalid; no plan was made. Run \"steward validate\" after fixing them.")
+		fmt.Fprintf(e.stderr, "\n%s; no plan was made. Run \"steward validate\" after fixing it.\n", l.what())
 		return exitError
 	}
 	a, err := e.openReader(ctx, l)

@@ -49,13 +49,16 @@ func merchantBlock(id string, extra ...string) string {
 
 func TestApplyExampleFleetFromEmpty(t *testing.T) {
 	pkgs := examplePackages(t)
-	f := newFleetRange(t, 8100, 8199)
+	// Ports no demo or default config uses: the example fleet moved there.
+	low := freePorts(t, 100)
+	f := newFleetRange(t, low, low+99)
+	specs := exampleSpecs(t, filepath.Join(f.dir, "example"), low, pkgs)
 	for _, name := range []string{"fleet.hcl", "east.hcl", "west.hcl"} {
-		b, err := os.ReadFile(filepath.Join("../../examples/merchants", name))
+		b, err := os.ReadFile(filepath.Join(specs, name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.write(name, strings.ReplaceAll(string(b), "file://../packages", "file://"+pkgs))
+		f.write(name, string(b))
 	}
 	stdout, stderr, code := f.steward("apply", "-auto-approve")
 	if code != 0 {
@@ -81,7 +84,7 @@ func TestApplyExampleFleetFromEmpty(t *testing.T) {
 			t.Errorf("%s on port %d answers version %q, want %q", m.ID, m.Port, got, m.DesiredVersion)
 		}
 	}
-	if m := f.merchant(doc, "acme"); m.Port != 8101 {
+	if m := f.merchant(doc, "acme"); m.Port != low+1 {
 		t.Errorf("acme's fixed port: %d", m.Port)
 	}
 	// Secrets reach the process but not status or history.

@@ -96,3 +96,11 @@ func (l *loaded) reload(ctx context.Context) {
 		l.fleet = fl
 	}
 }
+
+// what says what failed to load: the host config or the specs.
+func (l *loaded) what() string {
+	if l.host == nil {
+		return "The host config could not be read"
+	}
+	return "The specs are invalid"
+}

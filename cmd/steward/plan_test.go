@@ -4,20 +4,52 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-// exampleHost writes a host config in a temp dir whose source is the
-// example fleet and whose state and runtime live in the temp dir.
+// exampleHost writes a host config in a temp dir whose source is a copy
+// of the example fleet moved to ports 18100-18199, away from the ports
+// the demo (make demo) and the default config use, and whose state and
+// runtime live in the temp dir.
 func exampleHost(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	specs, err := filepath.Abs("../../examples/merchants")
-	if err != nil {
+	return writeHost(t, dir, exampleSpecs(t, filepath.Join(dir, "specs"), 18100, ""))
+}
+
+// exampleSpecs copies the example fleet's specs into dir with their fixed
+// ports moved from 8100 up to low up, and their package source set to pkgs
+// (when not ""). It returns dir.
+func exampleSpecs(t *testing.T, dir string, low int, pkgs string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return writeHost(t, dir, specs)
+	port := regexp.MustCompile(`(?m)^(\s*port\s*=\s*)(81\d\d)\s*$`)
+	for _, name := range []string{"fleet.hcl", "east.hcl", "west.hcl"} {
+		b, err := os.ReadFile(filepath.Join("../../examples/merchants", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := port.ReplaceAllStringFunc(string(b), func(line string) string {
+			m := port.FindStringSubmatch(line)
+			n, _ := strconv.Atoi(m[2])
+			return m[1] + strconv.Itoa(n-8100+low)
+		})
+		if pkgs != "" {
+			s = strings.ReplaceAll(s, "file://../packages", "file://"+pkgs)
+		} else {
+			abs, _ := filepath.Abs("../../examples/packages")
+			s = strings.ReplaceAll(s, "file://../packages", "file://"+abs)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 func writeHost(t *testing.T, dir, specs string) string {
@@ -27,7 +59,7 @@ func writeHost(t *testing.T, dir, specs string) string {
 state   { path = "state" }
 runtime {
   root  = "run"
-  ports = "8100-8199"
+  ports = "18100-18199"
 }
 `
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
@@ -64,7 +96,7 @@ func TestPlanExampleFleetFromEmpty(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &p); err != nil {
 		t.Fatalf("plan JSON: %v\n%s", err, stdout)
 	}
-	if !p.HasChanges || p.Summary.Create != 6 || len(p.Actions) != 6 || p.Actions[0].Action != "create" || p.Actions[0].After.Port != 8101 {
+	if !p.HasChanges || p.Summary.Create != 6 || len(p.Actions) != 6 || p.Actions[0].Action != "create" || p.Actions[0].After.Port != 18101 {
 		t.Errorf("plan JSON = %+v", p)
 	}
 }

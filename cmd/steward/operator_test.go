@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An assigned port held by a process that is not a merchant's is skipped:
+// the merchant gets the next free one and runs.
+func TestAssignedPortSkipsAForeignProcess(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.low))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errs)
+	}
+	if m := f.merchant(f.status(), "alpha"); m.Port != f.low+1 || m.State != "running" {
+		t.Errorf("alpha = port %d, %s; want port %d (the first is held by another process), running", m.Port, m.State, f.low+1)
+	}
+}
+
+// plan shows a suspended merchant and one pinned by steward rollback as
+// holds, with why.
+func TestPlanShowsSuspendedMerchantsAsHolds(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	if out, errs, code := f.steward("suspend", "alpha"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	plan, _, code := f.steward("plan", "-detailed-exitcode")
+	if code != 0 || !strings.Contains(plan, `! alpha  hold  suspended: steward leaves it exactly as it is until "steward resume alpha"`) {
+		t.Errorf("plan: exit %d\n%s", code, plan)
+	}
+}
+
+// apply exits 1 when a merchant ended failed, names it, and lists the
+// merchants left held with why.
+func TestApplyExitsOneWhenAMerchantFailed(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.low+5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dead := freePorts(t, 1) // a database server nobody runs
+	spec := fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo", fmt.Sprintf("  port = %d", f.low+5)),
+		merchantBlock("cobalt", `  database = "db-gone"`)) + fmt.Sprintf(`
+database "db-gone" {
+  dsn           = "postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable"
+  check_timeout = "500ms"
+}
+`, dead)
+	f.write("fleet.hcl", spec)
+	out, _, code := f.steward("apply", "-auto-approve")
+	if code != exitError {
+		t.Fatalf("apply with a failing merchant: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{"bravo:", "is held by pid", "1 merchant left held", "! cobalt: new merchant waits: database db-gone is down"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply output lacks %q:\n%s", want, out)
+		}
+	}
+	if m := f.merchant(f.status(), "alpha"); m.State != "running" {
+		t.Errorf("alpha is %s", m.State)
+	}
+}
+
+// status with a spec file that does not parse shows the processes as they
+// are, beside the spec error: not every merchant down and missing.
+func TestStatusWithBrokenSpecsShowsTheProcesses(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	f.write("broken.hcl", "merchant \"bravo\" {\n")
+	doc := f.status()
+	a := f.merchant(doc, "alpha")
+	if doc.SpecError == "" || a.State != "running" || a.PID == 0 || !a.Healthy || !a.InSpecs {
+		t.Errorf("status with broken specs: error %q, alpha %+v", doc.SpecError, a)
+	}
+	text, _, _ := f.steward("status")
+	if strings.Contains(text, "not in specs") || !strings.Contains(text, "the specs are invalid") {
+		t.Errorf("status text:\n%s", text)
+	}
+}
+
+// The first hour's texts: what people read must say what happened.
+func TestOperatorTexts(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("%s%s", out, errs)
+	}
+	// logs of a merchant that never ran says so, not a raw ENOENT.
+	_, errs, code := f.steward("logs", "nobody")
+	if code != exitError || strings.Contains(errs, "no such file") || !strings.Contains(errs, "nobody") {
+		t.Errorf("logs of an unknown merchant: exit %d: %s", code, errs)
+	}
+	// logs never leave the runtime root.
+	if _, errs, code := f.steward("logs", "../state"); code != exitError || !strings.Contains(errs, "a merchant id is a single name") {
+		t.Errorf("logs ../state: exit %d: %s", code, errs)
+	}
+	// A missing host config is not "invalid specs".
+	_, errs, code = steward(t, nil, "apply", "-config", filepath.Join(f.dir, "missing.hcl"), "-auto-approve")
+	if code != exitError || strings.Contains(errs, "specs are invalid") || !strings.Contains(errs, "missing.hcl") {
+		t.Errorf("apply with a missing config: exit %d: %s", code, errs)
+	}
+}
+
+// GET /v1/plan is the same document as plan -o json.
+func TestDaemonPlanIsPlanJSON(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha")))
+	f.startDaemon()
+	f.waitAPI()
+	f.waitRunning(60*time.Second, "alpha")
+	cli, errs, code := f.steward("plan", "-o", "json")
+	if code != 0 {
+		t.Fatal(errs)
+	}
+	web := get(f.apiPort, "/v1/plan")
+	norm := func(s string) map[string]any {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatalf("plan JSON: %v\n%s", err, s)
+		}
+		delete(m, "created_at")
+		return m
+	}
+	c, w := norm(cli), norm(web)
+	cj, _ := json.Marshal(c)
+	wj, _ := json.Marshal(w)
+	if string(cj) != string(wj) {
+		t.Errorf("plan -o json and GET /v1/plan differ:\n%s\n%s", cj, wj)
+	}
+	if acts, ok := w["actions"].([]any); !ok || acts == nil {
+		t.Errorf("GET /v1/plan has no actions list: %s", wj)
+	}
+	if _, ok := w["summary"]; !ok {
+		t.Errorf("GET /v1/plan has no summary: %s", wj)
+	}
+	_ = os.Getpid
+}
