@@ -101,3 +101,18 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 		t.Errorf("unknown command: exit %d, %q", code, stderr)
 	}
 }
+
+func TestFmtCheckCountsFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"a.hcl", "b.hcl"} {
+		os.WriteFile(filepath.Join(dir, n), []byte("x    = 1\n"), 0o644)
+	}
+	_, stderr, code := steward(t, nil, "fmt", "-check", dir)
+	if code != exitError || !strings.Contains(stderr, "2 files are not formatted;") {
+		t.Errorf("exit %d, %q", code, stderr)
+	}
+	_, stderr, _ = steward(t, nil, "fmt", "-check", filepath.Join(dir, "a.hcl"))
+	if !strings.Contains(stderr, "1 file is not formatted;") {
+		t.Errorf("%q", stderr)
+	}
+}

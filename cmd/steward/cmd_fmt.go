@@ -97,7 +97,11 @@ and the exit status is 1 if there are any.`)
 		return exitError
 	}
 	if *check && unformatted > 0 {
-		fmt.Fprintf(e.stderr, "%s not formatted; run \"steward fmt\" to fix.\n", plural(unformatted, "file is"))
+		verb := "are"
+		if unformatted == 1 {
+			verb = "is"
+		}
+		fmt.Fprintf(e.stderr, "%s %s not formatted; run \"steward fmt\" to fix.\n", plural(unformatted, "file"), verb)
 		return exitError
 	}
 	return exitOK
