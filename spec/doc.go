@@ -8,6 +8,13 @@
 // full hcl.Diagnostics, never a flattened string. A fleet that has any error
 // diagnostic must not be acted upon.
 //
+// Every file is checked against Limits before HCL parses it (CheckSource):
+// a file over the size limit or nested deeper than the depth limit is
+// refused with a diagnostic naming the file, the limit and the host config
+// setting that raises it, so that no input can exhaust the parser's stack
+// or memory. Files are read with ReadFile, which refuses anything but a
+// regular file and reads at most the size limit.
+//
 // Secrets never leave this package in the clear by accident: database DSNs
 // and sensitive env values are held as Secret, whose String, GoString,
 // MarshalJSON and LogValue all redact. Values produced by the env() function

@@ -3,6 +3,7 @@ package spec
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -19,6 +20,9 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte(`merchant "a" { env = { X = env("HOME") } }`))
 	f.Add([]byte(`merchant "a" { port = 1e99 }`))
+	for _, b := range deepSeeds() {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fl, _, diags := Load([]Source{{Name: "fuzz.hcl", Dir: "/", Bytes: b}}, Options{Ports: PortRange{Low: 8100, High: 8199}})
 		if diags.HasErrors() {
@@ -51,13 +55,38 @@ func FuzzLoadHost(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`runtime { ports = "1-2" log_max_size = "1K" }`))
+	f.Add([]byte("limits {\n  spec_depth = 1000\n  spec_file_size = \"64MB\"\n}\n"))
+	for _, b := range deepSeeds() {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, _, diags := LoadHostBytes(b, "/etc/steward.hcl")
 		if diags.HasErrors() {
 			return
 		}
+		if h.Limits.Depth < minDepthLimit || h.Limits.Depth > maxDepthLimit || h.Limits.FileSize < minFileSizeLimit || h.Limits.FileSize > maxFileSizeLimit {
+			t.Fatalf("accepted limits %+v", h.Limits)
+		}
 		if h.Runtime.Ports.Low < 1 || h.Runtime.Ports.High > 65535 || h.Runtime.Ports.Low > h.Runtime.Ports.High {
 			t.Fatalf("accepted port range %v", h.Runtime.Ports)
 		}
 	})
+}
+
+// deepSeeds are inputs nested far beyond the depth limit in every way the
+// parser recurses: without the limits each ends in a stack overflow or
+// hundreds of megabytes.
+func deepSeeds() [][]byte {
+	const n = 5000
+	return [][]byte{
+		[]byte(nest(n, "(", ")")),
+		[]byte(nest(n, "[", "]")),
+		[]byte(nest(n, "{a=", "}")),
+		[]byte(strings.Repeat("merchant \"a\" {\n", n) + strings.Repeat("}\n", n)),
+		[]byte("a = \"" + strings.Repeat(`${"`, n) + strings.Repeat(`"}`, n) + "\"\n"),
+		[]byte("a = <<EOT\n" + strings.Repeat("%{ if true }", n) + strings.Repeat("%{ endif }", n) + "\nEOT\n"),
+		[]byte("a = " + strings.Repeat("!", 10*n) + "true\n"),
+		[]byte("a = 1" + strings.Repeat("+1", 10*n) + "\n"),
+		[]byte("merchant \"a\" { env = { X = " + strings.Repeat("(", 65) + "\"x\"" + strings.Repeat(")", 65) + " } }\n"),
+	}
 }

@@ -1,8 +1,9 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
-	"os"
+	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,6 +23,9 @@ type Host struct {
 	Runtime RuntimeConfig
 	API     APIConfig
 	Daemon  DaemonConfig
+	// Limits bound what steward reads from specs, manifests, packages and
+	// API requests (the limits block); every field is set.
+	Limits Limits
 }
 
 // SourceConfig says where fleet specs come from: a local directory, or git.
@@ -113,14 +117,20 @@ const (
 )
 
 var hostSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
-	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"},
+	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"}, {Type: "limits"},
 }}
 
 // LoadHost reads and validates the host config at path. The returned Host is
-// usable only when the diagnostics have no errors.
+// usable only when the diagnostics have no errors. The file is read and
+// checked with DefaultLimits: its own limits block applies to what steward
+// reads later.
 func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path, DefaultLimits)
 	if err != nil {
+		var tl *TooLargeError
+		if errors.As(err, &tl) {
+			return nil, nil, hcl.Diagnostics{readDiag("Cannot read host config", path, err, hostLimitsFixed)}
+		}
 		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read host config",
 			Detail: fmt.Sprintf("%s. Pass -config FILE or set STEWARD_CONFIG to the host config (for example examples/steward.hcl).", err)}}
 	}
@@ -130,6 +140,9 @@ func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
 // LoadHostBytes is LoadHost for content already read; path names the file
 // and relative paths resolve against its directory.
 func LoadHostBytes(src []byte, path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
+	if diags := checkSource(path, src, DefaultLimits, hostLimitsFixed); diags.HasErrors() {
+		return nil, nil, diags
+	}
 	p := hclparse.NewParser()
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -152,6 +165,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 		Runtime: RuntimeConfig{Root: filepath.Join(base, ".steward", "run"), StopGrace: DefaultStopGrace, LogMaxBytes: DefaultLogMaxBytes, LogKeep: DefaultLogKeep},
 		API:     APIConfig{Listen: DefaultListen},
 		Daemon:  DaemonConfig{Workers: DefaultWorkers, Resync: DefaultResync},
+		Limits:  DefaultLimits,
 	}
 	h.Runtime.Ports, _ = ParsePortRange(DefaultPorts)
 	abs := func(p string) string {
@@ -164,7 +178,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 	if c == nil {
 		return h, d.diags
 	}
-	for _, typ := range []string{"source", "state", "runtime", "api", "daemon"} {
+	for _, typ := range []string{"source", "state", "runtime", "api", "daemon", "limits"} {
 		d.oneBlock(c.Blocks, typ)
 	}
 	for _, b := range c.Blocks {
@@ -255,9 +269,47 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			if a := d.duration(bc.Attributes, "resync", &h.Daemon.Resync); a != nil && h.Daemon.Resync < time.Second {
 				d.errorf(a.Expr.Range(), "Invalid resync", "resync must be at least 1s.")
 			}
+		case "limits":
+			d.limits(b, &h.Limits)
 		}
 	}
 	return h, d.diags
+}
+
+var limitsSchema = &hcl.BodySchema{Attributes: attrNames("spec_file_size", "spec_depth", "api_body_size", "package_size", "unpack_files", "unpack_size")}
+
+// limits decodes a limits block over the defaults already in l.
+func (d *decoder) limits(b *hcl.Block, l *Limits) {
+	c := d.content(b.Body, limitsSchema)
+	if c == nil {
+		return
+	}
+	d.size(c.Attributes, "spec_file_size", minFileSizeLimit, maxFileSizeLimit, &l.FileSize)
+	d.integer(c.Attributes, "spec_depth", minDepthLimit, maxDepthLimit, &l.Depth)
+	d.size(c.Attributes, "api_body_size", 1<<10, 1<<40, &l.APIBody)
+	d.size(c.Attributes, "package_size", 1<<10, 1<<50, &l.PackageSize)
+	d.integer(c.Attributes, "unpack_files", 1, 100_000_000, &l.UnpackFiles)
+	d.size(c.Attributes, "unpack_size", 1<<10, 1<<50, &l.UnpackSize)
+}
+
+// size decodes a size attribute ("10MB", or a number of bytes) that must
+// lie in [min, max].
+func (d *decoder) size(attrs hcl.Attributes, name string, min, max int64, dst *int64) *hcl.Attribute {
+	var s string
+	a := d.str(attrs, name, &s)
+	if a == nil {
+		return nil
+	}
+	n, err := ParseSize(s)
+	switch {
+	case err != nil:
+		d.errorf(a.Expr.Range(), "Invalid size", "%s.", err)
+	case n < min || n > max:
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be from %s to %s; got %s.", name, FormatSize(min), FormatSize(max), FormatSize(n))
+	default:
+		*dst = n
+	}
+	return a
 }
 
 // ParseSize parses sizes such as "10MB", "512KiB" or "1048576".
@@ -276,6 +328,9 @@ func ParseSize(s string) (int64, error) {
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n <= 0 {
 		return 0, fmt.Errorf("%q is not a size; write for example \"10MB\" or \"512KB\"", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large a size", s)
 	}
 	return n * mult, nil
 }

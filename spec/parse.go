@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
@@ -23,6 +22,9 @@ import (
 type Options struct {
 	// Ports is the runtime port range fixed ports must lie in.
 	Ports PortRange
+	// Limits bound every source before it is parsed (FileSize and Depth);
+	// zero fields take DefaultLimits. Pass the host config's Host.Limits.
+	Limits Limits
 }
 
 // Files maps file names (as they appear in diagnostics) to parsed files, for
@@ -65,12 +67,17 @@ func LoadDir(dir string, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			Detail: fmt.Sprintf("No *.hcl files were found in %s; point source.path in the host config at the directory of merchant specs.", dir)}}
 	}
 	srcs := make([]Source, 0, len(paths))
+	var diags hcl.Diagnostics
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		b, err := ReadFile(p, opts.Limits)
 		if err != nil {
-			return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read spec file", Detail: err.Error()}}
+			diags = append(diags, readDiag("Cannot read spec file", p, err, ""))
+			continue
 		}
 		srcs = append(srcs, Source{Name: p, Dir: filepath.Dir(p), Bytes: b})
+	}
+	if diags.HasErrors() {
+		return nil, nil, diags
 	}
 	return Load(srcs, opts)
 }
@@ -189,7 +196,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		dir   string
 	}
 	var merchants, databases, packages, rollouts, defaults, backups []bodyOf
-	parsed := parseAll(srcs)
+	parsed := parseAll(srcs, opts.Limits.WithDefaults())
 	files := make(Files, len(srcs))
 	for i, s := range srcs {
 		f, diags := parsed[i].file, parsed[i].diags
@@ -407,9 +414,10 @@ type parseResult struct {
 	diags hcl.Diagnostics
 }
 
-// parseAll parses sources concurrently: parsing dominates the cost of
-// loading a large fleet, and files are independent.
-func parseAll(srcs []Source) []parseResult {
+// parseAll checks sources against lim and parses those within it,
+// concurrently: parsing dominates the cost of loading a large fleet, and
+// files are independent. A source refused by the limits has no file.
+func parseAll(srcs []Source, lim Limits) []parseResult {
 	out := make([]parseResult, len(srcs))
 	workers := min(goruntime.GOMAXPROCS(0), len(srcs))
 	var next atomic.Int64
@@ -422,6 +430,10 @@ func parseAll(srcs []Source) []parseResult {
 				i := int(next.Add(1)) - 1
 				if i >= len(srcs) {
 					return
+				}
+				if diags := checkSource(srcs[i].Name, srcs[i].Bytes, lim, ""); diags.HasErrors() {
+					out[i] = parseResult{nil, diags}
+					continue
 				}
 				f, diags := hclsyntax.ParseConfig(srcs[i].Bytes, srcs[i].Name, hcl.InitialPos)
 				out[i] = parseResult{f, diags}

@@ -102,6 +102,36 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 	}
 }
 
+// fmt refuses files over the limits before parsing them, and leaves them
+// as they are.
+func TestFmtLimits(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "deep.hcl")
+	deepSrc := "a = " + strings.Repeat("(", 40_000) + "1" + strings.Repeat(")", 40_000) + "\n"
+	big := filepath.Join(dir, "big.hcl")
+	bigSrc := strings.Repeat("a    = 1\n", 120_000)
+	for p, src := range map[string]string{deep: deepSrc, big: bigSrc} {
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, stderr, code := steward(t, nil, "fmt", deep, big)
+	if code != exitError {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, deep+":1:") || !strings.Contains(stderr, "Nesting too deep") || !strings.Contains(stderr, "limits.spec_depth") {
+		t.Errorf("deep file: %s", stderr)
+	}
+	if !strings.Contains(stderr, big) || !strings.Contains(stderr, "more than the limit of 1 MiB") {
+		t.Errorf("large file: %s", stderr)
+	}
+	for p, src := range map[string]string{deep: deepSrc, big: bigSrc} {
+		if b, _ := os.ReadFile(p); string(b) != src {
+			t.Errorf("%s was changed", p)
+		}
+	}
+}
+
 func TestFmtCheckCountsFiles(t *testing.T) {
 	dir := t.TempDir()
 	for _, n := range []string{"a.hcl", "b.hcl"} {

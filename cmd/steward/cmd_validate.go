@@ -42,11 +42,11 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		h, hfiles, hdiags := e.loadHost(*config, true)
 		files, diags = hfiles, hdiags
 		if !hdiags.HasErrors() {
-			srcs, err := readSources(paths)
+			srcs, err := readSources(paths, h.Limits)
 			if err != nil {
 				return e.errorf("%s", err)
 			}
-			fl, ffiles, fdiags := spec.Load(srcs, spec.Options{Ports: h.Runtime.Ports})
+			fl, ffiles, fdiags := spec.Load(srcs, spec.Options{Ports: h.Runtime.Ports, Limits: h.Limits})
 			files, diags = mergeFiles(files, ffiles), append(diags, fdiags...)
 			if !fdiags.HasErrors() {
 				fleet = fl
@@ -82,7 +82,7 @@ Exit status: 0 when valid, 1 when there are errors.`)
 }
 
 // readSources reads spec files and directories given on the command line.
-func readSources(paths []string) ([]spec.Source, error) {
+func readSources(paths []string, lim spec.Limits) ([]spec.Source, error) {
 	var srcs []spec.Source
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -96,7 +96,7 @@ func readSources(paths []string) ([]spec.Source, error) {
 			}
 		}
 		for _, n := range names {
-			b, err := os.ReadFile(n)
+			b, err := spec.ReadFile(n, lim)
 			if err != nil {
 				return nil, err
 			}
