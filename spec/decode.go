@@ -22,37 +22,82 @@ var LookupEnv = os.LookupEnv
 // evalContext is the context expressions in steward's files are evaluated in.
 // env("NAME") returns the variable's value marked sensitive; env("NAME",
 // "default") falls back to the default (also sensitive) when NAME is unset.
-func evalContext() *hcl.EvalContext {
-	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFunc}}
+// record, when not nil, is given every value env() returns and every
+// default it is given.
+func evalContext(record func(string)) *hcl.EvalContext {
+	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFunc(record)}}
 }
 
-var envFunc = function.New(&function.Spec{
-	Description: "Returns the value of an environment variable, marked sensitive.",
-	Params:      []function.Parameter{{Name: "name", Type: cty.String}},
-	VarParam:    &function.Parameter{Name: "default", Type: cty.String},
-	Type:        function.StaticReturnType(cty.String),
-	RefineResult: func(b *cty.RefinementBuilder) *cty.RefinementBuilder {
-		return b.NotNull()
-	},
-	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-		if len(args) > 2 {
-			return cty.NilVal, function.NewArgErrorf(2, "env takes a name and at most one default value")
-		}
-		name := args[0].AsString()
-		if v, ok := LookupEnv(name); ok {
-			return cty.StringVal(v).Mark(markSensitive), nil
-		}
-		if len(args) == 2 {
-			return cty.StringVal(args[1].AsString()).Mark(markSensitive), nil
-		}
-		return cty.NilVal, fmt.Errorf("environment variable %s is not set; export it, or give a default: env(%q, \"...\")", name, name)
-	},
-})
+func envFunc(record func(string)) function.Function {
+	if record == nil {
+		record = func(string) {}
+	}
+	return function.New(&function.Spec{
+		Description: "Returns the value of an environment variable, marked sensitive.",
+		Params:      []function.Parameter{{Name: "name", Type: cty.String}},
+		VarParam:    &function.Parameter{Name: "default", Type: cty.String},
+		Type:        function.StaticReturnType(cty.String),
+		RefineResult: func(b *cty.RefinementBuilder) *cty.RefinementBuilder {
+			return b.NotNull()
+		},
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			if len(args) > 2 {
+				return cty.NilVal, function.NewArgErrorf(2, "env takes a name and at most one default value")
+			}
+			name := args[0].AsString()
+			if len(args) == 2 && !args[1].IsNull() {
+				record(args[1].AsString())
+			}
+			if v, ok := LookupEnv(name); ok {
+				record(v)
+				return cty.StringVal(v).Mark(markSensitive), nil
+			}
+			if len(args) == 2 {
+				return cty.StringVal(args[1].AsString()).Mark(markSensitive), nil
+			}
+			return cty.NilVal, fmt.Errorf("environment variable %s is not set; export it, or give a default: env(%q, \"...\")", name, name)
+		},
+	})
+}
 
-// decoder evaluates attributes and accumulates diagnostics.
+// decoder evaluates attributes and accumulates diagnostics, and remembers
+// every secret value it meets.
 type decoder struct {
 	ctx   *hcl.EvalContext
 	diags hcl.Diagnostics
+	// secrets holds every value env() returned or was given as a default,
+	// and every value of a sensitive attribute or env key.
+	secrets map[string]struct{}
+	// sensitive holds the attributes whose value came from env().
+	sensitive map[*hcl.Attribute]bool
+}
+
+func newDecoder() *decoder {
+	d := &decoder{secrets: map[string]struct{}{}, sensitive: map[*hcl.Attribute]bool{}}
+	d.ctx = evalContext(d.secretValue)
+	return d
+}
+
+// secretValue records v as a secret.
+func (d *decoder) secretValue(v string) {
+	if v != "" {
+		d.secrets[v] = struct{}{}
+	}
+}
+
+// secretList returns the recorded secrets, sorted.
+func (d *decoder) secretList() []string { return sortedKeys(d.secrets) }
+
+// fields records in dst, under prefix+name, whether each attribute's value
+// came from env(); a field set without env() loses an inherited mark.
+func (d *decoder) fields(dst map[string]bool, prefix string, attrs hcl.Attributes) {
+	for name, a := range attrs {
+		if d.sensitive[a] {
+			dst[prefix+name] = true
+		} else {
+			delete(dst, prefix+name)
+		}
+	}
 }
 
 func (d *decoder) errorf(rng hcl.Range, summary, detail string, args ...any) {
@@ -67,10 +112,11 @@ func (d *decoder) value(attr *hcl.Attribute, ty cty.Type, what string) (cty.Valu
 	if diags.HasErrors() {
 		return cty.NilVal, false, false
 	}
-	v, marks := v.Unmark()
+	v, marks := v.UnmarkDeep()
 	sensitive := false
 	if _, ok := marks[markSensitive]; ok {
 		sensitive = true
+		d.sensitive[attr] = true
 	}
 	if v.IsNull() {
 		d.errorf(attr.Expr.Range(), "Missing value", "%s must not be null.", attr.Name)
@@ -107,6 +153,7 @@ func (d *decoder) secret(attrs hcl.Attributes, name string, dst *Secret) *hcl.At
 	if !ok {
 		return nil
 	}
+	d.secretValue(v.AsString())
 	*dst = NewSecret(v.AsString())
 	return a
 }

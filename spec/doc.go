@@ -20,4 +20,17 @@
 // MarshalJSON and LogValue all redact. Values produced by the env() function
 // are sensitive automatically; env keys listed in a merchant's `sensitive`
 // attribute are too. Code that must use the real value calls Secret.Reveal.
+//
+// Secrecy follows the value, not the attribute. A value from env() that
+// lands in a plain field (version, channel, db_name, stop_grace, a health
+// path, ...) marks that field in Merchant.SensitiveFields (and
+// Package.SensitiveFields); (*Fleet).Redactor and (*Host).Redactor know
+// every secret value of what was loaded (env() values and defaults, DSNs and
+// their passwords, sensitive env values, each merchant's DATABASE_URL, the
+// API token and webhook secret, git credentials) and replace it wherever it
+// appears in a text. The diagnostics Load and LoadHost return are already
+// passed through them. Source lines shown beside diagnostics go through a
+// Redactor and SnippetLineSafe, which keeps out lines that may hold a secret
+// nobody knows (a file that did not parse). Fingerprints of secrets are
+// keyed (Secret.FingerprintWith): the key is random and kept with the state.
 package spec

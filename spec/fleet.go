@@ -18,6 +18,9 @@ type Fleet struct {
 	Defaults  Defaults
 	// Backup is the fleet-wide backup policy (packages may override it).
 	Backup Backup
+
+	// secrets are the secret values met while loading (see Redactor).
+	secrets []string
 }
 
 // Backup says whether merchant databases are dumped (pg_dump) before a
@@ -55,8 +58,26 @@ type Merchant struct {
 	StopGrace      time.Duration
 	OnDatabaseDown string
 	Health         Health
+	// SensitiveFields names the fields whose value came from env(), by
+	// their attribute names: "package", "channel", "version", "database",
+	// "db_name", "port", "stop_grace", "on_database_down", "health.http"
+	// (and the other health attributes), "domains", "path_prefix". A field
+	// inherited from defaults keeps its mark; "version" is marked too when
+	// the merchant follows a channel whose version came from env(). Such a
+	// value is a secret like any other: show it with Shown. Env values carry
+	// their own mark (EnvValue.Sensitive). Nil when no field is marked.
+	SensitiveFields map[string]bool
 	// DeclRange is where the merchant block is declared.
 	DeclRange hcl.Range
+}
+
+// Shown returns value as it may be shown to people: Redacted when field is
+// one of m's SensitiveFields.
+func (m *Merchant) Shown(field, value string) string {
+	if m.SensitiveFields[field] {
+		return Redacted
+	}
+	return value
 }
 
 // EnvValue is one environment variable. Sensitive values are redacted in
@@ -74,10 +95,12 @@ func (v EnvValue) Display() string {
 	return v.Value.Reveal()
 }
 
-// Fingerprint identifies the value without revealing a sensitive one.
-func (v EnvValue) Fingerprint() string {
+// FingerprintWith identifies the value without revealing a sensitive one:
+// a sensitive value is Secret.FingerprintWith(key), any other the value
+// itself.
+func (v EnvValue) FingerprintWith(key []byte) string {
 	if v.Sensitive {
-		return v.Value.Fingerprint()
+		return v.Value.FingerprintWith(key)
 	}
 	return v.Value.Reveal()
 }
@@ -99,11 +122,15 @@ type Database struct {
 type Package struct {
 	Name string
 	// Source is a directory (absolute, "file://" stripped) or an http(s) URL.
-	Source    string
-	Channels  map[string]string // channel name -> version
-	Rollout   *Rollout          // overrides the fleet rollout when set
-	Backup    *Backup           // overrides the fleet backup policy when set
-	DeclRange hcl.Range
+	Source   string
+	Channels map[string]string // channel name -> version
+	Rollout  *Rollout          // overrides the fleet rollout when set
+	Backup   *Backup           // overrides the fleet backup policy when set
+	// SensitiveFields names the fields whose value came from env():
+	// "source", and "channel.NAME" for the version of channel NAME. Nil
+	// when none is.
+	SensitiveFields map[string]bool
+	DeclRange       hcl.Range
 }
 
 // Rollout controls how version changes are rolled out across merchants.
@@ -136,6 +163,9 @@ type Defaults struct {
 	StopGrace      time.Duration
 	OnDatabaseDown string
 	Health         Health
+	// SensitiveFields is as for Merchant: the defaults whose value came
+	// from env(), which merchants inherit with the value.
+	SensitiveFields map[string]bool
 }
 
 // Built-in defaults.

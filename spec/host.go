@@ -26,6 +26,9 @@ type Host struct {
 	// Limits bound what steward reads from specs, manifests, packages and
 	// API requests (the limits block); every field is set.
 	Limits Limits
+
+	// secrets are the secret values met while loading (see Redactor).
+	secrets []string
 }
 
 // SourceConfig says where fleet specs come from: a local directory, or git.
@@ -154,11 +157,13 @@ func LoadHostBytes(src []byte, path string) (*Host, map[string]*hcl.File, hcl.Di
 	}
 	h, more := decodeHost(f.Body, filepath.Dir(abs))
 	h.File = abs
-	return h, p.Files(), append(diags, more...)
+	diags = append(diags, more...)
+	RedactDiagnostics(diags, h.Redactor())
+	return h, p.Files(), diags
 }
 
 func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
-	d := &decoder{ctx: evalContext()}
+	d := newDecoder()
 	h := &Host{
 		Source:  SourceConfig{Path: base},
 		State:   StateConfig{Path: filepath.Join(base, ".steward", "state")},
@@ -176,6 +181,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 	}
 	c := d.content(body, hostSchema)
 	if c == nil {
+		h.secrets = d.secretList()
 		return h, d.diags
 	}
 	for _, typ := range []string{"source", "state", "runtime", "api", "daemon", "limits"} {
@@ -273,6 +279,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			d.limits(b, &h.Limits)
 		}
 	}
+	h.secrets = d.secretList()
 	return h, d.diags
 }
 

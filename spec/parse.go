@@ -182,7 +182,7 @@ type rawMerchant struct {
 
 // Load parses and validates spec sources.
 func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
-	d := &decoder{ctx: evalContext()}
+	d := newDecoder()
 	fl := &Fleet{
 		Revision:  ContentRevision(srcs),
 		Merchants: map[string]*Merchant{},
@@ -248,8 +248,10 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			markSensitiveKeys(d, df.Env, defaultSensitive, c.Attributes["sensitive"])
 			d.duration(c.Attributes, "stop_grace", &df.StopGrace)
 			d.policy(c.Attributes, &df.OnDatabaseDown)
+			df.SensitiveFields = map[string]bool{}
+			d.fields(df.SensitiveFields, "", c.Attributes)
 			if hb := d.oneBlock(c.Blocks, "health"); hb != nil {
-				d.health(hb, &df.Health)
+				d.fields(df.SensitiveFields, "health.", d.health(hb, &df.Health))
 			}
 			if rb := d.oneBlock(c.Blocks, "rollout"); rb != nil {
 				d.rollout(rb, &fl.Rollout)
@@ -305,7 +307,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		if !nameRe.MatchString(b.Labels[0]) {
 			d.errorf(b.LabelRanges[0], "Invalid package name", "%q is not a valid name: use letters, digits, '.', '_' and '-' (at most 63).", b.Labels[0])
 		}
-		pk := &Package{Name: b.Labels[0], Channels: map[string]string{}, DeclRange: b.DefRange}
+		pk := &Package{Name: b.Labels[0], Channels: map[string]string{}, SensitiveFields: map[string]bool{}, DeclRange: b.DefRange}
 		c := d.content(b.Body, packageSchema)
 		if c != nil {
 			if a := d.str(c.Attributes, "source", &pk.Source); a != nil {
@@ -314,6 +316,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 					d.errorf(a.Expr.Range(), "Empty source", "Package %q needs a source: a directory of tarballs (file://DIR or a path) or an http(s) URL.", pk.Name)
 				}
 			}
+			d.fields(pk.SensitiveFields, "", c.Attributes)
 			chanAt := map[string]hcl.Range{}
 			for _, cb := range c.Blocks {
 				switch cb.Type {
@@ -330,6 +333,9 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 						if a := d.str(cc.Attributes, "version", &v); a != nil && !versionRe.MatchString(v) {
 							d.errorf(a.Expr.Range(), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", v)
 						}
+						if d.sensitive[cc.Attributes["version"]] {
+							pk.SensitiveFields["channel."+name] = true
+						}
 					}
 					pk.Channels[name] = v
 				case "rollout":
@@ -342,6 +348,9 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 					pk.Backup = &b
 				}
 			}
+		}
+		if len(pk.SensitiveFields) == 0 {
+			pk.SensitiveFields = nil
 		}
 		fl.Packages[pk.Name] = pk
 	}
@@ -356,7 +365,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			d.errorf(b.LabelRanges[0], "Invalid merchant id", "%q is not a valid merchant id: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit.", id)
 		}
 		m := &Merchant{ID: id, DBName: strings.ReplaceAll(id, "-", "_"), StopGrace: fl.Defaults.StopGrace,
-			OnDatabaseDown: fl.Defaults.OnDatabaseDown, Health: fl.Defaults.Health, DeclRange: b.DefRange}
+			OnDatabaseDown: fl.Defaults.OnDatabaseDown, Health: fl.Defaults.Health, DeclRange: b.DefRange,
+			SensitiveFields: inheritedSensitive(fl.Defaults.SensitiveFields)}
 		rm := &rawMerchant{m: m}
 		raws = append(raws, rm)
 		c := d.content(b.Body, merchantSchema)
@@ -391,8 +401,12 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		markSensitiveKeys(d, m.Env, append(defaultSensitive, sens...), sensAttr)
 		d.duration(c.Attributes, "stop_grace", &m.StopGrace)
 		d.policy(c.Attributes, &m.OnDatabaseDown)
+		d.fields(m.SensitiveFields, "", c.Attributes)
+		if rm.hasVersion {
+			delete(m.SensitiveFields, "channel")
+		}
 		if hb := d.oneBlock(c.Blocks, "health"); hb != nil {
-			d.health(hb, &m.Health)
+			d.fields(m.SensitiveFields, "health.", d.health(hb, &m.Health))
 		}
 		if m.Package == "" {
 			m.Package = fl.Defaults.Package
@@ -406,7 +420,27 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		fl.Merchants[id] = m
 	}
 	validateMerchants(d, fl, raws, opts)
+	for _, m := range fl.Merchants {
+		if len(m.SensitiveFields) == 0 {
+			m.SensitiveFields = nil
+		}
+	}
+	fl.secrets = d.secretList()
+	if len(d.diags) > 0 {
+		RedactDiagnostics(d.diags, fl.Redactor())
+	}
 	return fl, files, d.diags
+}
+
+// inheritedSensitive returns the marks of the defaults a merchant inherits.
+func inheritedSensitive(defaults map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for k := range defaults {
+		if oneOf(k, "package", "channel", "database", "stop_grace", "on_database_down") || strings.HasPrefix(k, "health.") {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 type parseResult struct {
@@ -454,6 +488,7 @@ func markSensitiveKeys(d *decoder, env map[string]EnvValue, keys []string, attr 
 			continue
 		}
 		v.Sensitive = true
+		d.secretValue(v.Value.Reveal())
 		env[k] = v
 	}
 }
@@ -469,10 +504,11 @@ func (d *decoder) policy(attrs hcl.Attributes, dst *string) {
 	}
 }
 
-func (d *decoder) health(b *hcl.Block, h *Health) {
+// health decodes a health block over h and returns its attributes.
+func (d *decoder) health(b *hcl.Block, h *Health) hcl.Attributes {
 	c := d.content(b.Body, healthSchema)
 	if c == nil {
-		return
+		return nil
 	}
 	if a := d.str(c.Attributes, "http", &h.HTTP); a != nil {
 		if !strings.HasPrefix(h.HTTP, "/") {
@@ -499,6 +535,7 @@ func (d *decoder) health(b *hcl.Block, h *Health) {
 	if h.Interval <= 0 {
 		d.errorf(b.DefRange, "Invalid health interval", "interval must be greater than zero.")
 	}
+	return c.Attributes
 }
 
 func (d *decoder) rollout(b *hcl.Block, r *Rollout) {

@@ -32,26 +32,14 @@ func (s Secret) MarshalJSON() ([]byte, error)  { return []byte(`"` + Redacted + 
 func (s Secret) MarshalText() ([]byte, error)  { return []byte(Redacted), nil }
 func (s Secret) Format(f fmt.State, verb rune) { f.Write([]byte(Redacted)) }
 
-// Fingerprint returns a short, salted digest of the value, good for telling
-// whether a secret changed without revealing it.
-func (s Secret) Fingerprint() string {
-	sum := sha256.Sum256([]byte("steward-secret\x00" + s.v))
-	return "sha256:" + hex.EncodeToString(sum[:8])
-}
-
-// FingerprintWith returns a keyed digest (HMAC-SHA256, 128 bits) of the
-// value: it tells whether a secret changed without revealing it, and
-// cannot be checked against guesses without the key.
+// FingerprintWith returns a keyed digest of the value (HMAC-SHA256, 128
+// bits in hex), good for telling whether a secret changed without revealing
+// it, also to whoever reads the fingerprints: without the key, guesses of
+// the value cannot be tested against it. key must be random, at least 16
+// bytes, and kept as secret as the state; the same key gives the same
+// fingerprint.
 func (s Secret) FingerprintWith(key []byte) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(s.v))
-	return "hmac:" + hex.EncodeToString(m.Sum(nil)[:16])
-}
-
-// FingerprintWith identifies the value; a sensitive one by a keyed digest.
-func (v EnvValue) FingerprintWith(key []byte) string {
-	if v.Sensitive {
-		return v.Value.FingerprintWith(key)
-	}
-	return v.Value.Reveal()
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(s.v))
+	return "hmac:" + hex.EncodeToString(mac.Sum(nil)[:16])
 }

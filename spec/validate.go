@@ -43,6 +43,9 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 				d.errorf(attrRange(rm.chanAttr), "Unknown channel", "Package %q has no channel %q. Its channels: %s.", m.Package, m.Channel, quoteList(sortedKeys(pk.Channels)))
 			} else {
 				m.Version = v
+				if pk.SensitiveFields["channel."+m.Channel] || m.SensitiveFields["channel"] {
+					m.SensitiveFields["version"] = true
+				}
 			}
 		case m.Version != "" && !versionRe.MatchString(m.Version):
 			d.errorf(attrRange(rm.verAttr), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", m.Version)

@@ -146,3 +146,126 @@ func TestFmtCheckCountsFiles(t *testing.T) {
 		t.Errorf("%q", stderr)
 	}
 }
+
+// No output of validate or fmt shows a secret: values from env() in every
+// kind of attribute, literal DSNs and sensitive env values (in files that
+// parsed and in files that did not), the API token, and the password of a
+// DSN on its own.
+func TestSecretsNeverShown(t *testing.T) {
+	envSecrets := map[string]string{
+		"S_PACKAGE":  "env-pkg-s3cret",
+		"S_CHANNEL":  "env-chan-s3cret",
+		"S_VERSION":  "env-ver-s3cret!",
+		"S_DATABASE": "env-db-s3cret",
+		"S_DBNAME":   "ENV-DBNAME-S3CRET",
+		"S_GRACE":    "env-grace-s3cret",
+		"S_POLICY":   "env-policy-s3cret",
+		"S_HTTP":     "env-http-s3cret",
+		"S_PORT":     "env-port-s3cret",
+		"S_ENVVAL":   "env-envval-s3cret",
+		"S_DSN":      "postgres://u:env-dsn-s3cret@h/db",
+	}
+	for k, v := range envSecrets {
+		t.Setenv(k, v)
+	}
+	secrets := []string{"env default s3cret", "lit-dsn-s3cret", "lit-env-s3cret", "lit-token-s3cret", "unparsed-dsn-s3cret", "unparsed-env-s3cret", "lit-kv-s3cret"}
+	for _, v := range envSecrets {
+		secrets = append(secrets, v)
+	}
+	secrets = append(secrets, "env-dsn-s3cret")
+
+	dir := t.TempDir()
+	specs := filepath.Join(dir, "specs")
+	files := map[string]string{
+		"steward.hcl": `source { path = "specs" }
+api { token = "lit-token-s3cret" }
+`,
+		"bad-host.hcl": `source { path = "specs" }
+api {
+  token = ["lit-token-s3cret"]
+}
+`,
+		"specs/fleet.hcl": `database "env" { dsn = env("S_DSN") }
+database "lit" { dsn = "postgres://u:lit-dsn-s3cret@h/db" }
+database "lit" { dsn = "postgres://u:lit-dsn-s3cret@h/db" }
+database "kv" {
+  dsn = "host=h password=lit-kv-s3cret bogus"
+  down_after = 0
+}
+package "app" {
+  source = "/x"
+  channel "stable" { version = "1.0.0" }
+}
+merchant "a" {
+  package          = env("S_PACKAGE")
+  channel          = env("S_CHANNEL")
+  database         = env("S_DATABASE")
+  db_name          = env("S_DBNAME")
+  stop_grace       = env("S_GRACE")
+  on_database_down = env("S_POLICY")
+  port             = env("S_PORT")
+  env              = { X = env("S_ENVVAL"), "bad name" = "1" }
+  health { http = env("S_HTTP") }
+}
+merchant "b" {
+  package = "app"
+  version = env("S_UNSET_VERSION", "env default s3cret")
+  env = { PASS = "lit-env-s3cret", SHARED_PASS = "shared", "bad name" = "1" }
+  sensitive = ["PASS", "SHARED_PASS"]
+}
+`,
+		"specs/broken.hcl": `database "broken" { dsn = "postgres://u:unparsed-dsn-s3cret@h/db" }}
+merchant "c" {
+  env = { SHARED_PASS = "unparsed-env-s3cret" } @
+}
+`,
+	}
+	for name, src := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config, badHost := filepath.Join(dir, "steward.hcl"), filepath.Join(dir, "bad-host.hcl")
+	for _, args := range [][]string{
+		{"validate", "-config", config},
+		{"validate", "-o", "json", "-config", config},
+		{"validate", "-config", config, filepath.Join(specs, "fleet.hcl")},
+		{"validate", "-o", "json", "-config", config, filepath.Join(specs, "fleet.hcl"), filepath.Join(specs, "broken.hcl")},
+		{"validate", "-config", config, specs},
+		{"validate", "-config", badHost},
+		{"validate", "-o", "json", "-config", badHost},
+		{"fmt", "-check", "-config", config},
+		{"fmt", "-check", specs},
+		{"fmt", "-check", "-config", badHost},
+	} {
+		stdout, stderr, code := steward(t, nil, args...)
+		out := stdout + stderr
+		if code != exitError {
+			t.Errorf("%v: exit %d, want 1 (the specs are invalid)\n%s", args, code, out)
+		}
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("%v shows the secret %q:\n%s", args, s, out)
+			}
+		}
+		if !strings.Contains(out, "error") {
+			t.Errorf("%v: no diagnostics, so the test checks nothing:\n%s", args, out)
+		}
+	}
+	// The checks above must see the lines they protect: snippets are shown,
+	// redacted or left out, and values are replaced.
+	_, stderr, _ := steward(t, nil, "validate", "-config", config)
+	for _, want := range []string{
+		`"(sensitive)" is not a version`,
+		`database "lit" { dsn = "(sensitive)" }`,
+		`env = { PASS = "(sensitive)", SHARED_PASS = "(sensitive)", "bad name" = "1" }`,
+		"(line not shown: it may hold a secret)",
+		`Unknown package`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, stderr)
+		}
+	}
+}

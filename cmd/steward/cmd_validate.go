@@ -34,13 +34,18 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		fleet *spec.Fleet
 		files map[string]*hcl.File
 		diags hcl.Diagnostics
+		red   *spec.Redactor // every secret of the host config and the specs
 	)
 	if len(paths) == 0 {
 		l := e.load(ctx, *config)
 		fleet, files, diags = l.fleet, l.files, l.diags
+		red = e.loadedRedactor(*config, l)
 	} else {
 		h, hfiles, hdiags := e.loadHost(*config, true)
 		files, diags = hfiles, hdiags
+		if h != nil {
+			red = h.Redactor()
+		}
 		if !hdiags.HasErrors() {
 			srcs, err := readSources(paths, h.Limits)
 			if err != nil {
@@ -48,6 +53,7 @@ Exit status: 0 when valid, 1 when there are errors.`)
 			}
 			fl, ffiles, fdiags := spec.Load(srcs, spec.Options{Ports: h.Runtime.Ports, Limits: h.Limits})
 			files, diags = mergeFiles(files, ffiles), append(diags, fdiags...)
+			red = red.Merge(fl.Redactor())
 			if !fdiags.HasErrors() {
 				fleet = fl
 			}
@@ -60,13 +66,13 @@ Exit status: 0 when valid, 1 when there are errors.`)
 			Revision    string           `json:"revision,omitempty"`
 			Merchants   int              `json:"merchants"`
 			Diagnostics []jsonDiagnostic `json:"diagnostics"`
-		}{Valid: valid, Diagnostics: diagnosticsJSON(diags)}
+		}{Valid: valid, Diagnostics: diagnosticsJSON(diags, red)}
 		if fleet != nil {
 			out.Revision, out.Merchants = fleet.Revision, len(fleet.Merchants)
 		}
 		writeJSON(e.stdout, out)
 	} else {
-		renderDiagnostics(e.stderr, files, diags)
+		renderDiagnosticsRedacted(e.stderr, files, diags, red)
 		if valid {
 			fmt.Fprintf(e.stdout, "Valid: %s, %s, %s (revision %s).\n", plural(len(fleet.Merchants), "merchant"),
 				plural(len(fleet.Databases), "database"), plural(len(fleet.Packages), "package"), fleet.Revision)
@@ -79,6 +85,27 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		return exitError
 	}
 	return exitOK
+}
+
+// loadedRedactor returns a Redactor for the secrets of what l loaded; an
+// invalid fleet is loaded again for the values it holds.
+func (e *env) loadedRedactor(config string, l *loaded) *spec.Redactor {
+	h := l.host
+	if h == nil {
+		h, _, _ = e.loadHost(config, false)
+	}
+	if h == nil {
+		return nil
+	}
+	red := h.Redactor()
+	fl := l.fleet
+	if fl == nil && l.snap != nil {
+		fl, _, _ = spec.Load(l.snap.Sources, spec.Options{Ports: h.Runtime.Ports, Limits: h.Limits})
+	}
+	if fl != nil {
+		red = red.Merge(fl.Redactor())
+	}
+	return red
 }
 
 // readSources reads spec files and directories given on the command line.
