@@ -258,7 +258,15 @@ func (d *decoder) envMap(attrs hcl.Attributes, name string) (map[string]EnvValue
 			d.errorf(a.Expr.Range(), "Incorrect attribute value type", "%s.%s must be a string.", name, k.AsString())
 			continue
 		}
-		out[k.AsString()] = EnvValue{Value: NewSecret(sv.AsString()), Sensitive: sens || allSensitive}
+		key, val := k.AsString(), sv.AsString()
+		if strings.IndexByte(val, 0) >= 0 {
+			d.errorf(a.Expr.Range(), "Invalid env value", "%s.%s holds a NUL byte, which no process environment can carry; remove it.", name, key)
+		}
+		if n := len(key) + 1 + len(val) + 1; n > MaxEnvString {
+			d.errorf(a.Expr.Range(), "Env value too long", "%s.%s is %s with its name; the kernel refuses an environment string over %s (MAX_ARG_STRLEN), so the merchant could not be started. Pass large data in a file instead.",
+				name, key, FormatSize(int64(n)), FormatSize(MaxEnvString))
+		}
+		out[key] = EnvValue{Value: NewSecret(val), Sensitive: sens || allSensitive}
 	}
 	return out, a
 }

@@ -39,6 +39,17 @@ func FuzzLoad(f *testing.F) {
 			if _, ok := fl.Packages[m.Package]; !ok {
 				t.Fatalf("merchant %q has unknown package %q", id, m.Package)
 			}
+			if oneOf(m.DBName, reservedDBNames...) {
+				t.Fatalf("merchant %q uses database %q", id, m.DBName)
+			}
+			for k, v := range m.Env {
+				if strings.IndexByte(v.Value.Reveal(), 0) >= 0 || len(k)+len(v.Value.Reveal())+2 > MaxEnvString {
+					t.Fatalf("merchant %q has env %s that execve refuses", id, k)
+				}
+			}
+			if environmentSize(fl, m) > MaxEnvironment {
+				t.Fatalf("merchant %q has an environment of %d bytes", id, environmentSize(fl, m))
+			}
 			if m.Port != 0 {
 				if other, ok := ports[m.Port]; ok {
 					t.Fatalf("merchants %q and %q share port %d", id, other, m.Port)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -263,7 +264,11 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			if bc == nil {
 				continue
 			}
-			d.str(bc.Attributes, "listen", &h.API.Listen)
+			if a := d.str(bc.Attributes, "listen", &h.API.Listen); a != nil {
+				if _, err := listenPort(h.API.Listen); err != nil {
+					d.errorf(a.Expr.Range(), "Invalid listen address", "api.listen: %s.", err)
+				}
+			}
 			d.secret(bc.Attributes, "token", &h.API.Token)
 			d.secret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
 		case "daemon":
@@ -317,6 +322,31 @@ func (d *decoder) size(attrs hcl.Attributes, name string, min, max int64, dst *i
 		*dst = n
 	}
 	return a
+}
+
+// listenPort returns the port of a listen address "HOST:PORT" (0: any).
+func listenPort(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a listen address; write HOST:PORT, for example \"127.0.0.1:7070\"", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, fmt.Errorf("%q has no port number from 0 to 65535", addr)
+	}
+	return n, nil
+}
+
+// ReservedPorts returns the ports steward itself listens on by this host
+// config, each with the setting that owns it: api.listen, and the managed
+// router's listen address. Pass it as Options.ReservedPorts so that no
+// merchant asks for one; port assignment must skip them too.
+func (h *Host) ReservedPorts() map[int]string {
+	out := map[int]string{}
+	if p, err := listenPort(h.API.Listen); err == nil && p > 0 {
+		out[p] = "api.listen"
+	}
+	return out
 }
 
 // ParseSize parses sizes such as "10MB", "512KiB" or "1048576".

@@ -25,6 +25,10 @@ type Options struct {
 	// Limits bound every source before it is parsed (FileSize and Depth);
 	// zero fields take DefaultLimits. Pass the host config's Host.Limits.
 	Limits Limits
+	// ReservedPorts are the ports steward itself listens on, each with the
+	// setting that owns it ("api.listen"); no merchant may ask for one. Pass
+	// the host config's Host.ReservedPorts().
+	ReservedPorts map[int]string
 }
 
 // Files maps file names (as they appear in diagnostics) to parsed files, for
@@ -172,11 +176,38 @@ var (
 // reservedEnv are set by steward for every process.
 var reservedEnv = []string{"PORT", "MERCHANT", "DATABASE_URL"}
 
+// reservedDBNames are PostgreSQL's own databases, which no merchant may use.
+var reservedDBNames = []string{"postgres", "template0", "template1"}
+
+// Bounds of a merchant's process environment. The kernel refuses execve
+// with a single "NAME=value" string over MaxEnvString bytes (MAX_ARG_STRLEN,
+// 32 pages, counting the terminating NUL), and with arguments and
+// environment together over ARG_MAX, which is a quarter of the stack limit:
+// 2 MiB with the usual 8 MiB. steward keeps the whole environment (env,
+// PORT, MERCHANT and DATABASE_URL, each string with its NUL and its 8-byte
+// pointer) within MaxEnvironment, half of that, to leave room for the
+// command line and for a smaller stack limit.
+const (
+	MaxEnvString   = 131072
+	MaxEnvironment = 1 << 20
+)
+
+// ValidMerchantID returns an error unless id is a valid merchant id: 1 to 63
+// lower-case letters, digits and '-', starting with a letter or digit (the
+// rule merchant blocks follow). Commands that take a merchant id check it
+// before using it in a path or a request.
+func ValidMerchantID(id string) error {
+	if !merchantIDRe.MatchString(id) {
+		return fmt.Errorf("%q is not a valid merchant id: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
 // rawMerchant keeps attribute ranges for cross-block validation.
 type rawMerchant struct {
 	m                                  *Merchant
 	pkgAttr, chanAttr, verAttr, dbAttr *hcl.Attribute
-	portAttr                           *hcl.Attribute
+	portAttr, dbNameAttr               *hcl.Attribute
 	hasChannel, hasVersion             bool
 }
 
@@ -361,8 +392,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			continue
 		}
 		id := b.Labels[0]
-		if !merchantIDRe.MatchString(id) {
-			d.errorf(b.LabelRanges[0], "Invalid merchant id", "%q is not a valid merchant id: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit.", id)
+		if err := ValidMerchantID(id); err != nil {
+			d.errorf(b.LabelRanges[0], "Invalid merchant id", "%s.", err)
 		}
 		m := &Merchant{ID: id, DBName: strings.ReplaceAll(id, "-", "_"), StopGrace: fl.Defaults.StopGrace,
 			OnDatabaseDown: fl.Defaults.OnDatabaseDown, Health: fl.Defaults.Health, DeclRange: b.DefRange,
@@ -378,7 +409,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		rm.verAttr = d.str(c.Attributes, "version", &m.Version)
 		rm.dbAttr = d.str(c.Attributes, "database", &m.Database)
 		rm.hasChannel, rm.hasVersion = rm.chanAttr != nil, rm.verAttr != nil
-		if a := d.str(c.Attributes, "db_name", &m.DBName); a != nil && !dbNameRe.MatchString(m.DBName) {
+		rm.dbNameAttr = d.str(c.Attributes, "db_name", &m.DBName)
+		if a := rm.dbNameAttr; a != nil && !dbNameRe.MatchString(m.DBName) {
 			d.errorf(a.Expr.Range(), "Invalid db_name", "%q is not a database name steward accepts: lowercase letters, digits, '_', '$' and '-', starting with a letter or '_'.", m.DBName)
 		}
 		rm.portAttr = d.integer(c.Attributes, "port", 1, 65535, &m.Port)

@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -56,7 +57,22 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 				d.errorf(attrRange(rm.dbAttr), "Unknown database", "Merchant %q refers to database %q, which is not declared. Declared databases: %s.", m.ID, m.Database, quoteList(dbNames))
 			}
 		}
+		// The database on the server, and the environment it goes into.
+		if oneOf(m.DBName, reservedDBNames...) {
+			rng := at
+			if rm.dbNameAttr != nil {
+				rng = rm.dbNameAttr.Expr.Range()
+			}
+			d.errorf(rng, "Reserved db_name", "Merchant %q would use the database %q, one of PostgreSQL's own (%s); set db_name to another name.", m.ID, m.DBName, strings.Join(reservedDBNames, ", "))
+		}
+		if n := environmentSize(fl, m); n > MaxEnvironment {
+			d.errorf(at, "Environment too large", "Merchant %q's environment (env with PORT, MERCHANT and DATABASE_URL) takes %s; steward refuses more than %s so that the process can be started within the kernel's ARG_MAX (2 MiB with the usual stack limit, for arguments and environment together). Pass large data in a file instead.",
+				m.ID, FormatSize(int64(n)), FormatSize(MaxEnvironment))
+		}
 		// Ports.
+		if owner, ok := opts.ReservedPorts[m.Port]; ok && m.Port != 0 {
+			d.errorf(attrRange(rm.portAttr), "Port reserved", "Merchant %q asks for port %d, which steward itself listens on (%s in the host config); choose another port, or remove port to have one assigned.", m.ID, m.Port, owner)
+		}
 		if m.Port != 0 {
 			if opts.Ports.High != 0 && !opts.Ports.Contains(m.Port) {
 				d.errorf(attrRange(rm.portAttr), "Port outside the runtime range", "Merchant %q asks for port %d, outside the runtime port range %s of the host config; choose a port inside it or widen runtime.ports.", m.ID, m.Port, opts.Ports)
@@ -70,11 +86,31 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 	}
 	if fixed := len(portOwner); opts.Ports.High != 0 {
 		free := opts.Ports.High - opts.Ports.Low + 1 - fixed
+		for p := range opts.ReservedPorts {
+			if _, taken := portOwner[p]; opts.Ports.Contains(p) && !taken {
+				free--
+			}
+		}
 		if need := len(fl.Merchants) - fixed; need > free {
 			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Not enough ports",
 				Detail: fmt.Sprintf("%d merchants need an assigned port but the runtime range %s has only %d free; widen runtime.ports.", need, opts.Ports, free)})
 		}
 	}
+}
+
+// environmentSize is what merchant m's process environment takes in
+// execve: every "NAME=value" string with its NUL and its pointer. PORT is
+// counted at its longest.
+func environmentSize(fl *Fleet, m *Merchant) int {
+	const ptr = 8
+	n := len("PORT=65535") + 1 + ptr + len("MERCHANT=") + len(m.ID) + 1 + ptr
+	if db := fl.Databases[m.Database]; db != nil {
+		n += len("DATABASE_URL=") + len(DatabaseURL(db.DSN.Reveal(), m.DBName)) + 1 + ptr
+	}
+	for k, v := range m.Env {
+		n += len(k) + 1 + len(v.Value.Reveal()) + 1 + ptr
+	}
+	return n
 }
 
 func lessRange(a, b hcl.Range) bool {

@@ -51,7 +51,7 @@ Exit status: 0 when valid, 1 when there are errors.`)
 			if err != nil {
 				return e.errorf("%s", err)
 			}
-			fl, ffiles, fdiags := spec.Load(srcs, spec.Options{Ports: h.Runtime.Ports, Limits: h.Limits})
+			fl, ffiles, fdiags := spec.Load(srcs, spec.Options{Ports: h.Runtime.Ports, Limits: h.Limits, ReservedPorts: h.ReservedPorts()})
 			files, diags = mergeFiles(files, ffiles), append(diags, fdiags...)
 			red = red.Merge(fl.Redactor())
 			if !fdiags.HasErrors() {
