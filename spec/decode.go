@@ -25,10 +25,17 @@ var LookupEnv = os.LookupEnv
 // record, when not nil, is given every value env() returns and every
 // default it is given.
 func evalContext(record func(string)) *hcl.EvalContext {
-	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFunc(record)}}
+	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFunc(record, false)}}
 }
 
-func envFunc(record func(string)) function.Function {
+// deferContext is evalContext for expressions evaluated when used
+// (DeferredSecret): env() of an unset variable without a default is an
+// unknown string there instead of an error.
+func deferContext(record func(string)) *hcl.EvalContext {
+	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFunc(record, true)}}
+}
+
+func envFunc(record func(string), unsetUnknown bool) function.Function {
 	if record == nil {
 		record = func(string) {}
 	}
@@ -55,6 +62,9 @@ func envFunc(record func(string)) function.Function {
 			if len(args) == 2 {
 				return cty.StringVal(args[1].AsString()).Mark(markSensitive), nil
 			}
+			if unsetUnknown {
+				return cty.UnknownVal(cty.String).Mark(markSensitive), nil
+			}
 			return cty.NilVal, fmt.Errorf("environment variable %s is not set; export it, or give a default: env(%q, \"...\")", name, name)
 		},
 	})
@@ -76,6 +86,36 @@ func newDecoder() *decoder {
 	d := &decoder{secrets: map[string]struct{}{}, sensitive: map[*hcl.Attribute]bool{}}
 	d.ctx = evalContext(d.secretValue)
 	return d
+}
+
+// deferredSecret decodes a string attribute that is evaluated only when
+// used: it is checked now (type, null, references) with env() of an unset
+// variable taken as unknown, so that loading succeeds without the variable.
+func (d *decoder) deferredSecret(attrs hcl.Attributes, name string, dst *DeferredSecret) *hcl.Attribute {
+	a := attrs[name]
+	if a == nil {
+		return nil
+	}
+	v, diags := a.Expr.Value(deferContext(d.secretValue))
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return a
+	}
+	v, _ = v.UnmarkDeep()
+	if v.IsNull() {
+		d.errorf(a.Expr.Range(), "Missing value", "%s must not be null.", a.Name)
+		return a
+	}
+	sv, err := convert.Convert(v, cty.String)
+	if err != nil {
+		d.errorf(a.Expr.Range(), "Incorrect attribute value type", "%s must be a string: %s.", a.Name, err)
+		return a
+	}
+	if sv.IsKnown() {
+		d.secretValue(sv.AsString())
+	}
+	*dst = DeferredSecret{expr: a.Expr, rng: a.Expr.Range(), name: dst.name}
+	return a
 }
 
 // secretValue records v as a secret.

@@ -74,9 +74,12 @@ type RuntimeConfig struct {
 
 // APIConfig is the daemon's HTTP API.
 type APIConfig struct {
-	Listen        string
-	Token         Secret
-	WebhookSecret Secret
+	Listen string
+	// Token and WebhookSecret are evaluated when used (Value), so that a
+	// command that does not need them works while the variable they read
+	// is unset; only the commands that serve or call the API evaluate them.
+	Token         DeferredSecret
+	WebhookSecret DeferredSecret
 }
 
 // DaemonConfig tunes `steward run`.
@@ -169,7 +172,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 		Source:  SourceConfig{Path: base},
 		State:   StateConfig{Path: filepath.Join(base, ".steward", "state")},
 		Runtime: RuntimeConfig{Root: filepath.Join(base, ".steward", "run"), StopGrace: DefaultStopGrace, LogMaxBytes: DefaultLogMaxBytes, LogKeep: DefaultLogKeep},
-		API:     APIConfig{Listen: DefaultListen},
+		API:     APIConfig{Listen: DefaultListen, Token: DeferredSecret{name: "api.token"}, WebhookSecret: DeferredSecret{name: "api.webhook_secret"}},
 		Daemon:  DaemonConfig{Workers: DefaultWorkers, Resync: DefaultResync},
 		Limits:  DefaultLimits,
 	}
@@ -269,8 +272,8 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 					d.errorf(a.Expr.Range(), "Invalid listen address", "api.listen: %s.", err)
 				}
 			}
-			d.secret(bc.Attributes, "token", &h.API.Token)
-			d.secret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
+			d.deferredSecret(bc.Attributes, "token", &h.API.Token)
+			d.deferredSecret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
 		case "daemon":
 			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("workers", "resync")})
 			if bc == nil {

@@ -212,7 +212,11 @@ func (f *Fleet) Redactor() *Redactor {
 func (h *Host) Redactor() *Redactor {
 	vals := append([]string(nil), h.secrets...)
 	vals = append(vals, h.State.PostgresDSN.Reveal())
-	vals = append(vals, h.API.Token.Reveal(), h.API.WebhookSecret.Reveal())
+	for _, s := range []DeferredSecret{h.API.Token, h.API.WebhookSecret} {
+		if v, err := s.Value(); err == nil {
+			vals = append(vals, v.Reveal())
+		}
+	}
 	if g := h.Source.Git; g != nil {
 		vals = append(vals, secretParts(g.URL)...)
 		if g.TokenEnv != "" {

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"sort"
 	"strings"
@@ -361,5 +362,64 @@ func TestRedactorJSONForm(t *testing.T) {
 	b, _ := json.Marshal(map[string]string{"detail": "value " + v})
 	if got := NewRedactor(v).Redact(string(b)); strings.Contains(got, "a\\u003cb") || !strings.Contains(got, Redacted) {
 		t.Errorf("%s", got)
+	}
+}
+
+// api.token and api.webhook_secret are evaluated when used: the host config
+// loads with their variables unset, and Value names the file, the line, the
+// setting and the variable.
+func TestDeferredAPISecrets(t *testing.T) {
+	src := []byte(`api {
+  listen         = "127.0.0.1:7070"
+  token          = env("STEWARD_TEST_TOKEN")
+  webhook_secret = env("STEWARD_TEST_HOOK", "hook-default")
+}
+`)
+	h, _, diags := LoadHostBytes(src, "/etc/steward.hcl")
+	if diags.HasErrors() {
+		t.Fatalf("the host config must load with STEWARD_TEST_TOKEN unset: %v", diags)
+	}
+	_, err := h.API.Token.Value()
+	if err == nil || !strings.HasPrefix(err.Error(), "/etc/steward.hcl:3:20: api.token: environment variable STEWARD_TEST_TOKEN is not set") {
+		t.Errorf("Token.Value() error = %v", err)
+	}
+	if w := h.API.Token.Warning(); w == nil || w.Subject.Start.Line != 3 || !strings.Contains(w.Detail, "STEWARD_TEST_TOKEN") {
+		t.Errorf("Warning = %v", w)
+	}
+	if v, err := h.API.WebhookSecret.Value(); err != nil || v.Reveal() != "hook-default" {
+		t.Errorf("WebhookSecret = %v, %v", v, err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("the deprecated Reveal returned instead of refusing to go on without the token")
+			}
+		}()
+		h.API.Token.Reveal()
+	}()
+	t.Setenv("STEWARD_TEST_TOKEN", "t0ken")
+	if v, err := h.API.Token.Value(); err != nil || v.Reveal() != "t0ken" || h.API.Token.Warning() != nil {
+		t.Errorf("with the variable set: %v, %v", v, err)
+	}
+	if got := h.Redactor().Redact("Bearer t0ken"); got != "Bearer "+Redacted {
+		t.Errorf("the host's Redactor does not know the token: %q", got)
+	}
+	if s := fmt.Sprintf("%v %s %+v", h.API.Token, h.API.Token, h.API); strings.Contains(s, "t0ken") {
+		t.Errorf("printing reveals the token: %s", s)
+	}
+
+	h, _, _ = LoadHostBytes(nil, "/etc/steward.hcl")
+	if v, err := h.API.Token.Value(); h.API.Token.IsSet() || err != nil || !v.IsZero() {
+		t.Errorf("without a token: %v, %v", v, err)
+	}
+	// What can be checked without the variable still is.
+	for src, want := range map[string]string{
+		`api { token = ["x"] }`:        "token must be a string",
+		`api { token = nosuch }`:       "Variables not allowed",
+		`api { token = env(1, 2, 3) }`: "env takes a name and at most one default value",
+	} {
+		if _, _, diags := LoadHostBytes([]byte(src), "/etc/steward.hcl"); !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
+			t.Errorf("%s: %v, want %q", src, diags, want)
+		}
 	}
 }

@@ -271,3 +271,49 @@ merchant "c" {
 		}
 	}
 }
+
+// Commands that do not serve or call the API work while the variable
+// api.token reads is unset; validate warns about it, naming the file, the
+// line and the variable.
+func TestReadOnlyCommandsWithoutToken(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "specs"), 0o755)
+	b, err := os.ReadFile("testdata/validate/unknown-database.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := strings.Replace(string(b), `database = "db-nowhere"`, `database = "db-east"`, 1)
+	os.WriteFile(filepath.Join(dir, "specs", "fleet.hcl"), []byte(fleet), 0o644)
+	config := filepath.Join(dir, "steward.hcl")
+	os.WriteFile(config, []byte(`source { path = "specs" }
+state { path = "state" }
+runtime {
+  root  = "run"
+  ports = "41100-41199"
+}
+api {
+  listen = "127.0.0.1:41070"
+  token  = env("STEWARD_TEST_UNSET_TOKEN")
+}
+`), 0o644)
+	if _, ok := os.LookupEnv("STEWARD_TEST_UNSET_TOKEN"); ok {
+		t.Fatal("STEWARD_TEST_UNSET_TOKEN is set")
+	}
+	for _, args := range [][]string{
+		{"validate", "-config", config},
+		{"validate", "-o", "json", "-config", config},
+		{"fmt", "-check", "-config", config},
+		{"status", "-config", config},
+		{"status", "-o", "json", "-config", config},
+		{"history", "acme", "-config", config},
+	} {
+		stdout, stderr, code := steward(t, nil, args...)
+		if code != exitOK {
+			t.Errorf("%v: exit %d\n%s%s", args, code, stdout, stderr)
+		}
+	}
+	_, stderr, _ := steward(t, nil, "validate", "-config", config)
+	if !strings.Contains(stderr, config+":9:12: warning: api.token cannot be evaluated") || !strings.Contains(stderr, "environment variable STEWARD_TEST_UNSET_TOKEN is not set") {
+		t.Errorf("validate does not warn about the token:\n%s", stderr)
+	}
+}

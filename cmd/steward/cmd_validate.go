@@ -59,6 +59,7 @@ Exit status: 0 when valid, 1 when there are errors.`)
 			}
 		}
 	}
+	diags = append(diags, e.deferredWarnings(*config)...)
 	valid := !diags.HasErrors()
 	if *output == "json" {
 		out := struct {
@@ -85,6 +86,22 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		return exitError
 	}
 	return exitOK
+}
+
+// deferredWarnings warns about host config secrets evaluated only when used
+// (api.token, api.webhook_secret) that cannot be evaluated now.
+func (e *env) deferredWarnings(config string) hcl.Diagnostics {
+	h, _, diags := e.loadHost(config, true)
+	if h == nil || diags.HasErrors() {
+		return nil
+	}
+	var out hcl.Diagnostics
+	for _, s := range []spec.DeferredSecret{h.API.Token, h.API.WebhookSecret} {
+		if w := s.Warning(); w != nil {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // loadedRedactor returns a Redactor for the secrets of what l loaded; an
