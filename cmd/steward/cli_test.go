@@ -317,3 +317,111 @@ api {
 		t.Errorf("validate does not warn about the token:\n%s", stderr)
 	}
 }
+
+// validate FILE checks a file of a fleet split over several files against
+// the whole fleet, and reports only the problems of the files it names
+// (and those between them and the others): a pre-commit hook on changed
+// files.
+func TestValidateSomeFilesOfAFleet(t *testing.T) {
+	dir := t.TempDir()
+	specs := filepath.Join(dir, "specs")
+	write := func(name, src string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	config := write("steward.hcl", "source { path = \"specs\" }\nruntime { ports = \"41100-41199\" }\napi { listen = \"127.0.0.1:41070\" }\n")
+	write("specs/common.hcl", `database "db-east" {
+  dsn = "postgres://postgres@127.0.0.1/postgres"
+}
+
+package "invoicing" {
+  source = "file://../packages"
+
+  channel "stable" {
+    version = "1.0.0"
+  }
+}
+`)
+	east := write("specs/east.hcl", `merchant "acme" {
+  package  = "invoicing"
+  channel  = "stable"
+  database = "db-east"
+}
+`)
+	west := write("specs/west.hcl", `merchant "bravo" {
+  package  = "invoicing"
+  channel  = "nightly"
+  database = "db-east"
+}
+`)
+
+	// The named file is fine; west.hcl's error is counted, not reported.
+	stdout, stderr, code := steward(t, nil, "validate", "-config", config, east)
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0\n%s%s", code, stdout, stderr)
+	}
+	if !strings.HasPrefix(stdout, "Valid: 1 file checked in the fleet in "+specs) || strings.Contains(stderr, "nightly") ||
+		!strings.Contains(stderr, "Note: 1 error in 1 other file of the fleet not named here is not shown; steward validate "+specs+" shows them.") {
+		t.Errorf("stdout %q\nstderr %q", stdout, stderr)
+	}
+	stdout, _, code = steward(t, nil, "validate", "-o", "json", "-config", config, east)
+	if code != exitOK || !strings.Contains(stdout, `"valid": true`) || !strings.Contains(stdout, `"other_errors": 1`) {
+		t.Errorf("json: exit %d\n%s", code, stdout)
+	}
+
+	// The named file with the error.
+	stdout, stderr, code = steward(t, nil, "validate", "-config", config, west)
+	if code != exitError || !strings.Contains(stderr, west+":3:14: error: Unknown channel") || strings.Contains(stderr, "Note:") {
+		t.Errorf("west.hcl: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// -fleet names the fleet without a host config.
+	stdout, stderr, code = steward(t, nil, "validate", "-fleet", specs, east)
+	if code != exitOK || !strings.HasPrefix(stdout, "Valid: 1 file checked in the fleet in "+specs) {
+		t.Errorf("-fleet: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// Without either, only the named file is loaded, as before.
+	_, stderr, code = steward(t, nil, "validate", east)
+	if code != exitError || !strings.Contains(stderr, "Declared databases: none") {
+		t.Errorf("without a fleet: exit %d\n%s", code, stderr)
+	}
+
+	// A problem between the named file and another one is reported, on
+	// whichever file it is found.
+	write("specs/west.hcl", `merchant "bravo" {
+  package  = "invoicing"
+  channel  = "nightly"
+  database = "db-east"
+}
+
+merchant "acme" {
+  package = "invoicing"
+  channel = "stable"
+}
+`)
+	stdout, stderr, code = steward(t, nil, "validate", "-config", config, east)
+	if code != exitError || !strings.Contains(stderr, `Duplicate merchant "acme"`) || !strings.Contains(stderr, "already declared at "+east+":1:1") ||
+		strings.Contains(stderr, "nightly") || !strings.Contains(stderr, "Note: 1 error in 1 other file") {
+		t.Errorf("duplicate across files: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// Another file that does not parse is said so: references into it could
+	// not be checked.
+	write("specs/west.hcl", "merchant \"bravo\" {\n")
+	_, stderr, _ = steward(t, nil, "validate", "-config", config, east)
+	if !strings.Contains(stderr, "Note: 1 other file did not parse; references into it could not be checked.") {
+		t.Errorf("unparsed other file:\n%s", stderr)
+	}
+}
+
+func TestValidateFleetFlagAlone(t *testing.T) {
+	stdout, stderr, code := steward(t, nil, "validate", "-fleet", "testdata/validate/dup-across-files")
+	if code != exitError || !strings.Contains(stderr, `Duplicate merchant "acme"`) {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
