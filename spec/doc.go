@@ -1,7 +1,10 @@
 // Package spec reads steward's two kinds of HCL files: the host config
-// (steward.hcl: where specs come from, where state lives, runtime and API
-// settings) and the fleet specs (merchant, database, package, rollout and
-// defaults blocks).
+// (steward.hcl: where specs come from, where state lives, runtime, API,
+// daemon, router and limits settings) and the fleet specs (merchant,
+// database, package, rollout, defaults, backup and restart blocks). It
+// parses, validates and applies defaults; what the settings do is up to
+// the packages that use them (a router's nginx, the restart backoff, a
+// merchant's domains and path prefix are routing and policy, not parsing).
 //
 // Every problem is reported as an hcl.Diagnostic with the file, line and
 // column it concerns, and all problems are reported at once: callers get the

@@ -18,10 +18,30 @@ type Fleet struct {
 	Defaults  Defaults
 	// Backup is the fleet-wide backup policy (packages may override it).
 	Backup Backup
+	// Restart is how soon a merchant whose process died is started again
+	// (the restart block); every field is set.
+	Restart RestartBackoff
 
 	// secrets are the secret values met while loading (see Redactor).
 	secrets []string
 }
+
+// RestartBackoff is how soon a merchant whose process died is started
+// again. A process that had been up for at least ResetAfter is restarted at
+// once and its failures are forgiven; after a process that died sooner, the
+// first restart is at once and the next ones wait Initial, doubling up to
+// Max. Invariants: 10ms <= Initial <= Max, ResetAfter >= 10ms.
+type RestartBackoff struct {
+	Initial    time.Duration
+	Max        time.Duration
+	ResetAfter time.Duration
+}
+
+// DefaultRestart backs off from 1s to 5m and forgives after 10m up.
+var DefaultRestart = RestartBackoff{Initial: time.Second, Max: 5 * time.Minute, ResetAfter: 10 * time.Minute}
+
+// MinRestartDuration is the shortest duration of a restart block.
+const MinRestartDuration = 10 * time.Millisecond
 
 // Backup says whether merchant databases are dumped (pg_dump) before a
 // migration, and how many dumps per merchant are kept.
@@ -53,7 +73,15 @@ type Merchant struct {
 	Database string
 	DBName   string
 	// Port is the fixed port, or 0 to have one assigned (and kept).
-	Port           int
+	Port int
+	// Domains are the host names the router sends to this merchant: valid
+	// lower-case DNS names, each optionally starting with "*.", unique
+	// across the fleet. PathPrefix, when set, is a path the router sends to
+	// it on any host: it starts and ends with "/", holds only letters,
+	// digits and "-._~" between the slashes, and is unique across the fleet.
+	// Both are routing only: changing them must not restart the process.
+	Domains        []string
+	PathPrefix     string
 	Env            map[string]EnvValue
 	StopGrace      time.Duration
 	OnDatabaseDown string

@@ -3,8 +3,10 @@ package spec
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzLoad feeds arbitrary bytes to the fleet parser: it must return a fleet
@@ -29,7 +31,23 @@ func FuzzLoad(f *testing.F) {
 			return
 		}
 		ports := map[int]string{}
+		routes := map[string]string{}
+		if r := fl.Restart; r.Initial < MinRestartDuration || r.Initial > r.Max || r.ResetAfter < MinRestartDuration {
+			t.Fatalf("accepted restart %+v", r)
+		}
 		for id, m := range fl.Merchants {
+			for _, dom := range m.Domains {
+				if domainError(dom) != "" || routes[dom] != "" {
+					t.Fatalf("accepted domain %q of %q (also %q)", dom, id, routes[dom])
+				}
+				routes[dom] = id
+			}
+			if p := m.PathPrefix; p != "" {
+				if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || slices.Contains(strings.Split(p, "/"), "..") || routes["path:"+p] != "" {
+					t.Fatalf("accepted path_prefix %q of %q", p, id)
+				}
+				routes["path:"+p] = id
+			}
 			if !merchantIDRe.MatchString(id) {
 				t.Fatalf("accepted merchant id %q", id)
 			}
@@ -67,6 +85,13 @@ func FuzzLoadHost(f *testing.F) {
 	}
 	f.Add([]byte(`runtime { ports = "1-2" log_max_size = "1K" }`))
 	f.Add([]byte("limits {\n  spec_depth = 1000\n  spec_file_size = \"64MB\"\n}\n"))
+	hosts, _ := filepath.Glob("../cmd/steward/testdata/validate/host/*.hcl")
+	for _, p := range hosts {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("router {\n  nginx {\n    mode = \"system\"\n    include_file = \"x.conf\"\n    test_command = [\"nginx\", \"-t\"]\n  }\n}\n"))
 	for _, b := range deepSeeds() {
 		f.Add(b)
 	}
@@ -77,6 +102,13 @@ func FuzzLoadHost(f *testing.F) {
 		}
 		if h.Limits.Depth < minDepthLimit || h.Limits.Depth > maxDepthLimit || h.Limits.FileSize < minFileSizeLimit || h.Limits.FileSize > maxFileSizeLimit {
 			t.Fatalf("accepted limits %+v", h.Limits)
+		}
+		if r := h.Router; r != nil {
+			n := r.Nginx
+			if !oneOf(n.Mode, RouterManaged, RouterSystem) || (n.Mode == RouterManaged && n.Listen == "") || (n.Mode == RouterSystem && n.IncludeFile == "") ||
+				len(n.TestCommand) == 0 || len(n.ReloadCommand) == 0 || n.RetryAfter < time.Second || n.ProxyReadTimeout <= 0 || n.ProxyConnectTimeout <= 0 {
+				t.Fatalf("accepted router %+v", n)
+			}
 		}
 		if h.Runtime.Ports.Low < 1 || h.Runtime.Ports.High > 65535 || h.Runtime.Ports.Low > h.Runtime.Ports.High {
 			t.Fatalf("accepted port range %v", h.Runtime.Ports)

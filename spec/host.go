@@ -24,6 +24,9 @@ type Host struct {
 	Runtime RuntimeConfig
 	API     APIConfig
 	Daemon  DaemonConfig
+	// Router routes requests to merchants by domain (the router block); nil
+	// without one.
+	Router *RouterConfig
 	// Limits bound what steward reads from specs, manifests, packages and
 	// API requests (the limits block); every field is set.
 	Limits Limits
@@ -82,6 +85,59 @@ type APIConfig struct {
 	WebhookSecret DeferredSecret
 }
 
+// RouterConfig is how requests reach merchants. Nginx is its only kind.
+type RouterConfig struct {
+	Nginx NginxConfig
+}
+
+// Router modes.
+const (
+	// RouterManaged: steward runs and supervises its own nginx, listening on
+	// Listen, with its prefix under runtime.root.
+	RouterManaged = "managed"
+	// RouterSystem: steward writes IncludeFile for an nginx it does not
+	// own, and runs TestCommand and ReloadCommand.
+	RouterSystem = "system"
+)
+
+// NginxConfig is the nginx router. Paths are absolute.
+type NginxConfig struct {
+	// Mode is RouterManaged (the default) or RouterSystem.
+	Mode string
+	// Listen is the address the server blocks listen on: required when
+	// managed; when system, optional (the blocks then say no listen, and
+	// nginx's default applies).
+	Listen string
+	// Binary is the nginx program: a name looked up in PATH ("nginx", the
+	// default) or a path.
+	Binary string
+	// IncludeFile is the file steward writes, which the system nginx
+	// includes; system only, and required there.
+	IncludeFile string
+	// TestCommand and ReloadCommand check and reload the system nginx
+	// (system only; default Binary -t and Binary -s reload). Non-empty.
+	TestCommand   []string
+	ReloadCommand []string
+	// MaintenancePage is the HTML answered with 503 for a merchant that
+	// cannot serve; empty for the built-in page.
+	MaintenancePage string
+	// RetryAfter is the Retry-After of that answer (at least 1s, whole
+	// seconds).
+	RetryAfter time.Duration
+	// ProxyConnectTimeout and ProxyReadTimeout bound the proxying to a
+	// merchant; both positive.
+	ProxyConnectTimeout time.Duration
+	ProxyReadTimeout    time.Duration
+}
+
+// Router defaults.
+const (
+	DefaultNginxBinary         = "nginx"
+	DefaultRetryAfter          = 30 * time.Second
+	DefaultProxyConnectTimeout = 2 * time.Second
+	DefaultProxyReadTimeout    = 60 * time.Second
+)
+
 // DaemonConfig tunes `steward run`.
 type DaemonConfig struct {
 	Workers int
@@ -124,7 +180,7 @@ const (
 )
 
 var hostSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
-	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"}, {Type: "limits"},
+	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"}, {Type: "limits"}, {Type: "router"},
 }}
 
 // LoadHost reads and validates the host config at path. The returned Host is
@@ -188,7 +244,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 		h.secrets = d.secretList()
 		return h, d.diags
 	}
-	for _, typ := range []string{"source", "state", "runtime", "api", "daemon", "limits"} {
+	for _, typ := range []string{"source", "state", "runtime", "api", "daemon", "limits", "router"} {
 		d.oneBlock(c.Blocks, typ)
 	}
 	for _, b := range c.Blocks {
@@ -285,6 +341,8 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			}
 		case "limits":
 			d.limits(b, &h.Limits)
+		case "router":
+			h.Router = d.router(b, abs)
 		}
 	}
 	h.secrets = d.secretList()
@@ -327,6 +385,89 @@ func (d *decoder) size(attrs hcl.Attributes, name string, min, max int64, dst *i
 	return a
 }
 
+var nginxSchema = &hcl.BodySchema{Attributes: attrNames("mode", "listen", "binary", "include_file", "test_command", "reload_command",
+	"maintenance_page", "retry_after", "proxy_connect_timeout", "proxy_read_timeout")}
+
+// router decodes a router block; abs makes a path absolute against the
+// config's directory.
+func (d *decoder) router(b *hcl.Block, abs func(string) string) *RouterConfig {
+	c := d.content(b.Body, &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "nginx"}}})
+	if c == nil {
+		return nil
+	}
+	nb := d.oneBlock(c.Blocks, "nginx")
+	if nb == nil {
+		d.errorf(b.DefRange, "Missing router kind", "A router block needs an nginx block, for example router { nginx { listen = \"127.0.0.1:8080\" } }.")
+		return nil
+	}
+	n := NginxConfig{Mode: RouterManaged, Binary: DefaultNginxBinary, RetryAfter: DefaultRetryAfter,
+		ProxyConnectTimeout: DefaultProxyConnectTimeout, ProxyReadTimeout: DefaultProxyReadTimeout}
+	nc := d.content(nb.Body, nginxSchema)
+	if nc == nil {
+		return &RouterConfig{Nginx: n}
+	}
+	at := nc.Attributes
+	if a := d.str(at, "mode", &n.Mode); a != nil && !oneOf(n.Mode, RouterManaged, RouterSystem) {
+		d.errorf(a.Expr.Range(), "Invalid router mode", "mode must be %q (steward runs its own nginx) or %q (steward writes an include file for the system's nginx); got %q.", RouterManaged, RouterSystem, n.Mode)
+	}
+	if a := d.str(at, "listen", &n.Listen); a != nil {
+		if p, err := listenPort(n.Listen); err != nil {
+			d.errorf(a.Expr.Range(), "Invalid listen address", "router.nginx.listen: %s.", err)
+		} else if p == 0 {
+			d.errorf(a.Expr.Range(), "Invalid listen address", "router.nginx.listen needs a port other than 0: nginx's address is where users connect.")
+		}
+	}
+	if a := d.str(at, "binary", &n.Binary); a != nil {
+		if n.Binary == "" {
+			d.errorf(a.Expr.Range(), "Empty binary", "binary names the nginx program: a name looked up in PATH, or a path.")
+		} else if strings.Contains(n.Binary, "/") {
+			n.Binary = abs(n.Binary)
+		}
+	}
+	if d.str(at, "include_file", &n.IncludeFile) != nil && n.IncludeFile != "" {
+		n.IncludeFile = abs(n.IncludeFile)
+	}
+	if d.str(at, "maintenance_page", &n.MaintenancePage) != nil && n.MaintenancePage != "" {
+		n.MaintenancePage = abs(n.MaintenancePage)
+	}
+	n.TestCommand, n.ReloadCommand = []string{n.Binary, "-t"}, []string{n.Binary, "-s", "reload"}
+	for _, cmd := range []struct {
+		name string
+		dst  *[]string
+	}{{"test_command", &n.TestCommand}, {"reload_command", &n.ReloadCommand}} {
+		if a := d.strList(at, cmd.name, cmd.dst); a != nil && (len(*cmd.dst) == 0 || (*cmd.dst)[0] == "") {
+			d.errorf(a.Expr.Range(), "Invalid "+cmd.name, "%s is the program and its arguments, for example [\"nginx\", \"-t\"]; the program must not be empty.", cmd.name)
+		}
+	}
+	if a := d.duration(at, "retry_after", &n.RetryAfter); a != nil && (n.RetryAfter < time.Second || n.RetryAfter%time.Second != 0) {
+		d.errorf(a.Expr.Range(), "Invalid retry_after", "retry_after is the Retry-After header, in whole seconds of at least 1s; got %s.", n.RetryAfter)
+	}
+	for _, t := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"proxy_connect_timeout", &n.ProxyConnectTimeout}, {"proxy_read_timeout", &n.ProxyReadTimeout}} {
+		if a := d.duration(at, t.name, t.dst); a != nil && *t.dst < time.Millisecond {
+			d.errorf(a.Expr.Range(), "Invalid "+t.name, "%s must be at least 1ms.", t.name)
+		}
+	}
+	switch n.Mode {
+	case RouterManaged:
+		if at["listen"] == nil {
+			d.errorf(nb.DefRange, "Missing listen", "A managed nginx needs listen, the address users connect to, for example listen = \"127.0.0.1:8080\".")
+		}
+		for _, name := range []string{"include_file", "test_command", "reload_command"} {
+			if a := at[name]; a != nil {
+				d.errorf(a.NameRange, "Not for a managed nginx", "%s is only for mode = %q: steward writes, tests and reloads its own nginx's configuration itself.", name, RouterSystem)
+			}
+		}
+	case RouterSystem:
+		if at["include_file"] == nil {
+			d.errorf(nb.DefRange, "Missing include_file", "A system nginx needs include_file, the file steward writes and nginx includes, for example include_file = \"/etc/nginx/conf.d/steward.conf\".")
+		}
+	}
+	return &RouterConfig{Nginx: n}
+}
+
 // listenPort returns the port of a listen address "HOST:PORT" (0: any).
 func listenPort(addr string) (int, error) {
 	_, port, err := net.SplitHostPort(addr)
@@ -348,6 +489,11 @@ func (h *Host) ReservedPorts() map[int]string {
 	out := map[int]string{}
 	if p, err := listenPort(h.API.Listen); err == nil && p > 0 {
 		out[p] = "api.listen"
+	}
+	if h.Router != nil && h.Router.Nginx.Listen != "" {
+		if p, err := listenPort(h.Router.Nginx.Listen); err == nil && p > 0 {
+			out[p] = "router.nginx.listen"
+		}
 	}
 	return out
 }

@@ -143,11 +143,12 @@ var topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
 	{Type: "rollout"},
 	{Type: "defaults"},
 	{Type: "backup"},
+	{Type: "restart"},
 }}
 
 var (
 	merchantSchema = &hcl.BodySchema{
-		Attributes: attrNames("package", "channel", "version", "database", "db_name", "port", "env", "sensitive", "stop_grace", "on_database_down"),
+		Attributes: attrNames("package", "channel", "version", "database", "db_name", "port", "env", "sensitive", "stop_grace", "on_database_down", "domains", "path_prefix"),
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "health"}},
 	}
 	defaultsSchema = &hcl.BodySchema{
@@ -163,6 +164,7 @@ var (
 	backupSchema  = &hcl.BodySchema{Attributes: attrNames("enabled", "keep")}
 	channelSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}}}
 	rolloutSchema = &hcl.BodySchema{Attributes: attrNames("canary", "max_parallel", "max_failures", "health_deadline", "min_healthy_time")}
+	restartSchema = &hcl.BodySchema{Attributes: attrNames("initial_delay", "max_delay", "reset_after")}
 )
 
 var (
@@ -208,6 +210,8 @@ type rawMerchant struct {
 	m                                  *Merchant
 	pkgAttr, chanAttr, verAttr, dbAttr *hcl.Attribute
 	portAttr, dbNameAttr               *hcl.Attribute
+	prefixAttr                         *hcl.Attribute
+	domainAt                           map[string]hcl.Range
 	hasChannel, hasVersion             bool
 }
 
@@ -220,13 +224,14 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		Databases: map[string]*Database{},
 		Packages:  map[string]*Package{},
 		Rollout:   DefaultRollout,
+		Restart:   DefaultRestart,
 		Defaults:  Defaults{OnDatabaseDown: OnDBDownHold, Health: DefaultHealth},
 	}
 	type bodyOf struct {
 		block *hcl.Block
 		dir   string
 	}
-	var merchants, databases, packages, rollouts, defaults, backups []bodyOf
+	var merchants, databases, packages, rollouts, defaults, backups, restarts []bodyOf
 	parsed := parseAll(srcs, opts.Limits.WithDefaults())
 	files := make(Files, len(srcs))
 	for i, s := range srcs {
@@ -257,6 +262,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 				defaults = append(defaults, bo)
 			case "backup":
 				backups = append(backups, bo)
+			case "restart":
+				restarts = append(restarts, bo)
 			}
 		}
 	}
@@ -297,6 +304,12 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 	}
 	if len(backups) > 0 {
 		d.backup(backups[0].block, &fl.Backup)
+	}
+	if len(restarts) > 1 {
+		d.errorf(restarts[1].block.DefRange, "Duplicate restart block", "Only one restart block is allowed in a fleet; the first one is at %s.", rangeString(restarts[0].block.DefRange))
+	}
+	if len(restarts) > 0 {
+		d.restart(restarts[0].block, &fl.Restart)
 	}
 
 	declared := map[string]map[string]hcl.Range{"database": {}, "package": {}, "merchant": {}}
@@ -414,6 +427,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			d.errorf(a.Expr.Range(), "Invalid db_name", "%q is not a database name steward accepts: lowercase letters, digits, '_', '$' and '-', starting with a letter or '_'.", m.DBName)
 		}
 		rm.portAttr = d.integer(c.Attributes, "port", 1, 65535, &m.Port)
+		rm.domainAt = d.domains(c.Attributes, &m.Domains)
+		rm.prefixAttr = d.pathPrefix(c.Attributes, &m.PathPrefix)
 		env, envAttr := d.envMap(c.Attributes, "env")
 		var sens []string
 		sensAttr := d.strList(c.Attributes, "sensitive", &sens)
@@ -580,6 +595,115 @@ func (d *decoder) rollout(b *hcl.Block, r *Rollout) {
 	d.integer(c.Attributes, "max_failures", 0, 1_000_000, &r.MaxFailures)
 	d.duration(c.Attributes, "health_deadline", &r.HealthDeadline)
 	d.duration(c.Attributes, "min_healthy_time", &r.MinHealthyTime)
+}
+
+// restart decodes a restart block over r.
+func (d *decoder) restart(b *hcl.Block, r *RestartBackoff) {
+	c := d.content(b.Body, restartSchema)
+	if c == nil {
+		return
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"initial_delay", &r.Initial}, {"max_delay", &r.Max}, {"reset_after", &r.ResetAfter}} {
+		if a := d.duration(c.Attributes, f.name, f.dst); a != nil && *f.dst < MinRestartDuration {
+			d.errorf(a.Expr.Range(), "Invalid "+f.name, "%s must be at least %s; got %s.", f.name, MinRestartDuration, *f.dst)
+			*f.dst = MinRestartDuration
+		}
+	}
+	if r.Initial > r.Max {
+		rng := b.DefRange
+		if a := c.Attributes["initial_delay"]; a != nil {
+			rng = a.Expr.Range()
+		}
+		d.errorf(rng, "Invalid restart backoff", "initial_delay (%s) must not be longer than max_delay (%s).", r.Initial, r.Max)
+	}
+}
+
+var (
+	// dnsLabel is one label of a host name, lower case.
+	dnsLabelRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// pathSegmentRe is one segment of a path prefix.
+	pathSegmentRe = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+)
+
+// domainError returns why name is not a domain a merchant may have, or "".
+func domainError(name string) string {
+	host := strings.TrimPrefix(name, "*.")
+	switch {
+	case name == "":
+		return "a domain must not be empty"
+	case strings.ToLower(name) != name:
+		return fmt.Sprintf("%q must be written in lower case (%q)", name, strings.ToLower(name))
+	case strings.HasSuffix(name, "."):
+		return fmt.Sprintf("%q must not end with a dot; write %q", name, strings.TrimSuffix(name, "."))
+	case len(host) > 253:
+		return fmt.Sprintf("%q is longer than 253 characters", name)
+	case strings.Contains(host, "*"):
+		return fmt.Sprintf("%q may hold a wildcard only as its first label, as in \"*.example.com\"", name)
+	}
+	for _, l := range strings.Split(host, ".") {
+		if !dnsLabelRe.MatchString(l) {
+			return fmt.Sprintf("%q is not a host name: each dot-separated label has 1 to 63 letters, digits and '-', not starting or ending with '-'", name)
+		}
+	}
+	return ""
+}
+
+// domains decodes the domains list; it returns where each valid domain is.
+func (d *decoder) domains(attrs hcl.Attributes, dst *[]string) map[string]hcl.Range {
+	var list []string
+	a := d.strList(attrs, "domains", &list)
+	if a == nil {
+		return nil
+	}
+	// Point at the element when the list is written out.
+	at := func(i int) hcl.Range {
+		if elems, diags := hcl.ExprList(a.Expr); !diags.HasErrors() && len(elems) == len(list) {
+			return elems[i].Range()
+		}
+		return a.Expr.Range()
+	}
+	seen, ranges := map[string]bool{}, map[string]hcl.Range{}
+	for i, name := range list {
+		if msg := domainError(name); msg != "" {
+			d.errorf(at(i), "Invalid domain", "%s.", msg)
+			continue
+		}
+		if seen[name] {
+			d.errorf(at(i), "Duplicate domain", "%q is listed twice.", name)
+			continue
+		}
+		seen[name] = true
+		*dst = append(*dst, name)
+		ranges[name] = at(i)
+	}
+	return ranges
+}
+
+// pathPrefix decodes path_prefix.
+func (d *decoder) pathPrefix(attrs hcl.Attributes, dst *string) *hcl.Attribute {
+	var p string
+	a := d.str(attrs, "path_prefix", &p)
+	if a == nil {
+		return nil
+	}
+	bad := func(why string) {
+		d.errorf(a.Expr.Range(), "Invalid path_prefix", "path_prefix %q %s; write it like \"/acme/\".", p, why)
+	}
+	if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || p == "/" {
+		bad("must start and end with '/' and name a path below /")
+		return a
+	}
+	for _, seg := range strings.Split(strings.Trim(p, "/"), "/") {
+		if seg == "." || seg == ".." || !pathSegmentRe.MatchString(seg) {
+			bad("may hold only letters, digits and \"-._~\" between single slashes, and no \".\" or \"..\" segment")
+			return a
+		}
+	}
+	*dst = p
+	return a
 }
 
 // backup decodes a backup block: present means enabled unless it says

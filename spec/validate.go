@@ -14,6 +14,8 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 	dbNames := sortedKeys(fl.Databases)
 	pkgNames := sortedKeys(fl.Packages)
 	portOwner := map[int]*rawMerchant{}
+	domainOwner := map[string]*rawMerchant{}
+	prefixOwner := map[string]*rawMerchant{}
 	sort.Slice(raws, func(i, j int) bool { return lessRange(raws[i].m.DeclRange, raws[j].m.DeclRange) })
 	for _, rm := range raws {
 		m := rm.m
@@ -68,6 +70,21 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 		if n := environmentSize(fl, m); n > MaxEnvironment {
 			d.errorf(at, "Environment too large", "Merchant %q's environment (env with PORT, MERCHANT and DATABASE_URL) takes %s; steward refuses more than %s so that the process can be started within the kernel's ARG_MAX (2 MiB with the usual stack limit, for arguments and environment together). Pass large data in a file instead.",
 				m.ID, FormatSize(int64(n)), FormatSize(MaxEnvironment))
+		}
+		// Routes.
+		for _, dom := range m.Domains {
+			if other, ok := domainOwner[dom]; ok && other != rm {
+				d.errorf(rm.domainAt[dom], "Domain clash", "Merchant %q lists domain %q, which merchant %q already has (%s); a domain routes to one merchant.", m.ID, dom, other.m.ID, rangeString(other.domainAt[dom]))
+				continue
+			}
+			domainOwner[dom] = rm
+		}
+		if p := m.PathPrefix; p != "" {
+			if other, ok := prefixOwner[p]; ok {
+				d.errorf(rm.prefixAttr.Expr.Range(), "Path prefix clash", "Merchant %q has path_prefix %q, which merchant %q already has (%s); a path prefix routes to one merchant.", m.ID, p, other.m.ID, rangeString(other.prefixAttr.Expr.Range()))
+			} else {
+				prefixOwner[p] = rm
+			}
 		}
 		// Ports.
 		if owner, ok := opts.ReservedPorts[m.Port]; ok && m.Port != 0 {

@@ -425,3 +425,21 @@ func TestValidateFleetFlagAlone(t *testing.T) {
 		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// Host configs that validate refuses, as golden files.
+func TestValidateBrokenHostConfigs(t *testing.T) {
+	cases, err := filepath.Glob("testdata/validate/host/*.hcl")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no host config cases: %v", err)
+	}
+	for _, c := range cases {
+		name := strings.TrimSuffix(filepath.Base(c), ".hcl")
+		t.Run(name, func(t *testing.T) {
+			stdout, stderr, code := steward(t, nil, "validate", "-config", c)
+			if code != exitError || !strings.Contains(stderr, c+":") {
+				t.Fatalf("exit %d, want 1 with diagnostics naming %s\n%s%s", code, c, stdout, stderr)
+			}
+			golden(t, "validate/host/"+name+".golden", stdout+stderr)
+		})
+	}
+}
