@@ -118,6 +118,16 @@ func (d *decoder) deferredSecret(attrs hcl.Attributes, name string, dst *Deferre
 	return a
 }
 
+// shown returns v, a value derived from attribute a's (converted, or
+// formatted again), as a diagnostic may quote it: Redacted when a's value
+// came from env(). A derived form is not known to the Redactor.
+func (d *decoder) shown(a *hcl.Attribute, v string) string {
+	if a != nil && d.sensitive[a] {
+		return Redacted
+	}
+	return v
+}
+
 // secretValue records v as a secret.
 func (d *decoder) secretValue(v string) {
 	if v != "" {
@@ -222,7 +232,7 @@ func (d *decoder) integer(attrs hcl.Attributes, name string, min, max int, dst *
 	bf := v.AsBigFloat()
 	i, acc := bf.Int64()
 	if !bf.IsInt() || acc != 0 || i < int64(min) || i > int64(max) {
-		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be a whole number from %d to %d; got %s.", name, min, max, bf.Text('g', 10))
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be a whole number from %d to %d; got %s.", name, min, max, d.shown(a, bf.Text('g', 10)))
 		return a
 	}
 	*dst = int(i)

@@ -378,7 +378,7 @@ func (d *decoder) size(attrs hcl.Attributes, name string, min, max int64, dst *i
 	case err != nil:
 		d.errorf(a.Expr.Range(), "Invalid size", "%s.", err)
 	case n < min || n > max:
-		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be from %s to %s; got %s.", name, FormatSize(min), FormatSize(max), FormatSize(n))
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be from %s to %s; got %s.", name, FormatSize(min), FormatSize(max), d.shown(a, FormatSize(n)))
 	default:
 		*dst = n
 	}
@@ -440,7 +440,7 @@ func (d *decoder) router(b *hcl.Block, abs func(string) string) *RouterConfig {
 		}
 	}
 	if a := d.duration(at, "retry_after", &n.RetryAfter); a != nil && (n.RetryAfter < time.Second || n.RetryAfter%time.Second != 0) {
-		d.errorf(a.Expr.Range(), "Invalid retry_after", "retry_after is the Retry-After header, in whole seconds of at least 1s; got %s.", n.RetryAfter)
+		d.errorf(a.Expr.Range(), "Invalid retry_after", "retry_after is the Retry-After header, in whole seconds of at least 1s; got %s.", d.shown(a, n.RetryAfter.String()))
 	}
 	for _, t := range []struct {
 		name string

@@ -608,7 +608,7 @@ func (d *decoder) restart(b *hcl.Block, r *RestartBackoff) {
 		dst  *time.Duration
 	}{{"initial_delay", &r.Initial}, {"max_delay", &r.Max}, {"reset_after", &r.ResetAfter}} {
 		if a := d.duration(c.Attributes, f.name, f.dst); a != nil && *f.dst < MinRestartDuration {
-			d.errorf(a.Expr.Range(), "Invalid "+f.name, "%s must be at least %s; got %s.", f.name, MinRestartDuration, *f.dst)
+			d.errorf(a.Expr.Range(), "Invalid "+f.name, "%s must be at least %s; got %s.", f.name, MinRestartDuration, d.shown(a, f.dst.String()))
 			*f.dst = MinRestartDuration
 		}
 	}
@@ -617,7 +617,8 @@ func (d *decoder) restart(b *hcl.Block, r *RestartBackoff) {
 		if a := c.Attributes["initial_delay"]; a != nil {
 			rng = a.Expr.Range()
 		}
-		d.errorf(rng, "Invalid restart backoff", "initial_delay (%s) must not be longer than max_delay (%s).", r.Initial, r.Max)
+		d.errorf(rng, "Invalid restart backoff", "initial_delay (%s) must not be longer than max_delay (%s).",
+			d.shown(c.Attributes["initial_delay"], r.Initial.String()), d.shown(c.Attributes["max_delay"], r.Max.String()))
 	}
 }
 
@@ -628,16 +629,22 @@ var (
 	pathSegmentRe = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
 )
 
-// domainError returns why name is not a domain a merchant may have, or "".
-func domainError(name string) string {
+// domainError returns why name is not a domain a merchant may have, or "";
+// with suggest, it says how to write it (not for a secret: the suggestion
+// is a form of the value no Redactor knows).
+func domainError(name string, suggest bool) string {
 	host := strings.TrimPrefix(name, "*.")
 	switch {
 	case name == "":
 		return "a domain must not be empty"
-	case strings.ToLower(name) != name:
+	case strings.ToLower(name) != name && suggest:
 		return fmt.Sprintf("%q must be written in lower case (%q)", name, strings.ToLower(name))
-	case strings.HasSuffix(name, "."):
+	case strings.ToLower(name) != name:
+		return fmt.Sprintf("%q must be written in lower case", name)
+	case strings.HasSuffix(name, ".") && suggest:
 		return fmt.Sprintf("%q must not end with a dot; write %q", name, strings.TrimSuffix(name, "."))
+	case strings.HasSuffix(name, "."):
+		return fmt.Sprintf("%q must not end with a dot", name)
 	case len(host) > 253:
 		return fmt.Sprintf("%q is longer than 253 characters", name)
 	case strings.Contains(host, "*"):
@@ -667,7 +674,7 @@ func (d *decoder) domains(attrs hcl.Attributes, dst *[]string) map[string]hcl.Ra
 	}
 	seen, ranges := map[string]bool{}, map[string]hcl.Range{}
 	for i, name := range list {
-		if msg := domainError(name); msg != "" {
+		if msg := domainError(name, !d.sensitive[a]); msg != "" {
 			d.errorf(at(i), "Invalid domain", "%s.", msg)
 			continue
 		}

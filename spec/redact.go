@@ -396,10 +396,11 @@ func SensitiveNames(srcs ...[]byte) map[string]bool {
 }
 
 // SnippetLineSafe reports whether line, already passed through a Redactor,
-// may be shown: it holds no URL password other than Redacted, and assigns
-// no string literal other than Redacted to an attribute or key that holds
-// secrets by its name (dsn, token, webhook_secret, password, ...) or that
-// sensitive lists. The name given to env() is not a value.
+// may be shown: it holds no URL password other than Redacted, gives env()
+// no default other than Redacted (a default is a value from env()), and
+// assigns no string literal other than Redacted to an attribute or key that
+// holds secrets by its name (dsn, token, webhook_secret, password, ...) or
+// that sensitive lists. The name given to env() is not a value.
 func SnippetLineSafe(line string, sensitive map[string]bool) bool {
 	for _, m := range urlCredRe.FindAllStringSubmatch(line, -1) {
 		if m[1] != "" && m[1] != Redacted {
@@ -407,9 +408,14 @@ func SnippetLineSafe(line string, sensitive map[string]bool) bool {
 		}
 	}
 	secret := func(name string) bool { return sensitive[name] || secretName(name) }
+	const (
+		outside = iota
+		envName // the next literal is the name given to env()
+		envDefault
+	)
 	var (
 		cur      string // the attribute or key being assigned
-		envName  bool   // the next literal is the name given to env()
+		env      = outside
 		n        = len(line)
 		assignAt = func(j int) (int, bool) { // after spaces at j: = (not ==) or :
 			for j < n && (line[j] == ' ' || line[j] == '\t') {
@@ -434,22 +440,34 @@ func SnippetLineSafe(line string, sensitive map[string]bool) bool {
 			}
 			lit := line[i+1 : min(j, n)]
 			i = min(j+1, n)
-			if next, ok := assignAt(i); ok {
-				cur, envName, i = lit, false, next
+			if next, ok := assignAt(i); ok && env == outside {
+				cur, i = lit, next
 				continue
 			}
-			if !envName && cur != "" && secret(cur) && strings.TrimSpace(strings.ReplaceAll(lit, Redacted, "")) != "" {
-				return false
+			shown := strings.TrimSpace(strings.ReplaceAll(lit, Redacted, "")) != ""
+			switch env {
+			case envName:
+				env = envDefault
+			case envDefault:
+				if shown {
+					return false
+				}
+			default:
+				if shown && cur != "" && secret(cur) {
+					return false
+				}
 			}
-			envName = false
+		case c == ')':
+			env = outside
+			i++
 		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
 			j := i
 			for j < n && (line[j] == '_' || line[j] == '-' || line[j] >= 'a' && line[j] <= 'z' || line[j] >= 'A' && line[j] <= 'Z' || line[j] >= '0' && line[j] <= '9') {
 				j++
 			}
 			word := line[i:j]
-			if next, ok := assignAt(j); ok {
-				cur, envName, i = word, false, next
+			if next, ok := assignAt(j); ok && env == outside {
+				cur, i = word, next
 				continue
 			}
 			k := j
@@ -457,7 +475,7 @@ func SnippetLineSafe(line string, sensitive map[string]bool) bool {
 				k++
 			}
 			if word == "env" && k < n && line[k] == '(' {
-				envName = true
+				env = envName
 			}
 			i = j
 		default:

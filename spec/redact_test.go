@@ -334,6 +334,10 @@ func TestSnippetLineSafe(t *testing.T) {
 		`  dsn = env("DB_DSN")`:                       true,
 		`  dsn = env("DB_DSN", "fallback")`:           false,
 		`  dsn = env("DB_DSN", "(sensitive)")`:        true,
+		`  version = env("V", "1.2.3")`:               false,
+		`  version = env("V")`:                        true,
+		`  env = { A = env("X"), B = "en" }`:          true,
+		`  env = { A = env("X", "d"), B = "en" }`:     false,
 		`  token = "abc"`:                             false,
 		`  webhook_secret = "abc"`:                    false,
 		`  env = { FOO = "x", LOCALE = "en" }`:        false,
@@ -420,6 +424,46 @@ func TestDeferredAPISecrets(t *testing.T) {
 	} {
 		if _, _, diags := LoadHostBytes([]byte(src), "/etc/steward.hcl"); !diags.HasErrors() || !strings.Contains(diags.Error(), want) {
 			t.Errorf("%s: %v, want %q", src, diags, want)
+		}
+	}
+}
+
+// A diagnostic that would quote a value in another form than it came from
+// env() (a number or a duration formatted again, a domain in lower case)
+// quotes Redacted instead: no Redactor knows that form.
+func TestDerivedFormsOfSecretsNotQuoted(t *testing.T) {
+	secretEnv(t, map[string]string{"S_PORT": "0099999", "S_DELAY": "0.001s", "S_DOMAIN": "Secret.Example", "S_RETRY": "1500ms", "S_SIZE": "0100"})
+	_, _, diags := Load([]Source{{Name: "t.hcl", Dir: "/", Bytes: []byte(base + `
+restart {
+  initial_delay = env("S_DELAY")
+}
+merchant "m" {
+  package = "app"
+  channel = "stable"
+  port    = env("S_PORT")
+  domains = [env("S_DOMAIN")]
+}
+`)}}, Options{})
+	_, _, hdiags := LoadHostBytes([]byte(`router {
+  nginx {
+    listen      = "127.0.0.1:8080"
+    retry_after = env("S_RETRY")
+  }
+}
+limits { package_size = env("S_SIZE") }
+`), "/etc/steward.hcl")
+	var all string
+	for _, d := range append(diags, hdiags...) {
+		all += d.Summary + ": " + d.Detail + "\n"
+	}
+	for _, derived := range []string{"99999", "1ms", "secret.example", "1.5s", "100 B"} {
+		if strings.Contains(all, derived) {
+			t.Errorf("a diagnostic quotes %q:\n%s", derived, all)
+		}
+	}
+	for _, want := range []string{"Invalid port", "Invalid initial_delay", "Invalid domain", "Invalid retry_after", "Invalid package_size"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no %q diagnostic; the test checks nothing there:\n%s", want, all)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -87,15 +88,16 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 			}
 		}
 		// Ports.
+		port := m.Shown("port", strconv.Itoa(m.Port)) // the value as written may differ ("08101")
 		if owner, ok := opts.ReservedPorts[m.Port]; ok && m.Port != 0 {
-			d.errorf(attrRange(rm.portAttr), "Port reserved", "Merchant %q asks for port %d, which steward itself listens on (%s in the host config); choose another port, or remove port to have one assigned.", m.ID, m.Port, owner)
+			d.errorf(attrRange(rm.portAttr), "Port reserved", "Merchant %q asks for port %s, which steward itself listens on (%s in the host config); choose another port, or remove port to have one assigned.", m.ID, port, owner)
 		}
 		if m.Port != 0 {
 			if opts.Ports.High != 0 && !opts.Ports.Contains(m.Port) {
-				d.errorf(attrRange(rm.portAttr), "Port outside the runtime range", "Merchant %q asks for port %d, outside the runtime port range %s of the host config; choose a port inside it or widen runtime.ports.", m.ID, m.Port, opts.Ports)
+				d.errorf(attrRange(rm.portAttr), "Port outside the runtime range", "Merchant %q asks for port %s, outside the runtime port range %s of the host config; choose a port inside it or widen runtime.ports.", m.ID, port, opts.Ports)
 			}
 			if other, ok := portOwner[m.Port]; ok {
-				d.errorf(attrRange(rm.portAttr), "Port clash", "Merchant %q asks for port %d, which merchant %q already uses (%s); every merchant needs its own port. Remove port to have one assigned.", m.ID, m.Port, other.m.ID, rangeString(attrRange(other.portAttr)))
+				d.errorf(attrRange(rm.portAttr), "Port clash", "Merchant %q asks for port %s, which merchant %q already uses (%s); every merchant needs its own port. Remove port to have one assigned.", m.ID, port, other.m.ID, rangeString(attrRange(other.portAttr)))
 			} else {
 				portOwner[m.Port] = rm
 			}

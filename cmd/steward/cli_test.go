@@ -166,15 +166,20 @@ func TestSecretsNeverShown(t *testing.T) {
 		"S_PORT":     "env-port-s3cret",
 		"S_ENVVAL":   "env-envval-s3cret",
 		"S_DSN":      "postgres://u:env-dsn-s3cret@h/db",
+		"S_DOMAIN":   "Env-Domain-S3cret",
+		"S_PREFIX":   "env-prefix-s3cret",
+		"S_RESTART":  "env-restart-s3cret",
 	}
 	for k, v := range envSecrets {
 		t.Setenv(k, v)
 	}
-	secrets := []string{"env default s3cret", "lit-dsn-s3cret", "lit-env-s3cret", "lit-token-s3cret", "unparsed-dsn-s3cret", "unparsed-env-s3cret", "lit-kv-s3cret"}
+	secrets := []string{"env default s3cret", "lit-dsn-s3cret", "lit-env-s3cret", "lit-token-s3cret", "unparsed-dsn-s3cret", "unparsed-env-s3cret", "lit-kv-s3cret", "unparsed-default-s3cret"}
 	for _, v := range envSecrets {
 		secrets = append(secrets, v)
 	}
-	secrets = append(secrets, "env-dsn-s3cret")
+	// Forms of them a message could derive: the password alone, the domain
+	// in lower case.
+	secrets = append(secrets, "env-dsn-s3cret", "env-domain-s3cret")
 
 	dir := t.TempDir()
 	specs := filepath.Join(dir, "specs")
@@ -208,7 +213,10 @@ merchant "a" {
   port             = env("S_PORT")
   env              = { X = env("S_ENVVAL"), "bad name" = "1" }
   health { http = env("S_HTTP") }
+  domains          = [env("S_DOMAIN")]
+  path_prefix      = env("S_PREFIX")
 }
+restart { max_delay = env("S_RESTART") }
 merchant "b" {
   package = "app"
   version = env("S_UNSET_VERSION", "env default s3cret")
@@ -219,6 +227,7 @@ merchant "b" {
 		"specs/broken.hcl": `database "broken" { dsn = "postgres://u:unparsed-dsn-s3cret@h/db" }}
 merchant "c" {
   env = { SHARED_PASS = "unparsed-env-s3cret" } @
+  version = env("S_UNSET", "unparsed-default-s3cret") @
 }
 `,
 	}

@@ -30,13 +30,14 @@ and the exit status is 1 if there are any.`)
 	}
 	var files []string
 	lim := spec.DefaultLimits
+	var red *spec.Redactor // the host config's secrets, when there is one
 	if len(paths) == 0 {
 		h, hfiles, diags := e.loadHost(*config, false)
 		if diags.HasErrors() {
-			renderDiagnostics(e.stderr, hfiles, diags)
+			renderDiagnosticsRedacted(e.stderr, hfiles, diags, hostRedactor(h))
 			return exitError
 		}
-		lim = h.Limits
+		lim, red = h.Limits, h.Redactor()
 		files = append(files, h.File)
 		specs, err := spec.SpecFiles(h.Source.Path)
 		if err != nil {
@@ -47,7 +48,7 @@ and the exit status is 1 if there are any.`)
 		// The host config's limits apply when there is a valid one; fmt of
 		// named files does not depend on it otherwise.
 		if h, _, diags := e.loadHost(*config, true); !diags.HasErrors() {
-			lim = h.Limits
+			lim, red = h.Limits, h.Redactor()
 		}
 		for _, p := range paths {
 			st, err := os.Stat(p)
@@ -105,7 +106,7 @@ and the exit status is 1 if there are any.`)
 		}
 	}
 	if len(diags) > 0 {
-		renderDiagnostics(e.stderr, parser.Files(), diags)
+		renderDiagnosticsRedacted(e.stderr, parser.Files(), diags, red)
 		return exitError
 	}
 	if *check && unformatted > 0 {
