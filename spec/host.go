@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"steward/internal/safefile"
 )
 
 // Host is the per-machine configuration (steward.hcl). Relative paths in it
@@ -190,8 +192,7 @@ var hostSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
 func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
 	src, err := ReadFile(path, DefaultLimits)
 	if err != nil {
-		var tl *TooLargeError
-		if errors.As(err, &tl) {
+		if errors.Is(err, safefile.ErrTooLarge) {
 			return nil, nil, hcl.Diagnostics{readDiag("Cannot read host config", path, err, hostLimitsFixed)}
 		}
 		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read host config",

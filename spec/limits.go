@@ -2,17 +2,16 @@ package spec
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"strings"
-	"syscall"
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"steward/internal/safefile"
 )
 
 // Limits bound what steward reads from files and requests it does not
@@ -346,39 +345,10 @@ func skipLine(src []byte, i int) int {
 // ReadFile reads the regular file path, refusing anything larger than
 // lim.FileSize (zero: the default) and anything that is not a regular file:
 // a FIFO or a device named like a spec file must not block or exhaust the
-// reader. The file is opened without blocking and read with a bound.
+// reader (internal/safefile: opened without blocking, checked with fstat,
+// read with a bound). ReadDiagnostic turns its errors into diagnostics.
 func ReadFile(path string, lim Limits) ([]byte, error) {
-	lim = lim.WithDefaults()
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("not a regular file (%s)", st.Mode().Type())}
-	}
-	if st.Size() > lim.FileSize {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: &TooLargeError{Size: st.Size(), Limit: lim.FileSize}}
-	}
-	b, err := io.ReadAll(io.LimitReader(f, lim.FileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > lim.FileSize {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: &TooLargeError{Size: int64(len(b)), Limit: lim.FileSize}}
-	}
-	return b, nil
-}
-
-// TooLargeError is returned by ReadFile for a file over the size limit.
-type TooLargeError struct{ Size, Limit int64 }
-
-func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("%s, more than the limit of %s", FormatSize(e.Size), FormatSize(e.Limit))
+	return safefile.ReadRegular(context.Background(), path, lim.WithDefaults().FileSize)
 }
 
 // ReadDiagnostic turns an error of ReadFile into a diagnostic with summary
@@ -390,11 +360,15 @@ func ReadDiagnostic(summary, path string, err error) *hcl.Diagnostic {
 
 // readDiag is ReadDiagnostic; fixed is as for checkSource.
 func readDiag(summary, path string, err error, fixed string) *hcl.Diagnostic {
-	var tl *TooLargeError
+	var tl *safefile.TooLargeError
 	detail := err.Error() + "."
 	if errors.As(err, &tl) {
 		summary = "File too large"
-		detail = fmt.Sprintf("%s is %s; steward does not read it. %s", path, tl, advice("Split it into smaller files", "spec_file_size", fixed))
+		size := "larger than"
+		if tl.Size >= 0 {
+			size = FormatSize(tl.Size) + ", more than"
+		}
+		detail = fmt.Sprintf("%s is %s the limit of %s; steward does not read it. %s", path, size, FormatSize(tl.Limit), advice("Split it into smaller files", "spec_file_size", fixed))
 	}
 	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail,
 		Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"steward/internal/dsn"
 )
 
 // Redactor replaces every secret value it knows with Redacted wherever the
@@ -199,7 +201,7 @@ func (f *Fleet) Redactor() *Redactor {
 			}
 		}
 		if db := f.Databases[m.Database]; db != nil && !db.DSN.IsZero() && m.DBName != "" {
-			vals = append(vals, DatabaseURL(db.DSN.Reveal(), m.DBName))
+			vals = append(vals, dsn.WithDatabase(db.DSN.Reveal(), m.DBName))
 		}
 	}
 	return NewRedactor(withParts(vals)...)
@@ -250,117 +252,26 @@ func RedactDiagnostics(diags hcl.Diagnostics, r *Redactor) {
 }
 
 // secretParts returns the parts of v that are secrets of their own when v
-// is a connection string or URL: the password of a URL's user info
-// (decoded and as written), and the value of a key=value DSN's password.
+// is a connection string or URL: the password of a PostgreSQL DSN (URL or
+// key=value form), and the password of any URL's user info, decoded and as
+// written.
 func secretParts(v string) []string {
 	var out []string
+	if pw := dsn.Password(v); pw != "" {
+		out = append(out, pw)
+	}
 	if i := strings.Index(v, "://"); i > 0 {
 		rest := v[i+3:]
 		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
-			userinfo := rest[:at]
-			if _, pw, ok := strings.Cut(userinfo, ":"); ok && pw != "" {
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
 				out = append(out, pw)
 				if dec, err := url.PathUnescape(pw); err == nil && dec != pw {
 					out = append(out, dec)
 				}
 			}
 		}
-		if u, err := url.Parse(v); err == nil {
-			if pw, ok := u.User.Password(); ok && pw != "" {
-				out = append(out, pw)
-			}
-			if pw := u.Query().Get("password"); pw != "" {
-				out = append(out, pw)
-			}
-		}
-		return out
-	}
-	for _, kv := range parseKeyValueDSN(v) {
-		if kv[0] == "password" && kv[1] != "" {
-			out = append(out, kv[1])
-		}
 	}
 	return out
-}
-
-// parseKeyValueDSN splits a libpq key=value connection string into its
-// pairs: values may be single-quoted, with \' and \\ escapes. It is lenient:
-// what does not parse is skipped.
-func parseKeyValueDSN(s string) [][2]string {
-	var out [][2]string
-	i, n := 0, len(s)
-	for i < n {
-		for i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n') {
-			i++
-		}
-		k := i
-		for i < n && s[i] != '=' && s[i] != ' ' {
-			i++
-		}
-		key := strings.TrimSpace(s[k:i])
-		for i < n && s[i] == ' ' {
-			i++
-		}
-		if i >= n || s[i] != '=' {
-			for i < n && s[i] != ' ' {
-				i++
-			}
-			continue
-		}
-		i++
-		for i < n && s[i] == ' ' {
-			i++
-		}
-		var val strings.Builder
-		if i < n && s[i] == '\'' {
-			for i++; i < n && s[i] != '\''; i++ {
-				if s[i] == '\\' && i+1 < n {
-					i++
-				}
-				val.WriteByte(s[i])
-			}
-			i++
-		} else {
-			for ; i < n && s[i] != ' ' && s[i] != '\t' && s[i] != '\n'; i++ {
-				if s[i] == '\\' && i+1 < n {
-					i++
-				}
-				val.WriteByte(s[i])
-			}
-		}
-		if key != "" {
-			out = append(out, [2]string{key, val.String()})
-		}
-	}
-	return out
-}
-
-// DatabaseURL returns dsn with its database name replaced by dbName: the
-// DATABASE_URL of a merchant whose database is dbName on the server dsn
-// names. URL DSNs (postgres:// and postgresql://) get dbName as their path;
-// key=value DSNs get dbname=dbName (replaced, or added).
-func DatabaseURL(dsn, dbName string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return dsn
-		}
-		u.Path = "/" + dbName
-		u.RawPath = ""
-		return u.String()
-	}
-	var parts []string
-	found := false
-	for _, f := range strings.Fields(dsn) {
-		if strings.HasPrefix(f, "dbname=") {
-			f, found = "dbname="+dbName, true
-		}
-		parts = append(parts, f)
-	}
-	if !found {
-		parts = append(parts, "dbname="+dbName)
-	}
-	return strings.Join(parts, " ")
 }
 
 // Snippet safety: a source line is shown in a diagnostic only when no

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"steward/internal/dsn"
 )
 
 func TestRedactor(t *testing.T) {
@@ -69,19 +71,6 @@ func dedup(s []string) []string {
 		}
 	}
 	return out
-}
-
-func TestDatabaseURL(t *testing.T) {
-	for _, tt := range []struct{ dsn, db, want string }{
-		{"postgres://u:p@h:5432/postgres?sslmode=disable", "acme", "postgres://u:p@h:5432/acme?sslmode=disable"},
-		{"postgresql://h/x", "b_2", "postgresql://h/b_2"},
-		{"host=h dbname=postgres user=u", "acme", "host=h dbname=acme user=u"},
-		{"host=h user=u", "acme", "host=h user=u dbname=acme"},
-	} {
-		if got := DatabaseURL(tt.dsn, tt.db); got != tt.want {
-			t.Errorf("DatabaseURL(%q, %q) = %q, want %q", tt.dsn, tt.db, got, tt.want)
-		}
-	}
 }
 
 func TestFingerprintWith(t *testing.T) {
@@ -277,7 +266,7 @@ merchant "a" {
 		t.Fatal(errs)
 	}
 	red := fl.Redactor()
-	for _, s := range []string{"url-pw-1", "kv pw 2", "shared-secret-3", "pass-secret-4", "host=h user=u password='kv pw 2' dbname=a"} {
+	for _, s := range []string{"url-pw-1", "kv pw 2", "shared-secret-3", "pass-secret-4", dsn.WithDatabase("host=h user=u password='kv pw 2' dbname=postgres", "a")} {
 		if got := red.Redact("<" + s + ">"); got != "<"+Redacted+">" {
 			t.Errorf("%q: %q", s, got)
 		}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"steward/internal/dsn"
 )
 
 // validateMerchants checks what needs the whole fleet: references, version
@@ -124,7 +126,7 @@ func environmentSize(fl *Fleet, m *Merchant) int {
 	const ptr = 8
 	n := len("PORT=65535") + 1 + ptr + len("MERCHANT=") + len(m.ID) + 1 + ptr
 	if db := fl.Databases[m.Database]; db != nil {
-		n += len("DATABASE_URL=") + len(DatabaseURL(db.DSN.Reveal(), m.DBName)) + 1 + ptr
+		n += len("DATABASE_URL=") + len(dsn.WithDatabase(db.DSN.Reveal(), m.DBName)) + 1 + ptr
 	}
 	for k, v := range m.Env {
 		n += len(k) + 1 + len(v.Value.Reveal()) + 1 + ptr
