@@ -32,7 +32,7 @@ import (
 // printed. Over-redaction is otherwise accepted: any occurrence of a
 // secret's text is replaced, even where it is not the secret.
 type Redactor struct {
-	long  map[string][]string // values of MinRedactLen bytes or more by their first MinRedactLen bytes, longest first
+	long  map[string][]string // values of MinRedactLen bytes or more by their first MinRedactLen bytes, sorted
 	short []string            // shorter values
 	n     int                 // distinct values, all forms included
 }
@@ -75,7 +75,35 @@ func (r *Redactor) add(values []string) {
 		}
 	}
 	for _, vs := range r.long {
-		sort.Slice(vs, func(i, j int) bool { return len(vs[i]) > len(vs[j]) })
+		sort.Strings(vs)
+	}
+}
+
+// longestPrefix returns the length of the longest of vals (sorted) that is
+// a prefix of t, or 0. The values of a bucket often share long prefixes (the
+// DATABASE_URLs of one server), so it searches instead of trying each: the
+// largest value not above t is the longest prefix of t when it is one at
+// all; otherwise any prefix of t in vals is a prefix of what that value and
+// t have in common, which is searched next.
+func longestPrefix(vals []string, t string) int {
+	hi := len(vals)
+	for {
+		j := sort.Search(hi, func(k int) bool { return vals[k] > t }) - 1
+		if j < 0 {
+			return 0
+		}
+		v := vals[j]
+		if strings.HasPrefix(t, v) {
+			return len(v)
+		}
+		l := 0
+		for l < len(v) && l < len(t) && v[l] == t[l] {
+			l++
+		}
+		if l < MinRedactLen {
+			return 0
+		}
+		t, hi = t[:l], j
 	}
 }
 
@@ -98,8 +126,7 @@ func forms(v string) []string {
 		out = append(out, e) // as in a URL's user info
 	}
 	if strings.Contains(v, "${") || strings.Contains(v, "%{") {
-		hcl := strings.NewReplacer("${", "$${", "%{", "%%{").Replace(v)
-		out = append(out, hcl)
+		out = append(out, strings.NewReplacer("${", "$${", "%{", "%%{").Replace(v)) // as HCL escapes it
 	}
 	return out
 }
@@ -135,14 +162,14 @@ func (r *Redactor) Redact(s string) string {
 	if r == nil || r.n == 0 || s == "" {
 		return s
 	}
-	// covered[i] is the end of the stretch that starts at i, or 0.
+	// spans are the occurrences found, as [start, end) byte offsets.
 	var spans [][2]int
 	if len(r.long) > 0 {
 		for i := 0; i+MinRedactLen <= len(s); i++ {
-			for _, v := range r.long[s[i:i+MinRedactLen]] {
-				if strings.HasPrefix(s[i:], v) {
-					spans = append(spans, [2]int{i, i + len(v)})
-					break // the longest match at i covers the others
+			if vs := r.long[s[i:i+MinRedactLen]]; len(vs) > 0 {
+				// The longest match at i covers the others.
+				if n := longestPrefix(vs, s[i:]); n > 0 {
+					spans = append(spans, [2]int{i, i + n})
 				}
 			}
 		}
