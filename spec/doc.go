@@ -36,4 +36,7 @@
 // Redactor and SnippetLineSafe, which keeps out lines that may hold a secret
 // nobody knows (a file that did not parse). Fingerprints of secrets are
 // keyed (Secret.FingerprintWith): the key is random and kept with the state.
+// The API token and webhook secret are DeferredSecrets, evaluated when the
+// API is served or called, so that commands that only read work while the
+// variable they come from is unset.
 package spec
