@@ -144,6 +144,12 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add("command = [\"bin/app\"]\nschema {\n  version = 0\n  command = [\"bin/v\"]\n  timeout = \"1s\"\n}\n")
 	f.Add("command = [\"bin/app\"]\nmigrate = [\"bin/app\"]\nschema {\n  version = 9\n  down = [\"bin/app\", \"--to=${to + 1}\", \"${to}\"]\n  query = \"SELECT 1\"\n}\n")
 	f.Add("command = [\"bin/app\"]\nschema {\n  version = -1.5\n  migrate = [\"${to}\"]\n  down = [\"bin/app\"]\n  query = \"\"\n  command = [\"/x\"]\n  timeout = \"0s\"\n}\nschema {}\n")
+	// Nested far beyond the depth limit: without it, a stack overflow or
+	// hundreds of megabytes.
+	f.Add("command = [\"bin/app\", " + strings.Repeat("(", 5000) + "\"x\"" + strings.Repeat(")", 5000) + "]\n")
+	f.Add("command = [\"bin/app\", \"" + strings.Repeat(`${"`, 5000) + strings.Repeat(`"}`, 5000) + "\"]\n")
+	f.Add("command = [\"bin/app\"]\nhealth {\n  tcp = " + strings.Repeat("!", 50000) + "false\n}\n")
+	f.Add(strings.Repeat("schema {\n", 5000) + strings.Repeat("}\n", 5000))
 	f.Fuzz(func(t *testing.T, src string) {
 		m, diags := ParseManifest([]byte(src), "package.hcl")
 		for _, d := range diags {

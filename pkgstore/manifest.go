@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+
+	"steward/spec"
 )
 
 // ManifestFile is the name of the manifest at the root of every package.
@@ -66,10 +68,22 @@ var validateCtx = &hcl.EvalContext{Variables: map[string]cty.Value{
 	"merchant": cty.UnknownVal(cty.String),
 }}
 
-// ParseManifest parses a package manifest. filename is used in the ranges of
-// the diagnostics only. Unknown attributes and blocks are errors; command is
-// required. The manifest is nil when the diagnostics hold an error.
+// ParseManifest parses a package manifest within spec.DefaultLimits; see
+// ParseManifestLimits.
 func ParseManifest(src []byte, filename string) (*Manifest, hcl.Diagnostics) {
+	return ParseManifestLimits(src, filename, spec.DefaultLimits)
+}
+
+// ParseManifestLimits parses a package manifest. filename is used in the
+// ranges of the diagnostics only. A manifest larger than lim.FileSize or
+// nested deeper than lim.Depth is refused before it is parsed (zero fields
+// take spec.DefaultLimits). Unknown attributes and blocks are errors;
+// command is required. The manifest is nil when the diagnostics hold an
+// error.
+func ParseManifestLimits(src []byte, filename string, lim spec.Limits) (*Manifest, hcl.Diagnostics) {
+	if diags := spec.CheckSource(filename, src, lim); diags.HasErrors() {
+		return nil, diags
+	}
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, diags

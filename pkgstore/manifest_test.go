@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"steward/spec"
 )
 
 func TestParseManifest(t *testing.T) {
@@ -61,6 +63,29 @@ func TestParseManifestErrors(t *testing.T) {
 		{"command = [\"bin/app\"\n", `:1,11-12: Unterminated tuple constructor expression;`},
 	}
 	checkRefused(t, file, tests)
+}
+
+// A manifest over the size or depth limit is refused before it is parsed,
+// with a diagnostic that names the file and the limit.
+func TestParseManifestLimits(t *testing.T) {
+	const file = "invoicing-1.2.0.tar.gz/package.hcl"
+	deep := "command = [\"bin/app\", " + strings.Repeat("(", 40_000) + "\"x\"" + strings.Repeat(")", 40_000) + "]\n"
+	m, diags := ParseManifest([]byte(deep), file)
+	if m != nil || !diags.HasErrors() || diags[0].Summary != "Nesting too deep" || diags[0].Subject.Filename != file ||
+		!strings.Contains(diags[0].Detail, "more than 64 levels") || !strings.Contains(diags[0].Detail, "limits.spec_depth") {
+		t.Errorf("deep manifest: %v", diags)
+	}
+	shallow := "command = [\"bin/app\", " + strings.Repeat("(", 20) + "\"x\"" + strings.Repeat(")", 20) + "]\n"
+	if _, diags := ParseManifestLimits([]byte(shallow), file, spec.Limits{Depth: 16}); !diags.HasErrors() || !strings.Contains(diags[0].Detail, "more than 16 levels") {
+		t.Errorf("Depth 16: %v", diags)
+	}
+	if _, diags := ParseManifestLimits([]byte(shallow), file, spec.Limits{Depth: 32}); diags.HasErrors() {
+		t.Errorf("Depth 32: %v", diags)
+	}
+	big := goodManifest + "# " + strings.Repeat("x", 2000) + "\n"
+	if _, diags := ParseManifestLimits([]byte(big), file, spec.Limits{FileSize: 1024}); !diags.HasErrors() || diags[0].Summary != "File too large" || !strings.Contains(diags[0].Detail, "limit of 1 KiB") {
+		t.Errorf("FileSize 1024: %v", diags)
+	}
 }
 
 // Every problem is reported, not just the first.

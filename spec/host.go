@@ -1,8 +1,10 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
-	"os"
+	"math"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"steward/internal/safefile"
 )
 
 // Host is the per-machine configuration (steward.hcl). Relative paths in it
@@ -22,6 +26,15 @@ type Host struct {
 	Runtime RuntimeConfig
 	API     APIConfig
 	Daemon  DaemonConfig
+	// Router routes requests to merchants by domain (the router block); nil
+	// without one.
+	Router *RouterConfig
+	// Limits bound what steward reads from specs, manifests, packages and
+	// API requests (the limits block); every field is set.
+	Limits Limits
+
+	// secrets are the secret values met while loading (see Redactor).
+	secrets []string
 }
 
 // SourceConfig says where fleet specs come from: a local directory, or git.
@@ -66,10 +79,66 @@ type RuntimeConfig struct {
 
 // APIConfig is the daemon's HTTP API.
 type APIConfig struct {
-	Listen        string
-	Token         Secret
-	WebhookSecret Secret
+	Listen string
+	// Token and WebhookSecret are evaluated when used (Value), so that a
+	// command that does not need them works while the variable they read
+	// is unset; only the commands that serve or call the API evaluate them.
+	Token         DeferredSecret
+	WebhookSecret DeferredSecret
 }
+
+// RouterConfig is how requests reach merchants. Nginx is its only kind.
+type RouterConfig struct {
+	Nginx NginxConfig
+}
+
+// Router modes.
+const (
+	// RouterManaged: steward runs and supervises its own nginx, listening on
+	// Listen, with its prefix under runtime.root.
+	RouterManaged = "managed"
+	// RouterSystem: steward writes IncludeFile for an nginx it does not
+	// own, and runs TestCommand and ReloadCommand.
+	RouterSystem = "system"
+)
+
+// NginxConfig is the nginx router. Paths are absolute.
+type NginxConfig struct {
+	// Mode is RouterManaged (the default) or RouterSystem.
+	Mode string
+	// Listen is the address the server blocks listen on: required when
+	// managed; when system, optional (the blocks then say no listen, and
+	// nginx's default applies).
+	Listen string
+	// Binary is the nginx program: a name looked up in PATH ("nginx", the
+	// default) or a path.
+	Binary string
+	// IncludeFile is the file steward writes, which the system nginx
+	// includes; system only, and required there.
+	IncludeFile string
+	// TestCommand and ReloadCommand check and reload the system nginx
+	// (system only; default Binary -t and Binary -s reload). Non-empty.
+	TestCommand   []string
+	ReloadCommand []string
+	// MaintenancePage is the HTML answered with 503 for a merchant that
+	// cannot serve; empty for the built-in page.
+	MaintenancePage string
+	// RetryAfter is the Retry-After of that answer (at least 1s, whole
+	// seconds).
+	RetryAfter time.Duration
+	// ProxyConnectTimeout and ProxyReadTimeout bound the proxying to a
+	// merchant; both positive.
+	ProxyConnectTimeout time.Duration
+	ProxyReadTimeout    time.Duration
+}
+
+// Router defaults.
+const (
+	DefaultNginxBinary         = "nginx"
+	DefaultRetryAfter          = 30 * time.Second
+	DefaultProxyConnectTimeout = 2 * time.Second
+	DefaultProxyReadTimeout    = 60 * time.Second
+)
 
 // DaemonConfig tunes `steward run`.
 type DaemonConfig struct {
@@ -113,14 +182,19 @@ const (
 )
 
 var hostSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
-	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"},
+	{Type: "source"}, {Type: "state"}, {Type: "runtime"}, {Type: "api"}, {Type: "daemon"}, {Type: "limits"}, {Type: "router"},
 }}
 
 // LoadHost reads and validates the host config at path. The returned Host is
-// usable only when the diagnostics have no errors.
+// usable only when the diagnostics have no errors. The file is read and
+// checked with DefaultLimits: its own limits block applies to what steward
+// reads later.
 func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path, DefaultLimits)
 	if err != nil {
+		if errors.Is(err, safefile.ErrTooLarge) {
+			return nil, nil, hcl.Diagnostics{readDiag("Cannot read host config", path, err, hostLimitsFixed)}
+		}
 		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read host config",
 			Detail: fmt.Sprintf("%s. Pass -config FILE or set STEWARD_CONFIG to the host config (for example examples/steward.hcl).", err)}}
 	}
@@ -130,6 +204,9 @@ func LoadHost(path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
 // LoadHostBytes is LoadHost for content already read; path names the file
 // and relative paths resolve against its directory.
 func LoadHostBytes(src []byte, path string) (*Host, map[string]*hcl.File, hcl.Diagnostics) {
+	if diags := checkSource(path, src, DefaultLimits, hostLimitsFixed); diags.HasErrors() {
+		return nil, nil, diags
+	}
 	p := hclparse.NewParser()
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -141,17 +218,20 @@ func LoadHostBytes(src []byte, path string) (*Host, map[string]*hcl.File, hcl.Di
 	}
 	h, more := decodeHost(f.Body, filepath.Dir(abs))
 	h.File = abs
-	return h, p.Files(), append(diags, more...)
+	diags = append(diags, more...)
+	RedactDiagnostics(diags, h.Redactor())
+	return h, p.Files(), diags
 }
 
 func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
-	d := &decoder{ctx: evalContext()}
+	d := newDecoder()
 	h := &Host{
 		Source:  SourceConfig{Path: base},
 		State:   StateConfig{Path: filepath.Join(base, ".steward", "state")},
 		Runtime: RuntimeConfig{Root: filepath.Join(base, ".steward", "run"), StopGrace: DefaultStopGrace, LogMaxBytes: DefaultLogMaxBytes, LogKeep: DefaultLogKeep},
-		API:     APIConfig{Listen: DefaultListen},
+		API:     APIConfig{Listen: DefaultListen, Token: DeferredSecret{name: "api.token"}, WebhookSecret: DeferredSecret{name: "api.webhook_secret"}},
 		Daemon:  DaemonConfig{Workers: DefaultWorkers, Resync: DefaultResync},
+		Limits:  DefaultLimits,
 	}
 	h.Runtime.Ports, _ = ParsePortRange(DefaultPorts)
 	abs := func(p string) string {
@@ -162,9 +242,10 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 	}
 	c := d.content(body, hostSchema)
 	if c == nil {
+		h.secrets = d.secretList()
 		return h, d.diags
 	}
-	for _, typ := range []string{"source", "state", "runtime", "api", "daemon"} {
+	for _, typ := range []string{"source", "state", "runtime", "api", "daemon", "limits", "router"} {
 		d.oneBlock(c.Blocks, typ)
 	}
 	for _, b := range c.Blocks {
@@ -243,9 +324,13 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			if bc == nil {
 				continue
 			}
-			d.str(bc.Attributes, "listen", &h.API.Listen)
-			d.secret(bc.Attributes, "token", &h.API.Token)
-			d.secret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
+			if a := d.str(bc.Attributes, "listen", &h.API.Listen); a != nil {
+				if _, err := listenPort(h.API.Listen); err != nil {
+					d.errorf(a.Expr.Range(), "Invalid listen address", "api.listen: %s.", err)
+				}
+			}
+			d.deferredSecret(bc.Attributes, "token", &h.API.Token)
+			d.deferredSecret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
 		case "daemon":
 			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("workers", "resync")})
 			if bc == nil {
@@ -255,9 +340,163 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			if a := d.duration(bc.Attributes, "resync", &h.Daemon.Resync); a != nil && h.Daemon.Resync < time.Second {
 				d.errorf(a.Expr.Range(), "Invalid resync", "resync must be at least 1s.")
 			}
+		case "limits":
+			d.limits(b, &h.Limits)
+		case "router":
+			h.Router = d.router(b, abs)
 		}
 	}
+	h.secrets = d.secretList()
 	return h, d.diags
+}
+
+var limitsSchema = &hcl.BodySchema{Attributes: attrNames("spec_file_size", "spec_depth", "api_body_size", "package_size", "unpack_files", "unpack_size")}
+
+// limits decodes a limits block over the defaults already in l.
+func (d *decoder) limits(b *hcl.Block, l *Limits) {
+	c := d.content(b.Body, limitsSchema)
+	if c == nil {
+		return
+	}
+	d.size(c.Attributes, "spec_file_size", minFileSizeLimit, maxFileSizeLimit, &l.FileSize)
+	d.integer(c.Attributes, "spec_depth", minDepthLimit, maxDepthLimit, &l.Depth)
+	d.size(c.Attributes, "api_body_size", 1<<10, 1<<40, &l.APIBody)
+	d.size(c.Attributes, "package_size", 1<<10, 1<<50, &l.PackageSize)
+	d.integer(c.Attributes, "unpack_files", 1, 100_000_000, &l.UnpackFiles)
+	d.size(c.Attributes, "unpack_size", 1<<10, 1<<50, &l.UnpackSize)
+}
+
+// size decodes a size attribute ("10MB", or a number of bytes) that must
+// lie in [min, max].
+func (d *decoder) size(attrs hcl.Attributes, name string, min, max int64, dst *int64) *hcl.Attribute {
+	var s string
+	a := d.str(attrs, name, &s)
+	if a == nil {
+		return nil
+	}
+	n, err := ParseSize(s)
+	switch {
+	case err != nil:
+		d.errorf(a.Expr.Range(), "Invalid size", "%s.", err)
+	case n < min || n > max:
+		d.errorf(a.Expr.Range(), "Invalid "+name, "%s must be from %s to %s; got %s.", name, FormatSize(min), FormatSize(max), d.shown(a, FormatSize(n)))
+	default:
+		*dst = n
+	}
+	return a
+}
+
+var nginxSchema = &hcl.BodySchema{Attributes: attrNames("mode", "listen", "binary", "include_file", "test_command", "reload_command",
+	"maintenance_page", "retry_after", "proxy_connect_timeout", "proxy_read_timeout")}
+
+// router decodes a router block; abs makes a path absolute against the
+// config's directory.
+func (d *decoder) router(b *hcl.Block, abs func(string) string) *RouterConfig {
+	c := d.content(b.Body, &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "nginx"}}})
+	if c == nil {
+		return nil
+	}
+	nb := d.oneBlock(c.Blocks, "nginx")
+	if nb == nil {
+		d.errorf(b.DefRange, "Missing router kind", "A router block needs an nginx block, for example router { nginx { listen = \"127.0.0.1:8080\" } }.")
+		return nil
+	}
+	n := NginxConfig{Mode: RouterManaged, Binary: DefaultNginxBinary, RetryAfter: DefaultRetryAfter,
+		ProxyConnectTimeout: DefaultProxyConnectTimeout, ProxyReadTimeout: DefaultProxyReadTimeout}
+	nc := d.content(nb.Body, nginxSchema)
+	if nc == nil {
+		return &RouterConfig{Nginx: n}
+	}
+	at := nc.Attributes
+	if a := d.str(at, "mode", &n.Mode); a != nil && !oneOf(n.Mode, RouterManaged, RouterSystem) {
+		d.errorf(a.Expr.Range(), "Invalid router mode", "mode must be %q (steward runs its own nginx) or %q (steward writes an include file for the system's nginx); got %q.", RouterManaged, RouterSystem, n.Mode)
+	}
+	if a := d.str(at, "listen", &n.Listen); a != nil {
+		if p, err := listenPort(n.Listen); err != nil {
+			d.errorf(a.Expr.Range(), "Invalid listen address", "router.nginx.listen: %s.", err)
+		} else if p == 0 {
+			d.errorf(a.Expr.Range(), "Invalid listen address", "router.nginx.listen needs a port other than 0: nginx's address is where users connect.")
+		}
+	}
+	if a := d.str(at, "binary", &n.Binary); a != nil {
+		if n.Binary == "" {
+			d.errorf(a.Expr.Range(), "Empty binary", "binary names the nginx program: a name looked up in PATH, or a path.")
+		} else if strings.Contains(n.Binary, "/") {
+			n.Binary = abs(n.Binary)
+		}
+	}
+	if d.str(at, "include_file", &n.IncludeFile) != nil && n.IncludeFile != "" {
+		n.IncludeFile = abs(n.IncludeFile)
+	}
+	if d.str(at, "maintenance_page", &n.MaintenancePage) != nil && n.MaintenancePage != "" {
+		n.MaintenancePage = abs(n.MaintenancePage)
+	}
+	n.TestCommand, n.ReloadCommand = []string{n.Binary, "-t"}, []string{n.Binary, "-s", "reload"}
+	for _, cmd := range []struct {
+		name string
+		dst  *[]string
+	}{{"test_command", &n.TestCommand}, {"reload_command", &n.ReloadCommand}} {
+		if a := d.strList(at, cmd.name, cmd.dst); a != nil && (len(*cmd.dst) == 0 || (*cmd.dst)[0] == "") {
+			d.errorf(a.Expr.Range(), "Invalid "+cmd.name, "%s is the program and its arguments, for example [\"nginx\", \"-t\"]; the program must not be empty.", cmd.name)
+		}
+	}
+	if a := d.duration(at, "retry_after", &n.RetryAfter); a != nil && (n.RetryAfter < time.Second || n.RetryAfter%time.Second != 0) {
+		d.errorf(a.Expr.Range(), "Invalid retry_after", "retry_after is the Retry-After header, in whole seconds of at least 1s; got %s.", d.shown(a, n.RetryAfter.String()))
+	}
+	for _, t := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"proxy_connect_timeout", &n.ProxyConnectTimeout}, {"proxy_read_timeout", &n.ProxyReadTimeout}} {
+		if a := d.duration(at, t.name, t.dst); a != nil && *t.dst < time.Millisecond {
+			d.errorf(a.Expr.Range(), "Invalid "+t.name, "%s must be at least 1ms.", t.name)
+		}
+	}
+	switch n.Mode {
+	case RouterManaged:
+		if at["listen"] == nil {
+			d.errorf(nb.DefRange, "Missing listen", "A managed nginx needs listen, the address users connect to, for example listen = \"127.0.0.1:8080\".")
+		}
+		for _, name := range []string{"include_file", "test_command", "reload_command"} {
+			if a := at[name]; a != nil {
+				d.errorf(a.NameRange, "Not for a managed nginx", "%s is only for mode = %q: steward writes, tests and reloads its own nginx's configuration itself.", name, RouterSystem)
+			}
+		}
+	case RouterSystem:
+		if at["include_file"] == nil {
+			d.errorf(nb.DefRange, "Missing include_file", "A system nginx needs include_file, the file steward writes and nginx includes, for example include_file = \"/etc/nginx/conf.d/steward.conf\".")
+		}
+	}
+	return &RouterConfig{Nginx: n}
+}
+
+// listenPort returns the port of a listen address "HOST:PORT" (0: any).
+func listenPort(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a listen address; write HOST:PORT, for example \"127.0.0.1:7070\"", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, fmt.Errorf("%q has no port number from 0 to 65535", addr)
+	}
+	return n, nil
+}
+
+// ReservedPorts returns the ports steward itself listens on by this host
+// config, each with the setting that owns it: api.listen, and the managed
+// router's listen address. Pass it as Options.ReservedPorts so that no
+// merchant asks for one; port assignment must skip them too.
+func (h *Host) ReservedPorts() map[int]string {
+	out := map[int]string{}
+	if p, err := listenPort(h.API.Listen); err == nil && p > 0 {
+		out[p] = "api.listen"
+	}
+	if h.Router != nil && h.Router.Nginx.Listen != "" {
+		if p, err := listenPort(h.Router.Nginx.Listen); err == nil && p > 0 {
+			out[p] = "router.nginx.listen"
+		}
+	}
+	return out
 }
 
 // ParseSize parses sizes such as "10MB", "512KiB" or "1048576".
@@ -276,6 +515,9 @@ func ParseSize(s string) (int64, error) {
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n <= 0 {
 		return 0, fmt.Errorf("%q is not a size; write for example \"10MB\" or \"512KB\"", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large a size", s)
 	}
 	return n * mult, nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
@@ -23,6 +22,13 @@ import (
 type Options struct {
 	// Ports is the runtime port range fixed ports must lie in.
 	Ports PortRange
+	// Limits bound every source before it is parsed (FileSize and Depth);
+	// zero fields take DefaultLimits. Pass the host config's Host.Limits.
+	Limits Limits
+	// ReservedPorts are the ports steward itself listens on, each with the
+	// setting that owns it ("api.listen"); no merchant may ask for one. Pass
+	// the host config's Host.ReservedPorts().
+	ReservedPorts map[int]string
 }
 
 // Files maps file names (as they appear in diagnostics) to parsed files, for
@@ -65,12 +71,17 @@ func LoadDir(dir string, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			Detail: fmt.Sprintf("No *.hcl files were found in %s; point source.path in the host config at the directory of merchant specs.", dir)}}
 	}
 	srcs := make([]Source, 0, len(paths))
+	var diags hcl.Diagnostics
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		b, err := ReadFile(p, opts.Limits)
 		if err != nil {
-			return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read spec file", Detail: err.Error()}}
+			diags = append(diags, readDiag("Cannot read spec file", p, err, ""))
+			continue
 		}
 		srcs = append(srcs, Source{Name: p, Dir: filepath.Dir(p), Bytes: b})
+	}
+	if diags.HasErrors() {
+		return nil, nil, diags
 	}
 	return Load(srcs, opts)
 }
@@ -132,11 +143,12 @@ var topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
 	{Type: "rollout"},
 	{Type: "defaults"},
 	{Type: "backup"},
+	{Type: "restart"},
 }}
 
 var (
 	merchantSchema = &hcl.BodySchema{
-		Attributes: attrNames("package", "channel", "version", "database", "db_name", "port", "env", "sensitive", "stop_grace", "on_database_down"),
+		Attributes: attrNames("package", "channel", "version", "database", "db_name", "port", "env", "sensitive", "stop_grace", "on_database_down", "domains", "path_prefix"),
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "health"}},
 	}
 	defaultsSchema = &hcl.BodySchema{
@@ -152,6 +164,7 @@ var (
 	backupSchema  = &hcl.BodySchema{Attributes: attrNames("enabled", "keep")}
 	channelSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}}}
 	rolloutSchema = &hcl.BodySchema{Attributes: attrNames("canary", "max_parallel", "max_failures", "health_deadline", "min_healthy_time")}
+	restartSchema = &hcl.BodySchema{Attributes: attrNames("initial_delay", "max_delay", "reset_after")}
 )
 
 var (
@@ -165,31 +178,61 @@ var (
 // reservedEnv are set by steward for every process.
 var reservedEnv = []string{"PORT", "MERCHANT", "DATABASE_URL"}
 
+// reservedDBNames are PostgreSQL's own databases, which no merchant may use.
+var reservedDBNames = []string{"postgres", "template0", "template1"}
+
+// Bounds of a merchant's process environment. The kernel refuses execve
+// with a single "NAME=value" string over MaxEnvString bytes (MAX_ARG_STRLEN,
+// 32 pages, counting the terminating NUL), and with arguments and
+// environment together over ARG_MAX, which is a quarter of the stack limit:
+// 2 MiB with the usual 8 MiB. steward keeps the whole environment (env,
+// PORT, MERCHANT and DATABASE_URL, each string with its NUL and its 8-byte
+// pointer) within MaxEnvironment, half of that, to leave room for the
+// command line and for a smaller stack limit.
+const (
+	MaxEnvString   = 131072
+	MaxEnvironment = 1 << 20
+)
+
+// ValidMerchantID returns an error unless id is a valid merchant id: 1 to 63
+// lower-case letters, digits and '-', starting with a letter or digit (the
+// rule merchant blocks follow). Commands that take a merchant id check it
+// before using it in a path or a request.
+func ValidMerchantID(id string) error {
+	if !merchantIDRe.MatchString(id) {
+		return fmt.Errorf("%q is not a valid merchant id: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
 // rawMerchant keeps attribute ranges for cross-block validation.
 type rawMerchant struct {
 	m                                  *Merchant
 	pkgAttr, chanAttr, verAttr, dbAttr *hcl.Attribute
-	portAttr                           *hcl.Attribute
+	portAttr, dbNameAttr               *hcl.Attribute
+	prefixAttr                         *hcl.Attribute
+	domainAt                           map[string]hcl.Range
 	hasChannel, hasVersion             bool
 }
 
 // Load parses and validates spec sources.
 func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
-	d := &decoder{ctx: evalContext()}
+	d := newDecoder()
 	fl := &Fleet{
 		Revision:  ContentRevision(srcs),
 		Merchants: map[string]*Merchant{},
 		Databases: map[string]*Database{},
 		Packages:  map[string]*Package{},
 		Rollout:   DefaultRollout,
+		Restart:   DefaultRestart,
 		Defaults:  Defaults{OnDatabaseDown: OnDBDownHold, Health: DefaultHealth},
 	}
 	type bodyOf struct {
 		block *hcl.Block
 		dir   string
 	}
-	var merchants, databases, packages, rollouts, defaults, backups []bodyOf
-	parsed := parseAll(srcs)
+	var merchants, databases, packages, rollouts, defaults, backups, restarts []bodyOf
+	parsed := parseAll(srcs, opts.Limits.WithDefaults())
 	files := make(Files, len(srcs))
 	for i, s := range srcs {
 		f, diags := parsed[i].file, parsed[i].diags
@@ -219,6 +262,8 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 				defaults = append(defaults, bo)
 			case "backup":
 				backups = append(backups, bo)
+			case "restart":
+				restarts = append(restarts, bo)
 			}
 		}
 	}
@@ -241,8 +286,10 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			markSensitiveKeys(d, df.Env, defaultSensitive, c.Attributes["sensitive"])
 			d.duration(c.Attributes, "stop_grace", &df.StopGrace)
 			d.policy(c.Attributes, &df.OnDatabaseDown)
+			df.SensitiveFields = map[string]bool{}
+			d.fields(df.SensitiveFields, "", c.Attributes)
 			if hb := d.oneBlock(c.Blocks, "health"); hb != nil {
-				d.health(hb, &df.Health)
+				d.fields(df.SensitiveFields, "health.", d.health(hb, &df.Health))
 			}
 			if rb := d.oneBlock(c.Blocks, "rollout"); rb != nil {
 				d.rollout(rb, &fl.Rollout)
@@ -257,6 +304,12 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 	}
 	if len(backups) > 0 {
 		d.backup(backups[0].block, &fl.Backup)
+	}
+	if len(restarts) > 1 {
+		d.errorf(restarts[1].block.DefRange, "Duplicate restart block", "Only one restart block is allowed in a fleet; the first one is at %s.", rangeString(restarts[0].block.DefRange))
+	}
+	if len(restarts) > 0 {
+		d.restart(restarts[0].block, &fl.Restart)
 	}
 
 	declared := map[string]map[string]hcl.Range{"database": {}, "package": {}, "merchant": {}}
@@ -298,7 +351,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		if !nameRe.MatchString(b.Labels[0]) {
 			d.errorf(b.LabelRanges[0], "Invalid package name", "%q is not a valid name: use letters, digits, '.', '_' and '-' (at most 63).", b.Labels[0])
 		}
-		pk := &Package{Name: b.Labels[0], Channels: map[string]string{}, DeclRange: b.DefRange}
+		pk := &Package{Name: b.Labels[0], Channels: map[string]string{}, SensitiveFields: map[string]bool{}, DeclRange: b.DefRange}
 		c := d.content(b.Body, packageSchema)
 		if c != nil {
 			if a := d.str(c.Attributes, "source", &pk.Source); a != nil {
@@ -307,6 +360,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 					d.errorf(a.Expr.Range(), "Empty source", "Package %q needs a source: a directory of tarballs (file://DIR or a path) or an http(s) URL.", pk.Name)
 				}
 			}
+			d.fields(pk.SensitiveFields, "", c.Attributes)
 			chanAt := map[string]hcl.Range{}
 			for _, cb := range c.Blocks {
 				switch cb.Type {
@@ -323,6 +377,9 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 						if a := d.str(cc.Attributes, "version", &v); a != nil && !versionRe.MatchString(v) {
 							d.errorf(a.Expr.Range(), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", v)
 						}
+						if d.sensitive[cc.Attributes["version"]] {
+							pk.SensitiveFields["channel."+name] = true
+						}
 					}
 					pk.Channels[name] = v
 				case "rollout":
@@ -336,6 +393,9 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 				}
 			}
 		}
+		if len(pk.SensitiveFields) == 0 {
+			pk.SensitiveFields = nil
+		}
 		fl.Packages[pk.Name] = pk
 	}
 	var raws []*rawMerchant
@@ -345,11 +405,12 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 			continue
 		}
 		id := b.Labels[0]
-		if !merchantIDRe.MatchString(id) {
-			d.errorf(b.LabelRanges[0], "Invalid merchant id", "%q is not a valid merchant id: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit.", id)
+		if err := ValidMerchantID(id); err != nil {
+			d.errorf(b.LabelRanges[0], "Invalid merchant id", "%s.", err)
 		}
 		m := &Merchant{ID: id, DBName: strings.ReplaceAll(id, "-", "_"), StopGrace: fl.Defaults.StopGrace,
-			OnDatabaseDown: fl.Defaults.OnDatabaseDown, Health: fl.Defaults.Health, DeclRange: b.DefRange}
+			OnDatabaseDown: fl.Defaults.OnDatabaseDown, Health: fl.Defaults.Health, DeclRange: b.DefRange,
+			SensitiveFields: inheritedSensitive(fl.Defaults.SensitiveFields)}
 		rm := &rawMerchant{m: m}
 		raws = append(raws, rm)
 		c := d.content(b.Body, merchantSchema)
@@ -361,10 +422,13 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		rm.verAttr = d.str(c.Attributes, "version", &m.Version)
 		rm.dbAttr = d.str(c.Attributes, "database", &m.Database)
 		rm.hasChannel, rm.hasVersion = rm.chanAttr != nil, rm.verAttr != nil
-		if a := d.str(c.Attributes, "db_name", &m.DBName); a != nil && !dbNameRe.MatchString(m.DBName) {
+		rm.dbNameAttr = d.str(c.Attributes, "db_name", &m.DBName)
+		if a := rm.dbNameAttr; a != nil && !dbNameRe.MatchString(m.DBName) {
 			d.errorf(a.Expr.Range(), "Invalid db_name", "%q is not a database name steward accepts: lowercase letters, digits, '_', '$' and '-', starting with a letter or '_'.", m.DBName)
 		}
 		rm.portAttr = d.integer(c.Attributes, "port", 1, 65535, &m.Port)
+		rm.domainAt = d.domains(c.Attributes, &m.Domains)
+		rm.prefixAttr = d.pathPrefix(c.Attributes, &m.PathPrefix)
 		env, envAttr := d.envMap(c.Attributes, "env")
 		var sens []string
 		sensAttr := d.strList(c.Attributes, "sensitive", &sens)
@@ -384,8 +448,12 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		markSensitiveKeys(d, m.Env, append(defaultSensitive, sens...), sensAttr)
 		d.duration(c.Attributes, "stop_grace", &m.StopGrace)
 		d.policy(c.Attributes, &m.OnDatabaseDown)
+		d.fields(m.SensitiveFields, "", c.Attributes)
+		if rm.hasVersion {
+			delete(m.SensitiveFields, "channel")
+		}
 		if hb := d.oneBlock(c.Blocks, "health"); hb != nil {
-			d.health(hb, &m.Health)
+			d.fields(m.SensitiveFields, "health.", d.health(hb, &m.Health))
 		}
 		if m.Package == "" {
 			m.Package = fl.Defaults.Package
@@ -399,7 +467,27 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		fl.Merchants[id] = m
 	}
 	validateMerchants(d, fl, raws, opts)
+	for _, m := range fl.Merchants {
+		if len(m.SensitiveFields) == 0 {
+			m.SensitiveFields = nil
+		}
+	}
+	fl.secrets = d.secretList()
+	if len(d.diags) > 0 {
+		RedactDiagnostics(d.diags, fl.Redactor())
+	}
 	return fl, files, d.diags
+}
+
+// inheritedSensitive returns the marks of the defaults a merchant inherits.
+func inheritedSensitive(defaults map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for k := range defaults {
+		if oneOf(k, "package", "channel", "database", "stop_grace", "on_database_down") || strings.HasPrefix(k, "health.") {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 type parseResult struct {
@@ -407,9 +495,10 @@ type parseResult struct {
 	diags hcl.Diagnostics
 }
 
-// parseAll parses sources concurrently: parsing dominates the cost of
-// loading a large fleet, and files are independent.
-func parseAll(srcs []Source) []parseResult {
+// parseAll checks sources against lim and parses those within it,
+// concurrently: parsing dominates the cost of loading a large fleet, and
+// files are independent. A source refused by the limits has no file.
+func parseAll(srcs []Source, lim Limits) []parseResult {
 	out := make([]parseResult, len(srcs))
 	workers := min(goruntime.GOMAXPROCS(0), len(srcs))
 	var next atomic.Int64
@@ -422,6 +511,10 @@ func parseAll(srcs []Source) []parseResult {
 				i := int(next.Add(1)) - 1
 				if i >= len(srcs) {
 					return
+				}
+				if diags := checkSource(srcs[i].Name, srcs[i].Bytes, lim, ""); diags.HasErrors() {
+					out[i] = parseResult{nil, diags}
+					continue
 				}
 				f, diags := hclsyntax.ParseConfig(srcs[i].Bytes, srcs[i].Name, hcl.InitialPos)
 				out[i] = parseResult{f, diags}
@@ -442,6 +535,7 @@ func markSensitiveKeys(d *decoder, env map[string]EnvValue, keys []string, attr 
 			continue
 		}
 		v.Sensitive = true
+		d.secretValue(v.Value.Reveal())
 		env[k] = v
 	}
 }
@@ -457,10 +551,11 @@ func (d *decoder) policy(attrs hcl.Attributes, dst *string) {
 	}
 }
 
-func (d *decoder) health(b *hcl.Block, h *Health) {
+// health decodes a health block over h and returns its attributes.
+func (d *decoder) health(b *hcl.Block, h *Health) hcl.Attributes {
 	c := d.content(b.Body, healthSchema)
 	if c == nil {
-		return
+		return nil
 	}
 	if a := d.str(c.Attributes, "http", &h.HTTP); a != nil {
 		if !strings.HasPrefix(h.HTTP, "/") {
@@ -487,6 +582,7 @@ func (d *decoder) health(b *hcl.Block, h *Health) {
 	if h.Interval <= 0 {
 		d.errorf(b.DefRange, "Invalid health interval", "interval must be greater than zero.")
 	}
+	return c.Attributes
 }
 
 func (d *decoder) rollout(b *hcl.Block, r *Rollout) {
@@ -499,6 +595,122 @@ func (d *decoder) rollout(b *hcl.Block, r *Rollout) {
 	d.integer(c.Attributes, "max_failures", 0, 1_000_000, &r.MaxFailures)
 	d.duration(c.Attributes, "health_deadline", &r.HealthDeadline)
 	d.duration(c.Attributes, "min_healthy_time", &r.MinHealthyTime)
+}
+
+// restart decodes a restart block over r.
+func (d *decoder) restart(b *hcl.Block, r *RestartBackoff) {
+	c := d.content(b.Body, restartSchema)
+	if c == nil {
+		return
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"initial_delay", &r.Initial}, {"max_delay", &r.Max}, {"reset_after", &r.ResetAfter}} {
+		if a := d.duration(c.Attributes, f.name, f.dst); a != nil && *f.dst < MinRestartDuration {
+			d.errorf(a.Expr.Range(), "Invalid "+f.name, "%s must be at least %s; got %s.", f.name, MinRestartDuration, d.shown(a, f.dst.String()))
+			*f.dst = MinRestartDuration
+		}
+	}
+	if r.Initial > r.Max {
+		rng := b.DefRange
+		if a := c.Attributes["initial_delay"]; a != nil {
+			rng = a.Expr.Range()
+		}
+		d.errorf(rng, "Invalid restart backoff", "initial_delay (%s) must not be longer than max_delay (%s).",
+			d.shown(c.Attributes["initial_delay"], r.Initial.String()), d.shown(c.Attributes["max_delay"], r.Max.String()))
+	}
+}
+
+var (
+	// dnsLabel is one label of a host name, lower case.
+	dnsLabelRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// pathSegmentRe is one segment of a path prefix.
+	pathSegmentRe = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+)
+
+// domainError returns why name is not a domain a merchant may have, or "";
+// with suggest, it says how to write it (not for a secret: the suggestion
+// is a form of the value no Redactor knows).
+func domainError(name string, suggest bool) string {
+	host := strings.TrimPrefix(name, "*.")
+	switch {
+	case name == "":
+		return "a domain must not be empty"
+	case strings.ToLower(name) != name && suggest:
+		return fmt.Sprintf("%q must be written in lower case (%q)", name, strings.ToLower(name))
+	case strings.ToLower(name) != name:
+		return fmt.Sprintf("%q must be written in lower case", name)
+	case strings.HasSuffix(name, ".") && suggest:
+		return fmt.Sprintf("%q must not end with a dot; write %q", name, strings.TrimSuffix(name, "."))
+	case strings.HasSuffix(name, "."):
+		return fmt.Sprintf("%q must not end with a dot", name)
+	case len(host) > 253:
+		return fmt.Sprintf("%q is longer than 253 characters", name)
+	case strings.Contains(host, "*"):
+		return fmt.Sprintf("%q may hold a wildcard only as its first label, as in \"*.example.com\"", name)
+	}
+	for _, l := range strings.Split(host, ".") {
+		if !dnsLabelRe.MatchString(l) {
+			return fmt.Sprintf("%q is not a host name: each dot-separated label has 1 to 63 letters, digits and '-', not starting or ending with '-'", name)
+		}
+	}
+	return ""
+}
+
+// domains decodes the domains list; it returns where each valid domain is.
+func (d *decoder) domains(attrs hcl.Attributes, dst *[]string) map[string]hcl.Range {
+	var list []string
+	a := d.strList(attrs, "domains", &list)
+	if a == nil {
+		return nil
+	}
+	// Point at the element when the list is written out.
+	at := func(i int) hcl.Range {
+		if elems, diags := hcl.ExprList(a.Expr); !diags.HasErrors() && len(elems) == len(list) {
+			return elems[i].Range()
+		}
+		return a.Expr.Range()
+	}
+	seen, ranges := map[string]bool{}, map[string]hcl.Range{}
+	for i, name := range list {
+		if msg := domainError(name, !d.sensitive[a]); msg != "" {
+			d.errorf(at(i), "Invalid domain", "%s.", msg)
+			continue
+		}
+		if seen[name] {
+			d.errorf(at(i), "Duplicate domain", "%q is listed twice.", name)
+			continue
+		}
+		seen[name] = true
+		*dst = append(*dst, name)
+		ranges[name] = at(i)
+	}
+	return ranges
+}
+
+// pathPrefix decodes path_prefix.
+func (d *decoder) pathPrefix(attrs hcl.Attributes, dst *string) *hcl.Attribute {
+	var p string
+	a := d.str(attrs, "path_prefix", &p)
+	if a == nil {
+		return nil
+	}
+	bad := func(why string) {
+		d.errorf(a.Expr.Range(), "Invalid path_prefix", "path_prefix %q %s; write it like \"/acme/\".", p, why)
+	}
+	if !strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || p == "/" {
+		bad("must start and end with '/' and name a path below /")
+		return a
+	}
+	for _, seg := range strings.Split(strings.Trim(p, "/"), "/") {
+		if seg == "." || seg == ".." || !pathSegmentRe.MatchString(seg) {
+			bad("may hold only letters, digits and \"-._~\" between single slashes, and no \".\" or \"..\" segment")
+			return a
+		}
+	}
+	*dst = p
+	return a
 }
 
 // backup decodes a backup block: present means enabled unless it says

@@ -55,7 +55,7 @@ merchant "m1" {
 		"%s":   fmt.Sprintf("%s", m.Env["TOKEN"].Value),
 		"json": string(js),
 		"slog": logs.String(),
-		"fp":   m.Env["TOKEN"].Fingerprint() + fl.Databases["db"].DSN.Fingerprint(),
+		"fp":   m.Env["TOKEN"].FingerprintWith([]byte("key")) + fl.Databases["db"].DSN.FingerprintWith([]byte("key")),
 		"disp": m.Env["TOKEN"].Display() + m.Env["PASS"].Display(),
 	}
 	for how, s := range renderings {

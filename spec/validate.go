@@ -3,8 +3,12 @@ package spec
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"steward/internal/dsn"
 )
 
 // validateMerchants checks what needs the whole fleet: references, version
@@ -13,6 +17,8 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 	dbNames := sortedKeys(fl.Databases)
 	pkgNames := sortedKeys(fl.Packages)
 	portOwner := map[int]*rawMerchant{}
+	domainOwner := map[string]*rawMerchant{}
+	prefixOwner := map[string]*rawMerchant{}
 	sort.Slice(raws, func(i, j int) bool { return lessRange(raws[i].m.DeclRange, raws[j].m.DeclRange) })
 	for _, rm := range raws {
 		m := rm.m
@@ -43,6 +49,9 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 				d.errorf(attrRange(rm.chanAttr), "Unknown channel", "Package %q has no channel %q. Its channels: %s.", m.Package, m.Channel, quoteList(sortedKeys(pk.Channels)))
 			} else {
 				m.Version = v
+				if pk.SensitiveFields["channel."+m.Channel] || m.SensitiveFields["channel"] {
+					m.SensitiveFields["version"] = true
+				}
 			}
 		case m.Version != "" && !versionRe.MatchString(m.Version):
 			d.errorf(attrRange(rm.verAttr), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", m.Version)
@@ -53,13 +62,44 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 				d.errorf(attrRange(rm.dbAttr), "Unknown database", "Merchant %q refers to database %q, which is not declared. Declared databases: %s.", m.ID, m.Database, quoteList(dbNames))
 			}
 		}
+		// The database on the server, and the environment it goes into.
+		if oneOf(m.DBName, reservedDBNames...) {
+			rng := at
+			if rm.dbNameAttr != nil {
+				rng = rm.dbNameAttr.Expr.Range()
+			}
+			d.errorf(rng, "Reserved db_name", "Merchant %q would use the database %q, one of PostgreSQL's own (%s); set db_name to another name.", m.ID, m.DBName, strings.Join(reservedDBNames, ", "))
+		}
+		if n := environmentSize(fl, m); n > MaxEnvironment {
+			d.errorf(at, "Environment too large", "Merchant %q's environment (env with PORT, MERCHANT and DATABASE_URL) takes %s; steward refuses more than %s so that the process can be started within the kernel's ARG_MAX (2 MiB with the usual stack limit, for arguments and environment together). Pass large data in a file instead.",
+				m.ID, FormatSize(int64(n)), FormatSize(MaxEnvironment))
+		}
+		// Routes.
+		for _, dom := range m.Domains {
+			if other, ok := domainOwner[dom]; ok && other != rm {
+				d.errorf(rm.domainAt[dom], "Domain clash", "Merchant %q lists domain %q, which merchant %q already has (%s); a domain routes to one merchant.", m.ID, dom, other.m.ID, rangeString(other.domainAt[dom]))
+				continue
+			}
+			domainOwner[dom] = rm
+		}
+		if p := m.PathPrefix; p != "" {
+			if other, ok := prefixOwner[p]; ok {
+				d.errorf(rm.prefixAttr.Expr.Range(), "Path prefix clash", "Merchant %q has path_prefix %q, which merchant %q already has (%s); a path prefix routes to one merchant.", m.ID, p, other.m.ID, rangeString(other.prefixAttr.Expr.Range()))
+			} else {
+				prefixOwner[p] = rm
+			}
+		}
 		// Ports.
+		port := m.Shown("port", strconv.Itoa(m.Port)) // the value as written may differ ("08101")
+		if owner, ok := opts.ReservedPorts[m.Port]; ok && m.Port != 0 {
+			d.errorf(attrRange(rm.portAttr), "Port reserved", "Merchant %q asks for port %s, which steward itself listens on (%s in the host config); choose another port, or remove port to have one assigned.", m.ID, port, owner)
+		}
 		if m.Port != 0 {
 			if opts.Ports.High != 0 && !opts.Ports.Contains(m.Port) {
-				d.errorf(attrRange(rm.portAttr), "Port outside the runtime range", "Merchant %q asks for port %d, outside the runtime port range %s of the host config; choose a port inside it or widen runtime.ports.", m.ID, m.Port, opts.Ports)
+				d.errorf(attrRange(rm.portAttr), "Port outside the runtime range", "Merchant %q asks for port %s, outside the runtime port range %s of the host config; choose a port inside it or widen runtime.ports.", m.ID, port, opts.Ports)
 			}
 			if other, ok := portOwner[m.Port]; ok {
-				d.errorf(attrRange(rm.portAttr), "Port clash", "Merchant %q asks for port %d, which merchant %q already uses (%s); every merchant needs its own port. Remove port to have one assigned.", m.ID, m.Port, other.m.ID, rangeString(attrRange(other.portAttr)))
+				d.errorf(attrRange(rm.portAttr), "Port clash", "Merchant %q asks for port %s, which merchant %q already uses (%s); every merchant needs its own port. Remove port to have one assigned.", m.ID, port, other.m.ID, rangeString(attrRange(other.portAttr)))
 			} else {
 				portOwner[m.Port] = rm
 			}
@@ -67,11 +107,31 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 	}
 	if fixed := len(portOwner); opts.Ports.High != 0 {
 		free := opts.Ports.High - opts.Ports.Low + 1 - fixed
+		for p := range opts.ReservedPorts {
+			if _, taken := portOwner[p]; opts.Ports.Contains(p) && !taken {
+				free--
+			}
+		}
 		if need := len(fl.Merchants) - fixed; need > free {
 			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Not enough ports",
 				Detail: fmt.Sprintf("%d merchants need an assigned port but the runtime range %s has only %d free; widen runtime.ports.", need, opts.Ports, free)})
 		}
 	}
+}
+
+// environmentSize is what merchant m's process environment takes in
+// execve: every "NAME=value" string with its NUL and its pointer. PORT is
+// counted at its longest.
+func environmentSize(fl *Fleet, m *Merchant) int {
+	const ptr = 8
+	n := len("PORT=65535") + 1 + ptr + len("MERCHANT=") + len(m.ID) + 1 + ptr
+	if db := fl.Databases[m.Database]; db != nil {
+		n += len("DATABASE_URL=") + len(dsn.WithDatabase(db.DSN.Reveal(), m.DBName)) + 1 + ptr
+	}
+	for k, v := range m.Env {
+		n += len(k) + 1 + len(v.Value.Reveal()) + 1 + ptr
+	}
+	return n
 }
 
 func lessRange(a, b hcl.Range) bool {

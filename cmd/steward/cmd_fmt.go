@@ -29,12 +29,15 @@ and the exit status is 1 if there are any.`)
 		return code
 	}
 	var files []string
+	lim := spec.DefaultLimits
+	var red *spec.Redactor // the host config's secrets, when there is one
 	if len(paths) == 0 {
 		h, hfiles, diags := e.loadHost(*config, false)
 		if diags.HasErrors() {
-			renderDiagnostics(e.stderr, hfiles, diags)
+			renderDiagnosticsRedacted(e.stderr, hfiles, diags, hostRedactor(h))
 			return exitError
 		}
+		lim, red = h.Limits, h.Redactor()
 		files = append(files, h.File)
 		specs, err := spec.SpecFiles(h.Source.Path)
 		if err != nil {
@@ -42,6 +45,11 @@ and the exit status is 1 if there are any.`)
 		}
 		files = append(files, specs...)
 	} else {
+		// The host config's limits apply when there is a valid one; fmt of
+		// named files does not depend on it otherwise.
+		if h, _, diags := e.loadHost(*config, true); !diags.HasErrors() {
+			lim, red = h.Limits, h.Redactor()
+		}
 		for _, p := range paths {
 			st, err := os.Stat(p)
 			if err != nil {
@@ -62,9 +70,14 @@ and the exit status is 1 if there are any.`)
 	var diags hcl.Diagnostics
 	unformatted := 0
 	for _, f := range files {
-		src, err := os.ReadFile(f)
+		src, err := spec.ReadFile(f, lim)
 		if err != nil {
-			return e.errorf("%s", err)
+			diags = append(diags, spec.ReadDiagnostic("Cannot read file", f, err))
+			continue
+		}
+		if d := spec.CheckSource(f, src, lim); d.HasErrors() {
+			diags = append(diags, d...)
+			continue
 		}
 		if _, d := parser.ParseHCL(src, f); d.HasErrors() {
 			diags = append(diags, d...)
@@ -93,11 +106,15 @@ and the exit status is 1 if there are any.`)
 		}
 	}
 	if len(diags) > 0 {
-		renderDiagnostics(e.stderr, parser.Files(), diags)
+		renderDiagnosticsRedacted(e.stderr, parser.Files(), diags, red)
 		return exitError
 	}
 	if *check && unformatted > 0 {
-		fmt.Fprintf(e.stderr, "%s not formatted; run \"steward fmt\" to fix.\n", plural(unformatted, "file is"))
+		verb := "are"
+		if unformatted == 1 {
+			verb = "is"
+		}
+		fmt.Fprintf(e.stderr, "%s %s not formatted; run \"steward fmt\" to fix.\n", plural(unformatted, "file"), verb)
 		return exitError
 	}
 	return exitOK

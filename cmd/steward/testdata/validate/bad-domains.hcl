@@ -1,0 +1,23 @@
+database "db-east" {
+  dsn = "postgres://postgres@127.0.0.1/postgres"
+}
+
+package "invoicing" {
+  source = "file://../packages"
+
+  channel "stable" {
+    version = "1.0.0"
+  }
+}
+
+merchant "acme" {
+  package = "invoicing"
+  channel = "stable"
+  domains = ["Acme.example.com", "acme.example.com.", "a*.example.com", "-acme.example.com", "shop.example.com", "shop.example.com"]
+}
+
+merchant "bravo" {
+  package = "invoicing"
+  channel = "stable"
+  domains = ["*.example.com", "shop.example.com"]
+}

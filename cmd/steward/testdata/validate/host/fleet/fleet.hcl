@@ -1,0 +1,17 @@
+database "db-east" {
+  dsn = "postgres://postgres@127.0.0.1/postgres"
+}
+
+package "invoicing" {
+  source = "file://../packages"
+
+  channel "stable" {
+    version = "1.0.0"
+  }
+}
+
+merchant "acme" {
+  package = "invoicing"
+  channel = "stable"
+  domains = ["acme.example.com"]
+}

@@ -1,0 +1,9 @@
+source { path = "fleet" }
+
+router {
+  nginx {
+    mode = "apache"
+  }
+}
+
+router {}
