@@ -1,6 +1,7 @@
 package pkgstore
 
 import (
+	"steward/spec"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ type Options struct {
 	// NewHTTPClient(DefaultHTTPTimeout). Each request is also bounded by
 	// the context of the call making it and by Timeout.
 	HTTPClient *http.Client
+	// Manifest bounds package.hcl (size and nesting) before it is parsed;
+	// zero fields take spec.DefaultLimits.
+	Manifest spec.Limits
 }
 
 func (o Options) withDefaults() Options {

@@ -70,7 +70,7 @@ func (s *Store) Peek(ctx context.Context, source, name, version string) (*Manife
 			if len(src) > maxPeekManifest {
 				return badPackage{fmt.Errorf("%s in %s is larger than %d bytes", ManifestFile, tarPath, maxPeekManifest)}
 			}
-			mf, diags := ParseManifest(src, Tarball(name, version)+"/"+ManifestFile)
+			mf, diags := ParseManifestLimits(src, Tarball(name, version)+"/"+ManifestFile, s.opts.Manifest)
 			if diags.HasErrors() {
 				return &ManifestError{Diags: diags}
 			}

@@ -130,7 +130,7 @@ func (s *Store) Get(name, version string) (*Release, error) {
 		}
 		return nil, err
 	}
-	m, err := loadManifest(dir, filepath.Join(dir, ManifestFile))
+	m, err := loadManifest(dir, filepath.Join(dir, ManifestFile), s.opts.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", name, version, err)
 	}
@@ -349,7 +349,7 @@ func (s *Store) fetchAndUnpack(ctx context.Context, nameDir, name, version strin
 	if got := hex.EncodeToString(h.Sum(nil)); got != tb.sum {
 		return nil, fmt.Errorf("%s changed while it was being unpacked", tb.path)
 	}
-	m, err := loadManifest(tmp, tarName+"/"+ManifestFile)
+	m, err := loadManifest(tmp, tarName+"/"+ManifestFile, s.opts.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", tarName, err)
 	}
@@ -430,20 +430,20 @@ func notFound(srcDir, name, tarName string) error {
 }
 
 // loadManifest reads and checks dir/package.hcl, naming it filename.
-func loadManifest(dir, filename string) (*Manifest, error) {
+func loadManifest(dir, filename string, lim spec.Limits) (*Manifest, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	src, err := root.ReadFile(ManifestFile)
+	src, err := readManifest(root, lim)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, badPackage{fmt.Errorf("no %s at the root of the package", ManifestFile)}
 	}
 	if err != nil {
 		return nil, err
 	}
-	m, diags := ParseManifest(src, filename)
+	m, diags := ParseManifestLimits(src, filename, lim)
 	if diags.HasErrors() {
 		return nil, &ManifestError{Diags: diags}
 	}
@@ -590,4 +590,19 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// readManifest reads package.hcl from root, a regular file no larger than
+// the limit (a larger one is refused before it is parsed).
+func readManifest(root *os.Root, lim spec.Limits) ([]byte, error) {
+	f, fi, err := safefile.OpenRegularIn(root, ManifestFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	max := lim.WithDefaults().FileSize
+	if fi.Size() > max {
+		return nil, badPackage{fmt.Errorf("%s is %d bytes, over the limit of %d bytes (limits.spec_file_size in the host config)", ManifestFile, fi.Size(), max)}
+	}
+	return io.ReadAll(io.LimitReader(f, max+1))
 }

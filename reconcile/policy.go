@@ -91,5 +91,12 @@ func versionFrom(m *spec.Merchant) string {
 // PolicyOf is the restart policy of a fleet: DefaultRestartPolicy with the
 // fleet's restart block applied.
 func PolicyOf(fl *spec.Fleet) RestartPolicy {
-	return DefaultRestartPolicy
+	p := DefaultRestartPolicy
+	if fl == nil {
+		return p
+	}
+	if r := fl.Restart; r.Initial > 0 || r.Max > 0 || r.ResetAfter > 0 {
+		p.Initial, p.Max, p.ResetAfter = r.Initial, r.Max, r.ResetAfter
+	}
+	return p
 }

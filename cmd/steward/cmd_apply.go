@@ -57,7 +57,7 @@ merchants are listed), or on error.`)
 	}
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		fmt.Fprintf(e.stderr, "\n%s; nothing was changed.\n", l.what())
 		return exitError
 	}

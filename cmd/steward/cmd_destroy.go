@@ -29,11 +29,11 @@ not run: stop it first.`)
 	}
 	l := e.load(ctx, *config)
 	if l.host == nil {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		return exitError
 	}
 	if *drop && l.fleet == nil {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		return e.errorf("-drop-databases needs valid specs to know the merchants' databases; fix them, or destroy without it")
 	}
 	a, c, err := e.openWriter(ctx, l, "steward destroy", *lockWait)

@@ -26,6 +26,9 @@ func parseMerchant(e *env, fs *flag.FlagSet, args []string) (id string, code int
 	if len(pos) != 1 {
 		return "", e.errorf("%s takes exactly one MERCHANT; got %d arguments (see steward %s -help)", name, len(pos), name), false
 	}
+	if err := spec.ValidMerchantID(pos[0]); err != nil {
+		return "", e.errorf("%s", err), false
+	}
 	return pos[0], 0, true
 }
 
@@ -34,7 +37,7 @@ func parseMerchant(e *env, fs *flag.FlagSet, args []string) (id string, code int
 func (e *env) hostStore(config string) (*spec.Host, *state.FileStore, bool) {
 	h, files, diags := e.loadHost(config, false)
 	if diags.HasErrors() {
-		renderDiagnostics(e.stderr, files, diags)
+		renderDiagnosticsRedacted(e.stderr, files, diags, hostRedactor(nil))
 		return nil, nil, false
 	}
 	store, err := state.OpenFile(h.State.Path)
@@ -61,7 +64,7 @@ restart goes through it. It is recorded with the reason "restart requested".`)
 	}
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		return exitError
 	}
 	if l.fleet.Merchants[id] == nil {
@@ -120,7 +123,7 @@ maintenance by hand without fighting the reconcile loop.`
 	}
 	h, files, diags := e.loadHost(*config, false)
 	if diags.HasErrors() {
-		renderDiagnostics(e.stderr, files, diags)
+		renderDiagnosticsRedacted(e.stderr, files, diags, hostRedactor(nil))
 		return exitError
 	}
 	l := &loaded{host: h}
@@ -248,7 +251,7 @@ interrupted.`)
 	}
 	h, files, diags := e.loadHost(*config, false)
 	if diags.HasErrors() {
-		renderDiagnostics(e.stderr, files, diags)
+		renderDiagnosticsRedacted(e.stderr, files, diags, hostRedactor(nil))
 		return exitError
 	}
 	if *follow {

@@ -48,7 +48,7 @@ refuses it if a merchant it touches or the specs changed in between.`)
 	}
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		fmt.Fprintf(e.stderr, "\n%s; no plan was made. Run \"steward validate\" after fixing it.\n", l.what())
 		return exitError
 	}

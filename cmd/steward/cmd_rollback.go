@@ -26,7 +26,7 @@ the rollback goes through it. It is recorded in the history.`)
 	}
 	l := e.load(ctx, *config)
 	if l.diags.HasErrors() {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		return exitError
 	}
 	m := l.fleet.Merchants[id]

@@ -53,7 +53,7 @@ terminal, JSON otherwise) on stderr.`)
 	log := newLogger(e.stderr, lv)
 	l := e.load(ctx, *config)
 	if l.host == nil {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		return exitError
 	}
 	a, err := app.Open(ctx, l.host, log, app.Options{Writer: true, Who: "steward run"})
@@ -79,7 +79,7 @@ terminal, JSON otherwise) on stderr.`)
 			switch {
 			case diags.HasErrors():
 				var b bytes.Buffer
-				renderDiagnostics(&b, files, diags)
+				renderDiagnosticsRedacted(&b, files, diags, nil)
 				return engine.Desired{}, errors.New(strings.TrimSpace(b.String()))
 			case !sameSource(h, host):
 				log.Warn("source, state.path and runtime.root changes take effect only when the daemon is restarted")
@@ -91,7 +91,7 @@ terminal, JSON otherwise) on stderr.`)
 		}
 		if l.diags.HasErrors() {
 			var b bytes.Buffer
-			renderDiagnostics(&b, l.files, l.diags)
+			l.renderDiags(&b)
 			return engine.Desired{}, errors.New(strings.TrimSpace(b.String()))
 		}
 		return l.desired(), nil
@@ -169,7 +169,16 @@ terminal, JSON otherwise) on stderr.`)
 		dapi.notes.send(api.Change{})
 	}
 	a.Engine.OnStopped = func(id string) { stopped(id); dapi.notes.send(api.Change{}) }
-	srv := &api.Server{Daemon: dapi, Token: host.API.Token.Reveal(), WebhookSecret: host.API.WebhookSecret.Reveal(), Registry: m.Registry, Log: log}
+	token, err := host.API.Token.Value()
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	hook, err := host.API.WebhookSecret.Value()
+	if err != nil {
+		return e.errorf("%s", err)
+	}
+	srv := &api.Server{Daemon: dapi, Token: token.Reveal(), WebhookSecret: hook.Reveal(), Registry: m.Registry, Log: log,
+		Limits: api.Limits{MaxBody: host.Limits.APIBody}}
 	srv.UI = dashboard.New(dapi)
 	addr, err := serveAPI(ctx, host.API.Listen, srv, log)
 	if err != nil {

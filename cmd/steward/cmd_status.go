@@ -97,7 +97,7 @@ for programs.`)
 	}
 	l := e.load(ctx, *config)
 	if l.host == nil {
-		renderDiagnostics(e.stderr, l.files, l.diags)
+		l.renderDiags(e.stderr)
 		return exitError
 	}
 	a, err := e.openReader(ctx, l)

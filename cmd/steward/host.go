@@ -56,8 +56,10 @@ func daemonClient(l *loaded, err error) *api.Client {
 	if !errors.As(err, &le) || le.Who != "steward run" {
 		return nil
 	}
-	tok := l.host.API.Token.Reveal()
-	return api.NewClient(l.host.API.Listen, tok)
+	// A command that does not have the token (the variable is unset)
+	// still reaches the daemon; the daemon refuses what needs it.
+	tok, _ := l.host.API.Token.Value()
+	return api.NewClient(l.host.API.Listen, tok.Reveal())
 }
 
 // cliObserve is how commands without the daemon observe: each database

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -22,6 +23,18 @@ type loaded struct {
 	snap  *source.Snapshot
 	files map[string]*hcl.File
 	diags hcl.Diagnostics
+	// red knows every secret value of the host config and the specs (also
+	// of specs that did not validate), for rendering diagnostics.
+	red *spec.Redactor
+}
+
+// renderDiags prints l's diagnostics with every secret it knows hidden.
+func (l *loaded) renderDiags(w io.Writer) {
+	red := l.red
+	if red == nil && l.host != nil {
+		red = l.host.Redactor()
+	}
+	renderDiagnosticsRedacted(w, l.files, l.diags, red)
 }
 
 func mergeFiles(dst, src map[string]*hcl.File) map[string]*hcl.File {
@@ -88,7 +101,11 @@ func (l *loaded) reload(ctx context.Context) {
 		return
 	}
 	l.snap = snap
-	fl, ffiles, fdiags := spec.Load(snap.Sources, spec.Options{Ports: l.host.Runtime.Ports})
+	fl, ffiles, fdiags := spec.Load(snap.Sources, specOptions(l.host))
+	l.red = l.host.Redactor()
+	if fl != nil {
+		l.red = l.red.Merge(fl.Redactor())
+	}
 	fl.Revision = snap.Revision
 	l.files = mergeFiles(l.files, ffiles)
 	l.diags = append(l.diags, fdiags...)

@@ -116,7 +116,7 @@ func TestOperatorTexts(t *testing.T) {
 		t.Errorf("logs of an unknown merchant: exit %d: %s", code, errs)
 	}
 	// logs never leave the runtime root.
-	if _, errs, code := f.steward("logs", "../state"); code != exitError || !strings.Contains(errs, "a merchant id is a single name") {
+	if _, errs, code := f.steward("logs", "../state"); code != exitError || !strings.Contains(errs, "not a valid merchant id") {
 		t.Errorf("logs ../state: exit %d: %s", code, errs)
 	}
 	// A missing host config is not "invalid specs".

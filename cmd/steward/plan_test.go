@@ -28,6 +28,11 @@ func exampleSpecs(t *testing.T, dir string, low int, pkgs string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if pkgs == "" {
+		// Keep the relative source (and so the spec revision) as it is.
+		abs, _ := filepath.Abs("../../examples/packages")
+		os.Symlink(abs, filepath.Join(filepath.Dir(dir), "packages"))
+	}
 	port := regexp.MustCompile(`(?m)^(\s*port\s*=\s*)(81\d\d)\s*$`)
 	for _, name := range []string{"fleet.hcl", "east.hcl", "west.hcl"} {
 		b, err := os.ReadFile(filepath.Join("../../examples/merchants", name))
@@ -41,9 +46,6 @@ func exampleSpecs(t *testing.T, dir string, low int, pkgs string) string {
 		})
 		if pkgs != "" {
 			s = strings.ReplaceAll(s, "file://../packages", "file://"+pkgs)
-		} else {
-			abs, _ := filepath.Abs("../../examples/packages")
-			s = strings.ReplaceAll(s, "file://../packages", "file://"+abs)
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
 			t.Fatal(err)

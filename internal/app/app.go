@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"steward/dbadmin"
@@ -106,7 +105,9 @@ func Open(ctx context.Context, h *spec.Host, log *slog.Logger, opts Options) (*A
 		}
 		a.release = release
 	}
-	if a.Packages, err = pkgstore.Open(a.Layout.Releases()); err != nil {
+	lim := h.Limits.WithDefaults()
+	if a.Packages, err = pkgstore.OpenWith(a.Layout.Releases(), pkgstore.Options{PackageSize: lim.PackageSize, MaxFiles: lim.UnpackFiles,
+		MaxBytes: lim.UnpackSize, Manifest: lim}); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -147,37 +148,24 @@ func (a *App) Desired(fl *spec.Fleet) engine.Desired {
 	return DesiredFor(a.Host, fl)
 }
 
-// DesiredFor is the desired state for fleet on host h.
+// DesiredFor is the desired state for fleet (nil when the specs do not
+// load) on host h: its port range, the ports steward itself listens on,
+// and a redactor of every secret value of the host config and the fleet.
 func DesiredFor(h *spec.Host, fl *spec.Fleet) engine.Desired {
-	d := engine.Desired{Fleet: fl, Ports: h.Runtime.Ports, Reserved: reservedPorts(h)}
-	return d
-}
-
-// reservedPorts are the ports steward itself listens on.
-func reservedPorts(h *spec.Host) map[int]string {
-	out := map[int]string{}
-	if _, port, err := splitHostPort(h.API.Listen); err == nil && port != 0 {
-		out[port] = "steward's API (api.listen)"
+	red := h.Redactor()
+	if fl != nil {
+		red = red.Merge(fl.Redactor())
 	}
-	return out
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
-		return "", 0, fmt.Errorf("%q has no port", addr)
-	}
-	var port int
-	_, err := fmt.Sscanf(addr[i+1:], "%d", &port)
-	return addr[:i], port, err
+	return engine.Desired{Fleet: fl, Ports: h.Runtime.Ports, Reserved: h.ReservedPorts(), Redact: red.Redact}
 }
 
 // NewSource returns the spec source h names; log may be nil.
 func NewSource(h *spec.Host, log *slog.Logger) source.Source {
 	if h.Source.Git != nil {
-		return source.NewGit(*h.Source.Git, Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}.GitCache(), source.GitOptions{Logger: log})
+		return source.NewGit(*h.Source.Git, Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}.GitCache(),
+			source.GitOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize})
 	}
-	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log})
+	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize})
 }
 
 // LogShimName is the log shim program steward prefers, looked up next to
