@@ -1,11 +1,11 @@
 package pkgstore
 
 import (
-	"steward/spec"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"steward/spec"
 	"time"
 )
 
