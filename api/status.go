@@ -16,6 +16,8 @@ type Status struct {
 	Rollouts  []RolloutStatus  `json:"rollouts,omitempty"`
 	Revision  string           `json:"revision,omitempty"`
 	Serial    uint64           `json:"serial"`
+	// Router is the router's health, when one is configured.
+	Router *RouterStatus `json:"router,omitempty"`
 	// PendingEvents counts history events not written yet (the store
 	// refused them; they are kept and retried).
 	PendingEvents int `json:"pending_events,omitempty"`
@@ -57,9 +59,12 @@ type MerchantStatus struct {
 	LastError      string     `json:"last_error,omitempty"`
 	Revision       string     `json:"revision,omitempty"`
 	InSpecs        bool       `json:"in_specs"`
-	// Domains are the domains routed to the merchant's port, when a router
-	// is configured.
-	Domains []string `json:"domains,omitempty"`
+	// Domains (and PathPrefix) are routed to RoutePort, the port of the
+	// merchant's routed instance, when a router is configured; RoutePort is
+	// 0 while the merchant answers its maintenance page.
+	Domains    []string `json:"domains,omitempty"`
+	PathPrefix string   `json:"path_prefix,omitempty"`
+	RoutePort  int      `json:"route_port,omitempty"`
 	// LastEvent is the newest event of the merchant's history.
 	LastEvent *state.Event `json:"last_event,omitempty"`
 	// ErrorClass is the class of LastError: stalled (a person must act),
@@ -73,6 +78,24 @@ type MerchantStatus struct {
 	// Instances are the merchant's processes: the current one, and during
 	// a change the candidate; Routed says which one gets its traffic.
 	Instances []InstanceStatus `json:"instances,omitempty"`
+}
+
+// RouterStatus is the router's health.
+type RouterStatus struct {
+	Mode    string `json:"mode"`
+	Listen  string `json:"listen,omitempty"`
+	Running bool   `json:"running"`
+	PID     int    `json:"pid,omitempty"`
+	Routes  int    `json:"routes"`
+	Reloads int    `json:"reloads"`
+	// LastReload is the last reload (or start) of nginx through steward.
+	LastReload *time.Time `json:"last_reload,omitempty"`
+	// Failing is true while the latest change was refused (nginx -t): the
+	// routing before it is still in force. LastError holds nginx's output.
+	Failing     bool       `json:"failing"`
+	Failures    int        `json:"failures"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 }
 
 // InstanceStatus is one process of a merchant.

@@ -152,7 +152,7 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 	e, m := o.e, o.m
 	c := rec.Change
 	r := reconcile.RolloutSettings(o.d.Fleet, m.Package)
-	viaRouter := e.Router != nil && rec.AltPort != 0
+	viaRouter := e.beside(m) && rec.AltPort != 0
 	downFirst := false
 	if c.Step < reconcile.StepMigrated {
 		var err error
@@ -239,7 +239,7 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 		return err
 	}
 	if viaRouter {
-		if err := e.Router.Route(ctx, m.ID, cand.Port); err != nil {
+		if err := o.routeTo(ctx, cand.Port); err != nil {
 			return fmt.Errorf("routing traffic to %s: %w", rel.Version, err)
 		}
 		if rec, err = o.step(ctx, reconcile.StepRouted, func(r *reconcile.Record) {
@@ -329,9 +329,9 @@ func (o *op) undo(ctx context.Context, cause error) (string, error) {
 			return "", errors.Join(cause, err)
 		}
 		rec, _ = e.update(ctx, m.ID, func(r *reconcile.Record) bool { r.Candidate = nil; return true })
-		if e.Router != nil && rec.Current.Running() {
+		if e.beside(m) && rec.Current.Running() {
 			// The route may have moved already: send it back.
-			if err := e.Router.Route(ctx, m.ID, rec.Current.Port); err != nil {
+			if err := o.routeTo(ctx, rec.Current.Port); err != nil {
 				o.log.Error("routing back to the old instance failed", "err", err)
 			}
 			e.update(ctx, m.ID, func(r *reconcile.Record) bool { r.Current.Routed = true; return true })

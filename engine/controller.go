@@ -44,6 +44,7 @@ func (e *Engine) Reconcile(ctx context.Context, d Desired, id string, opts Obser
 		}
 	}
 	a := dec.Action
+	defer e.syncRoute(d, id)
 	if a == nil {
 		return Result{}, nil
 	}
@@ -114,7 +115,7 @@ func (e *Engine) NoteObservations(ctx context.Context, d Desired, obs reconcile.
 // portMu (a new merchant's record is made at once, reserving its port), so
 // that two merchants reconciled at once never get the same port.
 func (e *Engine) decide(ctx context.Context, d Desired, id string, obs reconcile.Observation) (reconcile.Decision, error) {
-	if rec := e.Record(id); rec == nil || (e.Router != nil && rec.AltPort == 0) {
+	if rec := e.Record(id); rec == nil || (e.beside(d.Fleet.Merchants[id]) && rec.AltPort == 0) {
 		e.portMu.Lock()
 		defer e.portMu.Unlock()
 	}

@@ -7,6 +7,7 @@ import (
 	"steward/dbadmin"
 	"steward/pkgstore"
 	"steward/reconcile"
+	"steward/router"
 	"steward/runtime"
 )
 
@@ -80,11 +81,15 @@ type Paths interface {
 	LogDir(id string) string
 }
 
-// Router sends each merchant's traffic to one of its instances.
+// Router sends each merchant's traffic to one of its instances (package
+// router; *router.Router implements it).
 type Router interface {
-	// Route makes the router send merchant id's traffic to port, and
-	// returns once it does.
-	Route(ctx context.Context, id string, port int) error
+	// Put sets one merchant's route; Delete removes it. The router applies
+	// them, coalesced, soon.
+	Put(r router.Route) error
+	Delete(merchant string)
+	// Sync returns once every route put before it is live.
+	Sync(ctx context.Context) error
 	// Drain waits until no request to port is in flight (bounded by ctx).
 	Drain(ctx context.Context, port int) error
 }

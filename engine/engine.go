@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"steward/reconcile"
+	"steward/router"
 	"steward/spec"
 	"steward/state"
 )
@@ -105,6 +106,10 @@ type Engine struct {
 	// stopping holds processes steward is ending on purpose, so that exit
 	// watchers do not count their exits.
 	stopping map[Proc]bool
+	// routes are the routes last put, by merchant; dbObs the databases'
+	// reachability last observed.
+	routes map[string]router.Route
+	dbObs  map[string]reconcile.DBState
 	// gateMu makes a rollout gate's check and the record of a change it
 	// lets through one step, so that no more merchants pass than it allows.
 	gateMu sync.Mutex
@@ -171,6 +176,8 @@ func (e *Engine) init() {
 		e.recs = map[string]*reconcile.Record{}
 		e.rollouts = map[string]*reconcile.Rollout{}
 		e.dbs = map[string]*state.Database{}
+		e.routes = map[string]router.Route{}
+		e.dbObs = map[string]reconcile.DBState{}
 	})
 }
 

@@ -117,6 +117,7 @@ func (e *Engine) Execute(ctx context.Context, d Desired, a reconcile.Action, rid
 		ev.Result, ev.Error = "error", err.Error()
 	}
 	e.record(ctx, ev)
+	e.syncRoute(d, a.Merchant)
 	took := e.Now().Sub(start)
 	if err != nil {
 		o.log.Error("action failed", "reason", o.redact(a.Reason), "class", class, "err", o.redact(err.Error()))
@@ -438,7 +439,7 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 	if err := o.checkSchema(ctx, rel, port); err != nil {
 		return "", fmt.Errorf("the running process was left alone: %w", err)
 	}
-	if e.Router != nil && rec.AltPort != 0 && rec.Current.Running() && !o.a.Unhealthy && port == rec.Port {
+	if e.beside(m) && rec.AltPort != 0 && rec.Current.Running() && !o.a.Unhealthy && port == rec.Port {
 		return version, o.replace(ctx, rec, version, rel)
 	}
 	if err := o.stopInstances(ctx, rec); err != nil {

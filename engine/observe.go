@@ -53,6 +53,11 @@ func (e *Engine) Observe(ctx context.Context, d Desired, ids []string, opts Obse
 	}
 	if d.Fleet != nil {
 		obs.Databases = e.observeDatabases(ctx, d.Fleet, opts)
+		e.mu.Lock()
+		for name, s := range obs.Databases {
+			e.dbObs[name] = s
+		}
+		e.mu.Unlock()
 	}
 	needPorts := false
 	for _, id := range ids {

@@ -58,7 +58,12 @@ type MerchantStatus struct {
 	// step started").
 	Change    string
 	Instances []InstanceStatus
-	Domains   []string
+	// Domains and PathPrefix are routed to RoutePort (the routed
+	// instance's port; 0 while the merchant answers its maintenance page),
+	// when a router is configured.
+	Domains    []string
+	PathPrefix string
+	RoutePort  int
 	// LastEvent is the newest event of its history, when known.
 	LastEvent *state.Event
 }
@@ -281,6 +286,12 @@ func (e *Engine) merchantStatus(id string, m *spec.Merchant, rec *reconcile.Reco
 		ms.NextAttempt = rec.NextAttempt
 	case rec.Phase == reconcile.PhaseHeld, rec.Phase == reconcile.PhaseFailed:
 		ms.State = string(rec.Phase)
+	}
+	if e.routed(m) {
+		ms.Domains, ms.PathPrefix = m.Domains, m.PathPrefix
+		if rt, ok := e.routeFor(d, id); ok && !rt.Maintenance {
+			ms.RoutePort = rt.Upstream
+		}
 	}
 	ms.Version, ms.DesiredVersion = d.redact(ms.Version), d.redact(ms.DesiredVersion)
 	ms.Pin, ms.LastError = d.redact(ms.Pin), d.redact(ms.LastError)

@@ -71,6 +71,34 @@ func New() *Metrics {
 	return m
 }
 
+// RouterHealth makes the router's health part of every scrape:
+// steward_router_reloads_total, steward_router_failures_total and
+// steward_router_failing.
+func (m *Metrics) RouterHealth(read func() (reloads, failures int, failing bool)) {
+	m.Registry.MustRegister(&routerCollector{read: read,
+		reloads:  prometheus.NewDesc("steward_router_reloads_total", "nginx reloads (and starts) through steward.", nil, nil),
+		failures: prometheus.NewDesc("steward_router_failures_total", "Routing changes refused (nginx -t) or not applied; the routing before each stayed in force.", nil, nil),
+		failing:  prometheus.NewDesc("steward_router_failing", "1 while the latest routing change was refused.", nil, nil)})
+}
+
+type routerCollector struct {
+	read                       func() (int, int, bool)
+	reloads, failures, failing *prometheus.Desc
+}
+
+func (c *routerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.reloads; ch <- c.failures; ch <- c.failing }
+
+func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
+	reloads, failures, failing := c.read()
+	f := 0.0
+	if failing {
+		f = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(reloads))
+	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(failures))
+	ch <- prometheus.MustNewConstMetric(c.failing, prometheus.GaugeValue, f)
+}
+
 // PersistFailed counts a record write that failed.
 func (m *Metrics) PersistFailed(record string) { m.persistErrors.WithLabelValues(record).Inc() }
 

@@ -26,9 +26,9 @@ type Input struct {
 	Rollouts map[string]*Rollout
 	Obs      Observation
 	Policy   RestartPolicy
-	// Router says a router sends traffic to the merchants: instances are
-	// replaced by starting the new one beside the old on the merchant's
-	// second port.
+	// Router says a router sends traffic to the merchants: a routed
+	// merchant (domains or a path prefix, no fixed port) gets a second
+	// port, where a new instance starts beside the old one.
 	Router bool
 	// Key keys the fingerprints of sensitive settings.
 	Key []byte
@@ -210,7 +210,7 @@ func (in *Input) decide(id string, ports *lazyPorts, fleetWide bool) Decision {
 		if r.forgetOldBadVersions(m.Version) {
 			changed = true
 		}
-		if in.Router && r.AltPort == 0 {
+		if in.Router && r.AltPort == 0 && m.Port == 0 && (len(m.Domains) > 0 || m.PathPrefix != "") {
 			if p, ok := ports.get().assignAlt(r); ok {
 				r.AltPort = p
 				changed = true

@@ -787,3 +787,21 @@ http {
 		t.Errorf("the operator's master was not found: %v %v", m, ok)
 	}
 }
+
+// Long domains (up to the 253 bytes of a DNS name) and thousands of them
+// pass nginx's test: nginx's defaults refuse a name of 50 bytes.
+func TestLongAndManyDomains(t *testing.T) {
+	r := managed(t, nil)
+	a := newBackend(t, "a", nil)
+	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 56) + ".test"
+	routes := []Route{{Merchant: "acme", Domains: []string{long}, Upstream: a.port}}
+	for i := range 3000 {
+		routes = append(routes, Route{Merchant: fmt.Sprintf("m%04d", i), Domains: []string{fmt.Sprintf("shop-%04d.merchants.example.test", i)}, Upstream: a.port})
+	}
+	if len(long) != 253 {
+		t.Fatalf("the long domain has %d bytes", len(long))
+	}
+	mustApply(t, r, routes...)
+	wantBackend(t, r, long, "/", "a")
+	wantBackend(t, r, "shop-2999.merchants.example.test", "/", "a")
+}

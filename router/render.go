@@ -60,6 +60,13 @@ func (r *Router) render(routes []Route) (*rendered, error) {
 		fmt.Fprintf(&b, "worker_processes auto;\nworker_shutdown_timeout %s;\n", duration(c.WorkerShutdownTimeout))
 		b.WriteString("\nevents {\n    worker_connections 4096;\n}\n\nhttp {\n")
 		b.WriteString("    access_log off;\n    server_tokens off;\n")
+		// Room for every domain a spec may name (up to 253 bytes) and for
+		// thousands of them: nginx's defaults refuse a 50-byte name.
+		names := 0
+		for _, rt := range rs {
+			names += len(rt.Domains)
+		}
+		fmt.Fprintf(&b, "    server_names_hash_bucket_size 512;\n    server_names_hash_max_size %d;\n", hashMaxSize(names))
 		for _, t := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 			fmt.Fprintf(&b, "    %s_temp_path %s;\n", t, filepath.Join(c.Prefix, "temp", t))
 		}
@@ -256,3 +263,13 @@ func duration(d time.Duration) string {
 
 func (r *Router) pidFile() string  { return filepath.Join(r.cfg.Prefix, "nginx.pid") }
 func (r *Router) errorLog() string { return filepath.Join(r.cfg.Prefix, "logs", "error.log") }
+
+// hashMaxSize is a server_names_hash_max_size that fits names server
+// names: the next power of two of twice their number, at least 512.
+func hashMaxSize(names int) int {
+	n := 512
+	for n < 2*names {
+		n *= 2
+	}
+	return n
+}

@@ -94,7 +94,9 @@ merchants are listed), or on error.`)
 		return e.errorf("%s", err)
 	}
 	pr := &progress{w: e.stdout, total: countChanges(p), start: time.Now()}
+	stopRouter := startRouter(ctx, a, d, e.stderr)
 	res := x.Apply(ctx, d, p, pr, *parallel)
+	stopRouter()
 	x.CollectGarbage(ctx, d)
 	x.ForgetRollouts(ctx, l.fleet)
 	if ctx.Err() != nil {

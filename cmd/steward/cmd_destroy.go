@@ -72,7 +72,15 @@ not run: stop it first.`)
 		return code
 	}
 	start := time.Now()
-	res := x.Destroy(ctx, l.desired(), *drop, nil)
+	d := l.desired()
+	res := x.Destroy(ctx, d, *drop, nil)
+	if a.Router != nil {
+		if err := a.Router.Stop(ctx); err != nil {
+			fmt.Fprintf(e.stdout, "router: stopping its nginx: %v\n", err)
+		} else {
+			fmt.Fprintln(e.stdout, "router: its nginx stopped")
+		}
+	}
 	for _, id := range res.Stopped {
 		fmt.Fprintf(e.stdout, "%s: stopped and forgotten\n", id)
 	}

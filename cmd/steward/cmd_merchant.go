@@ -88,7 +88,10 @@ restart goes through it. It is recorded with the reason "restart requested".`)
 	if err := a.Engine.NoteObservations(ctx, d, a.Engine.Observe(ctx, d, []string{id}, cliObserve())); err != nil {
 		return e.errorf("%s", err)
 	}
-	if err := a.Engine.Restart(ctx, d, id, nil); err != nil {
+	stopRouter := startRouter(ctx, a, d, e.stderr)
+	err = a.Engine.Restart(ctx, d, id, nil)
+	stopRouter()
+	if err != nil {
 		return e.errorf("restarting %s: %s", id, err)
 	}
 	rec := a.Engine.Record(id)

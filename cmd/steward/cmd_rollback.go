@@ -66,7 +66,10 @@ the rollback goes through it. It is recorded in the history.`)
 	if *restore {
 		fmt.Fprintf(e.stdout, "Restoring the newest backup of %s taken while %s ran, then starting %s.\n", id, target, target)
 	}
-	if err := x.Rollback(ctx, d, id, target, *restore, nil); err != nil {
+	stopRouter := startRouter(ctx, a, d, e.stderr)
+	err = x.Rollback(ctx, d, id, target, *restore, nil)
+	stopRouter()
+	if err != nil {
 		return e.errorf("rolling %s back to %s: %s", id, target, err)
 	}
 	fmt.Fprintf(e.stdout, "%s rolled back %s → %s in %s; it stays on %s while the specs ask for %s.\n", id, from, target, time.Since(start).Round(time.Millisecond), target, m.Version)

@@ -158,10 +158,30 @@ terminal, JSON otherwise) on stderr.`)
 		m.DatabaseUp(st.Name, st.Up)
 	}})
 	dm.WatchDatabases = true
-	dm.OnDesired = func(d engine.Desired) { dbw.Set(dbTargets(d)) }
+	dm.OnDesired = func(d engine.Desired) {
+		dbw.Set(dbTargets(d))
+		a.Engine.SyncRoutes(d)
+	}
+	if a.Router != nil {
+		// A managed nginx is started (or adopted) now and supervised from
+		// here on; like the merchants, it keeps running when steward stops.
+		if err := a.Router.Ensure(ctx); err != nil {
+			log.Error("the router's nginx", "err", err)
+		}
+		go a.Router.Run(ctx)
+		m.RouterHealth(func() (int, int, bool) {
+			h := a.Router.Status()
+			return h.Reloads + h.Starts, h.Failures, h.Failing
+		})
+		dm.OnResync = func(ctx context.Context) {
+			if d := dm.Desired(); d != nil {
+				a.Engine.SyncRoutes(*d)
+			}
+		}
+	}
 	go mon.Run(ctx)
 	go dbw.Run(ctx)
-	dapi = &daemonAPI{dm: dm, x: a.Engine, prober: prober, mon: mon, root: host.Runtime.Root}
+	dapi = &daemonAPI{dm: dm, x: a.Engine, prober: prober, mon: mon, root: host.Runtime.Root, router: a.Router, host: host}
 	a.Engine.Notify = func(ev *state.Event) { dapi.notes.send(api.Change{Event: ev}) }
 	started, stopped := a.Engine.OnStarted, a.Engine.OnStopped
 	a.Engine.OnStarted = func(id string, p engine.Proc, port int, path string, h spec.Health) {

@@ -10,6 +10,7 @@ import (
 	"steward/api"
 	"steward/engine"
 	"steward/probe"
+	"steward/router"
 	"steward/spec"
 )
 
@@ -36,7 +37,8 @@ func statusView(st engine.Status) statusDoc {
 			t := m.Since
 			ms.Since = &t
 		}
-		ms.Domains, ms.LastEvent, ms.ErrorClass, ms.Pin, ms.Change = m.Domains, m.LastEvent, m.ErrorClass, m.Pin, m.Change
+		ms.Domains, ms.PathPrefix, ms.RoutePort = m.Domains, m.PathPrefix, m.RoutePort
+		ms.LastEvent, ms.ErrorClass, ms.Pin, ms.Change = m.LastEvent, m.ErrorClass, m.Pin, m.Change
 		for _, in := range m.Instances {
 			if in.PID == 0 && in.Role == "current" && len(m.Instances) == 1 {
 				continue
@@ -116,6 +118,7 @@ for programs.`)
 			return pr.Probe(ctx, port, path, m.Health.Status, min(max(m.Health.Timeout, time.Second), 2*time.Second)) == nil
 		}})
 	doc := statusView(st)
+	doc.Router = routerView(a.Router, l.host)
 	if l.diags.HasErrors() {
 		doc.SpecError = fmt.Sprintf("the specs are invalid (%s); run \"steward validate\"", plural(len(l.diags.Errs()), "error"))
 	}
@@ -125,6 +128,34 @@ for programs.`)
 	}
 	renderStatus(e.stdout, doc, time.Now())
 	return exitOK
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+// routerView is the router's health for the status document (nil without
+// a router).
+func routerView(r *router.Router, h *spec.Host) *api.RouterStatus {
+	if r == nil {
+		return nil
+	}
+	hl := r.Status()
+	rs := &api.RouterStatus{Mode: string(hl.Mode), Running: hl.Running, PID: hl.PID, Routes: hl.Routes, Reloads: hl.Reloads + hl.Starts,
+		Failing: hl.Failing, Failures: hl.Failures, LastError: hl.LastError}
+	if h != nil && h.Router != nil {
+		rs.Listen = h.Router.Nginx.Listen
+	}
+	if !hl.LastReload.IsZero() {
+		t := hl.LastReload
+		rs.LastReload = &t
+	}
+	if !hl.LastErrorAt.IsZero() {
+		t := hl.LastErrorAt
+		rs.LastErrorAt = &t
+	}
+	return rs
 }
 
 // renderStatus prints one line a merchant and a summary.
@@ -198,6 +229,29 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 				}
 			}
 			fmt.Fprintf(w, "  database %-12s %s\n", d.Name, up)
+		}
+	}
+	if rt := doc.Router; rt != nil {
+		state := "running"
+		if !rt.Running && rt.Mode == "managed" {
+			state = "NOT RUNNING"
+		}
+		fmt.Fprintf(w, "\n  router nginx (%s) on %s: %s, %d routes, %d reloads", rt.Mode, rt.Listen, state, rt.Routes, rt.Reloads)
+		if rt.LastReload != nil {
+			fmt.Fprintf(w, ", last %s", rt.LastReload.Local().Format("15:04:05"))
+		}
+		fmt.Fprintln(w)
+		if rt.Failing {
+			fmt.Fprintf(w, "! router: the last routing change was refused; the one before stays in force: %s\n", firstLine(rt.LastError))
+		}
+		for _, m := range doc.Merchants {
+			for _, dom := range m.Domains {
+				if m.RoutePort != 0 {
+					fmt.Fprintf(w, "  route %s → %s port %d\n", dom, m.ID, m.RoutePort)
+				} else {
+					fmt.Fprintf(w, "  route %s → %s: maintenance page (503)\n", dom, m.ID)
+				}
+			}
 		}
 	}
 	for _, r := range doc.Rollouts {

@@ -15,6 +15,7 @@ import (
 	"steward/api"
 	"steward/engine"
 	"steward/probe"
+	"steward/router"
 	"steward/runtime"
 	"steward/spec"
 	"steward/state"
@@ -27,6 +28,8 @@ type daemonAPI struct {
 	prober *probe.Prober
 	mon    *probe.Monitor
 	root   string // runtime.root, where the merchants' logs are
+	router *router.Router
+	host   *spec.Host
 	notes  notifier
 }
 
@@ -57,6 +60,7 @@ func (a *daemonAPI) status(ctx context.Context, withHealth bool) statusDoc {
 		}
 	}
 	doc := statusView(a.x.Status(ctx, d, opts))
+	doc.Router = routerView(a.router, a.host)
 	if err := a.dm.SourceError(); err != nil {
 		doc.SpecError = err.Error()
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -60,6 +61,33 @@ func daemonClient(l *loaded, err error) *api.Client {
 	// still reaches the daemon; the daemon refuses what needs it.
 	tok, _ := l.host.API.Token.Value()
 	return api.NewClient(l.host.API.Listen, tok.Reveal())
+}
+
+// startRouter makes a command's router work for its duration: a managed
+// nginx is started when it does not run, the routes are brought up to
+// date, and the router applies changes until the returned stop is called
+// (which first waits until every route is live).
+func startRouter(ctx context.Context, a *app.App, d engine.Desired, stderr io.Writer) (stop func()) {
+	if a.Router == nil {
+		return func() {}
+	}
+	if err := a.Router.Ensure(ctx); err != nil {
+		fmt.Fprintf(stderr, "warning: the router's nginx: %v\n", err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { a.Router.Run(rctx); close(done) }()
+	a.Engine.SyncRoutes(d)
+	return func() {
+		a.Engine.SyncRoutes(d)
+		sctx, scancel := context.WithTimeout(ctx, time.Minute)
+		if err := a.Router.Sync(sctx); err != nil {
+			fmt.Fprintf(stderr, "warning: the routing was not applied: %v\n", err)
+		}
+		scancel()
+		cancel()
+		<-done
+	}
 }
 
 // cliObserve is how commands without the daemon observe: each database

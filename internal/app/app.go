@@ -19,6 +19,7 @@ import (
 	"steward/engine"
 	"steward/pkgstore"
 	"steward/probe"
+	"steward/router"
 	"steward/runtime"
 	"steward/source"
 	"steward/spec"
@@ -63,7 +64,9 @@ type App struct {
 	Store    *state.FileStore
 	Packages *pkgstore.Store
 	Engine   *engine.Engine
-	Log      *slog.Logger
+	// Router is the nginx router, when the host config has one.
+	Router *router.Router
+	Log    *slog.Logger
 
 	release func() error
 }
@@ -122,11 +125,42 @@ func Open(ctx context.Context, h *spec.Host, log *slog.Logger, opts Options) (*A
 	}
 	a.Engine = &engine.Engine{Store: store, Runtime: rt, Packages: a.Packages, Prober: probe.New(),
 		Databases: dbadmin.Admin{BackupDir: a.Layout.Backups()}, Paths: a.Layout, Log: log, StopGrace: h.Runtime.StopGrace}
+	if h.Router != nil {
+		r, err := NewRouter(h, log)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.Router, a.Engine.Router = r, r
+	}
 	if err := a.Engine.Load(ctx, opts.Writer); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("loading state: %w", err)
 	}
 	return a, nil
+}
+
+// NewRouter is the nginx router h's config describes: a managed nginx
+// keeps its prefix under the runtime root.
+func NewRouter(h *spec.Host, log *slog.Logger) (*router.Router, error) {
+	n := h.Router.Nginx
+	cfg := router.Config{Mode: router.Mode(n.Mode), Listen: n.Listen, Binary: n.Binary, IncludeFile: n.IncludeFile,
+		TestCommand: n.TestCommand, ReloadCommand: n.ReloadCommand, MaintenancePage: n.MaintenancePage,
+		RetryAfter: int(n.RetryAfter / time.Second), ProxyConnectTimeout: n.ProxyConnectTimeout, ProxyReadTimeout: n.ProxyReadTimeout, Logger: log}
+	if cfg.Mode == router.Managed {
+		cfg.Prefix = Layout{RuntimeRoot: h.Runtime.Root}.Router()
+		if os.Geteuid() == 0 {
+			cfg.User = h.Runtime.User
+		}
+		// nginx's workers finish the requests of a replaced configuration
+		// within the merchants' stop grace.
+		cfg.WorkerShutdownTimeout = h.Runtime.StopGrace
+	}
+	r, err := router.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	return r, nil
 }
 
 // Close releases the writer lease and the store.

@@ -1,0 +1,143 @@
+package engine
+
+import (
+	"context"
+	"reflect"
+	"slices"
+
+	"steward/reconcile"
+	"steward/router"
+	"steward/spec"
+)
+
+// Routing: with a router, every merchant whose specs give it domains or a
+// path prefix is routed to its routed instance, or answers the
+// maintenance page (503 with Retry-After) while it cannot serve: held for
+// its database, crash-looping, failed, suspended or stopped. The route is
+// brought up to date after everything that may change it (an action, a
+// reconcile, a database's reachability); the router coalesces the changes
+// into few reloads. A change of instance moves the route explicitly, and
+// waits until the new routing is live (see gateChain).
+
+// routed reports whether m is routed: a router is configured and the specs
+// give it a domain or a path prefix.
+func (e *Engine) routed(m *spec.Merchant) bool {
+	return e.Router != nil && m != nil && (len(m.Domains) > 0 || m.PathPrefix != "")
+}
+
+// beside reports whether m's instances are replaced beside each other (a
+// new one on the merchant's second port, then the traffic moves): a routed
+// merchant without a fixed port.
+func (e *Engine) beside(m *spec.Merchant) bool { return e.routed(m) && m.Port == 0 }
+
+// routeFor is merchant id's route as its record says now.
+func (e *Engine) routeFor(d Desired, id string) (router.Route, bool) {
+	var m *spec.Merchant
+	if d.Fleet != nil {
+		m = d.Fleet.Merchants[id]
+	}
+	if !e.routed(m) {
+		return router.Route{}, false
+	}
+	rt := router.Route{Merchant: id, Domains: slices.Clone(m.Domains), PathPrefix: m.PathPrefix}
+	rec := e.Record(id)
+	if rec == nil {
+		rt.Maintenance, rt.Reason = true, "This service is starting."
+		return rt, true
+	}
+	inst := rec.Current
+	if c := rec.Candidate; c != nil && c.Routed {
+		inst = *c
+	}
+	if inst.Running() {
+		rt.Upstream = inst.Port
+	}
+	e.mu.RLock()
+	db := e.dbObs[m.Database]
+	e.mu.RUnlock()
+	dbDown := m.Database != "" && m.OnDatabaseDown != spec.OnDBDownIgnore && db == reconcile.DBDown
+	switch {
+	case rec.Suspended:
+		rt.Maintenance, rt.Reason = true, "This service is down for maintenance."
+	case dbDown:
+		rt.Maintenance, rt.Reason = true, "This service is waiting for its database."
+	case rec.Phase == reconcile.PhaseCrashLoop, rec.Phase == reconcile.PhaseFailed:
+		rt.Maintenance, rt.Reason = true, "This service is having trouble starting."
+	case rec.Phase == reconcile.PhaseHeld:
+		rt.Maintenance, rt.Reason = true, "This service is waiting for its database."
+	case !inst.Running():
+		rt.Maintenance, rt.Reason = true, "This service is stopped."
+	}
+	return rt, true
+}
+
+// syncRoute brings merchant id's route up to date (a no-op without a
+// router, or when it did not change). It does not wait for the reload.
+func (e *Engine) syncRoute(d Desired, id string) {
+	if e.Router == nil {
+		return
+	}
+	rt, ok := e.routeFor(d, id)
+	e.mu.Lock()
+	last, had := e.routes[id]
+	switch {
+	case !ok && !had:
+		e.mu.Unlock()
+		return
+	case !ok:
+		delete(e.routes, id)
+		e.mu.Unlock()
+		e.Router.Delete(id)
+		return
+	case had && reflect.DeepEqual(last, rt):
+		e.mu.Unlock()
+		return
+	}
+	e.routes[id] = rt
+	e.mu.Unlock()
+	if err := e.Router.Put(rt); err != nil {
+		e.Log.Error("the merchant's route is refused", "merchant", id, "err", err)
+	}
+}
+
+// SyncRoutes brings every merchant's route up to date: the specs' and the
+// records' merchants (a removed one loses its route).
+func (e *Engine) SyncRoutes(d Desired) {
+	if e.Router == nil {
+		return
+	}
+	ids := map[string]bool{}
+	e.mu.RLock()
+	for id := range e.recs {
+		ids[id] = true
+	}
+	for id := range e.routes {
+		ids[id] = true
+	}
+	e.mu.RUnlock()
+	if d.Fleet != nil {
+		for id := range d.Fleet.Merchants {
+			ids[id] = true
+		}
+	}
+	for id := range ids {
+		e.syncRoute(d, id)
+	}
+}
+
+// routeTo moves the merchant's traffic to port and waits until the new
+// routing is live.
+func (o *op) routeTo(ctx context.Context, port int) error {
+	rt, ok := o.e.routeFor(o.d, o.m.ID)
+	if !ok {
+		return nil
+	}
+	rt.Upstream, rt.Maintenance, rt.Reason = port, false, ""
+	o.e.mu.Lock()
+	o.e.routes[o.m.ID] = rt
+	o.e.mu.Unlock()
+	if err := o.e.Router.Put(rt); err != nil {
+		return err
+	}
+	return o.e.Router.Sync(ctx)
+}
