@@ -339,7 +339,16 @@ func (o *op) undo(ctx context.Context, cause error) (string, error) {
 	}
 	if live, _ := e.check(procOf(rec.Current)); rec.Current.Running() && live != reconcile.Dead {
 		// The old process never stopped (a router, or a failure before the
-		// stop): it still serves.
+		// stop): it still serves. A forward migration made for the failed
+		// version is undone, as on the way back without a router.
+		if failed, ferr := o.release(ctx, c.To); ferr == nil && c.From != c.To {
+			if prev, perr := o.release(ctx, c.From); perr == nil {
+				if err := o.schemaForReturn(ctx, failed, prev, c.To, rec.Port); err != nil {
+					o.endChange(ctx)
+					return c.From, fmt.Errorf("%s failed (%v), %s still runs, but the database could not be returned to its schema: %w", c.To, cause, c.From, err)
+				}
+			}
+		}
 		o.endChange(ctx)
 		return c.From, fmt.Errorf("%s not started, %s still runs: %w", c.To, c.From, cause)
 	}

@@ -86,7 +86,11 @@ type routerCollector struct {
 	reloads, failures, failing *prometheus.Desc
 }
 
-func (c *routerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.reloads; ch <- c.failures; ch <- c.failing }
+func (c *routerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.reloads
+	ch <- c.failures
+	ch <- c.failing
+}
 
 func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
 	reloads, failures, failing := c.read()
