@@ -248,8 +248,17 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 			return err
 		}
 		if old := rec.Current; old.Running() && old.PID != cand.PID {
-			if err := e.Router.Drain(ctx, old.Port); err != nil {
-				o.log.Warn("the old instance did not drain in time; stopping it", "port", old.Port, "err", err)
+			// steward's own probe connection to the old instance goes first
+			// (the commit watches the new one); then the requests nginx
+			// still has in flight there finish, within the stop grace.
+			if e.OnStopped != nil {
+				e.OnStopped(m.ID)
+			}
+			dctx, cancel := context.WithTimeout(ctx, o.grace())
+			err := e.Router.Drain(dctx, old.Port)
+			cancel()
+			if err != nil {
+				o.log.Warn("the old instance did not drain within its stop grace; stopping it", "port", old.Port, "err", err)
 			}
 			if err := e.stopProc(ctx, m.ID, procOf(old), o.grace()); err != nil {
 				return err

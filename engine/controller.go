@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"steward/reconcile"
@@ -92,13 +93,20 @@ func (e *Engine) NoteObservations(ctx context.Context, d Desired, obs reconcile.
 	recs, rollouts, _ := e.Snapshot()
 	in := e.input(d, obs, recs, rollouts)
 	var errs []error
+	ids := make([]string, 0, len(recs))
 	for id := range recs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
 		dec := reconcile.Decide(in, id)
 		if dec.Record != nil {
 			if err := e.save(ctx, dec.Record); err != nil {
 				errs = append(errs, err)
 				continue
 			}
+			// The next decisions see it (a second port it took, say).
+			in.Records[id] = dec.Record
 		}
 		for _, n := range dec.Notes {
 			e.record(ctx, state.Event{Merchant: id, Action: n.Action, Reason: n.Reason, Result: "observed", PID: n.PID, Version: n.Version})
