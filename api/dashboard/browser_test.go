@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"steward/api"
+	"steward/internal/browsertest"
 	"steward/state"
 )
 
@@ -25,25 +25,6 @@ func stateEvent(merchant, action, reason string) state.Event {
 }
 
 const testToken = "s3cret-write-token"
-
-// chromium finds Debian's chromium; outside CI a machine without it skips
-// the browser tests, under CI=true it fails them.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("STEWARD_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed; .ci/run installs it (apt-get install chromium)")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium); skipping the browser tests")
-	return ""
-}
 
 // serveFleet serves the API and the dashboard over f on a loopback port.
 func serveFleet(t *testing.T, f *fakeDaemon) string {
@@ -67,63 +48,25 @@ func serveFleet(t *testing.T, f *fakeDaemon) string {
 	return "http://" + ln.Addr().String()
 }
 
-// browser starts a headless chromium for the test, with the flags that
-// keep it off the network: it only talks to the test's server.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := chromium(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("font-render-hinting", "none"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1360, 900),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first call starts the browser, which lives as long as ctx: no
-	// timeout on it.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	return ctx
-}
+func browser(t *testing.T) context.Context { return browsertest.Start(t) }
 
-// do runs steps within d.
 func do(t *testing.T, ctx context.Context, what string, d time.Duration, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
+	browsertest.Do(t, ctx, what, d, steps...)
 }
 
-// eval evaluates a JavaScript expression in the page.
 func eval[T any](t *testing.T, ctx context.Context, expr string, opts ...chromedp.EvaluateOption) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
-	if err != nil {
-		t.Fatalf("evaluating %s: %v", expr, err)
-	}
-	return v
+	return browsertest.Eval[T](t, ctx, expr, opts...)
 }
 
-// poll waits until expr is true in the page, within d.
 func poll(expr string, d time.Duration) chromedp.Action[chromedp.Void] {
-	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(d), chromedp.WithPollingInterval(20*time.Millisecond))
+	return browsertest.Poll(expr, d)
 }
 
-// col reads one column of the fleet table, top to bottom.
 func col(ctx context.Context, t *testing.T, label string) []string {
 	t.Helper()
-	return eval[[]string](t, ctx, fmt.Sprintf(`Array.from(document.querySelectorAll('#fleet-rows tr:not(.empty) [data-label=%q]')).map(c => c.textContent.trim())`, label))
+	return browsertest.Column(t, ctx, label)
 }
 
 func TestDashboardInChromium(t *testing.T) {

@@ -459,7 +459,7 @@ func ago(now, t time.Time) string {
 	d := now.Sub(t)
 	switch {
 	case d < 0:
-		return "in " + span(-d)
+		return "in " + span((-d + time.Second - 1).Truncate(time.Second)) // never "in 0s"
 	case d < 5*time.Second:
 		return "just now"
 	}

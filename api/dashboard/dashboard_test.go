@@ -381,3 +381,25 @@ func TestNothingFromTheNetwork(t *testing.T) {
 		return nil
 	})
 }
+
+func TestAgo(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		at   time.Duration // from now
+		want string
+	}{
+		{900 * time.Millisecond, "in 1s"}, // a retry due within the second is not "in 0s"
+		{time.Second, "in 1s"},
+		{1500 * time.Millisecond, "in 2s"},
+		{90 * time.Second, "in 1m"},
+		{0, "just now"},
+		{-4 * time.Second, "just now"},
+		{-5 * time.Second, "5s ago"},
+		{-61 * time.Minute, "1h ago"},
+		{-72 * time.Hour, "3d ago"},
+	} {
+		if got := ago(now, now.Add(tc.at)); got != tc.want {
+			t.Errorf("ago(%s from now) = %q, want %q", tc.at, got, tc.want)
+		}
+	}
+}

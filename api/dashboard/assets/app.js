@@ -38,7 +38,7 @@
   }
   function ago(iso) {
     const d = Date.now() - Date.parse(iso);
-    if (d < 0) return "in " + span(-d);
+    if (d < 0) return "in " + span(Math.ceil(-d / 1000) * 1000); // never "in 0s"
     if (d < 5000) return "just now";
     return span(d) + " ago";
   }
