@@ -30,9 +30,13 @@ demo-run: build packages
 
 # Stops the example fleet's merchants (each by the process steward
 # recorded for it, never by pattern), backs up and drops their databases,
-# and forgets the state, so that the next make demo starts clean.
+# and forgets the state, so that the next make demo starts clean. The
+# database backups move to examples/.backups, which it keeps.
 demo-clean: build
 	-$(BIN) destroy -config $(EXAMPLES) -auto-approve -drop-databases
+	@if [ -d examples/.steward/state/backups ]; then \
+		mkdir -p examples/.backups && cp -a examples/.steward/state/backups/. examples/.backups/ && \
+		echo "The database backups are kept in examples/.backups."; fi
 	rm -rf examples/.steward
 
 test:
