@@ -289,6 +289,8 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 				if pc != nil {
 					d.secret(pc.Attributes, "dsn", &h.State.PostgresDSN)
 				}
+				d.errorf(pg.DefRange, "Unsupported state backend",
+					"state { postgres } is not available in this version of steward: its state lives in the embedded file store. Remove the postgres block and use state { path = \".steward/state\" } (or leave state out for that default).")
 			}
 		case "runtime":
 			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("root", "ports", "user", "stop_grace", "log_max_size", "log_keep")})

@@ -161,3 +161,18 @@ func TestDaemonPlanIsPlanJSON(t *testing.T) {
 	}
 	_ = os.Getpid
 }
+
+// state { postgres } has no backend yet: validate says so at its line,
+// and no command starts on it.
+func TestStatePostgresRefused(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "specs"), 0o755)
+	config := filepath.Join(dir, "steward.hcl")
+	os.WriteFile(config, []byte("source { path = \"specs\" }\nstate {\n  postgres { dsn = \"postgres://u:pg-s3cret@127.0.0.1/x\" }\n}\n"), 0o644)
+	for _, cmd := range []string{"validate", "plan", "status"} {
+		out, errs, code := steward(t, nil, cmd, "-config", config)
+		if code != exitError || !strings.Contains(out+errs, config+":3:3") || !strings.Contains(out+errs, "Unsupported state backend") || strings.Contains(out+errs, "pg-s3cret") {
+			t.Errorf("%s: exit %d\n%s%s", cmd, code, out, errs)
+		}
+	}
+}
