@@ -24,6 +24,9 @@ type Plan struct {
 	CreatedAt  time.Time `json:"created_at,omitzero"`
 	// Digest identifies what the plan does (reconcile.Plan.Digest).
 	Digest string `json:"digest,omitempty"`
+	// Routing says why the router's routing would change ("" when it is
+	// live, or without a router).
+	Routing string `json:"routing,omitempty"`
 }
 
 // Summary counts a plan's actions the way people read them.
@@ -67,7 +70,7 @@ type Snapshot struct {
 func PlanOf(p *reconcile.Plan) *Plan {
 	s := p.Summary()
 	out := &Plan{Format: PlanFormat, Revision: p.Revision, Lineage: p.Lineage, Serial: p.Serial, HasChanges: p.HasChanges(),
-		Summary: Summary{Create: s.Create, Change: s.Change, Delete: s.Delete, Hold: s.Hold}, Actions: []Action{}, CreatedAt: p.CreatedAt, Digest: p.Digest()}
+		Summary: Summary{Create: s.Create, Change: s.Change, Delete: s.Delete, Hold: s.Hold}, Actions: []Action{}, CreatedAt: p.CreatedAt, Digest: p.Digest(), Routing: p.Routing}
 	for _, a := range p.Actions {
 		x := Action{Action: string(a.Kind), Merchant: a.Merchant, Reason: a.Reason, Before: snapshotOf(a.Before), After: snapshotOf(a.After),
 			Wave: a.Wave, Canary: a.Canary, ForDatabase: a.ForDatabase, Unhealthy: a.Unhealthy, Resume: a.Resume, Class: string(a.Class), Rollout: a.Rollout, Rev: a.Rev}
@@ -82,7 +85,7 @@ func PlanOf(p *reconcile.Plan) *Plan {
 
 // Reconcile is the planner's form of the plan document.
 func (p *Plan) Reconcile() *reconcile.Plan {
-	out := &reconcile.Plan{Lineage: p.Lineage, Serial: p.Serial, Revision: p.Revision, CreatedAt: p.CreatedAt}
+	out := &reconcile.Plan{Lineage: p.Lineage, Serial: p.Serial, Revision: p.Revision, CreatedAt: p.CreatedAt, Routing: p.Routing}
 	for _, a := range p.Actions {
 		x := reconcile.Action{Kind: reconcile.Kind(a.Action), Merchant: a.Merchant, Reason: a.Reason, Before: snapshotBack(a.Before), After: snapshotBack(a.After),
 			Wave: a.Wave, Canary: a.Canary, ForDatabase: a.ForDatabase, Unhealthy: a.Unhealthy, Resume: a.Resume, Class: reconcile.Class(a.Class), Rollout: a.Rollout, Rev: a.Rev}

@@ -223,5 +223,8 @@ func (e *Engine) Plan(ctx context.Context, d Desired, opts ObserveOptions) *reco
 	obs := e.Observe(ctx, d, nil, opts)
 	p := reconcile.Diff(e.Input(d, obs))
 	p.Lineage = e.Lineage()
+	if e.Router != nil {
+		p.Routing = e.routingDrift(ctx, d)
+	}
 	return p
 }

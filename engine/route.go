@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 
@@ -123,6 +124,54 @@ func (e *Engine) SyncRoutes(d Desired) {
 	for id := range ids {
 		e.syncRoute(d, id)
 	}
+}
+
+// Routes is every route the fleet needs now, sorted by merchant: the
+// specs' routed merchants, as their records say.
+func (e *Engine) Routes(d Desired) []router.Route {
+	if e.Router == nil || d.Fleet == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(d.Fleet.Merchants))
+	for id := range d.Fleet.Merchants {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var out []router.Route
+	for _, id := range ids {
+		if rt, ok := e.routeFor(d, id); ok {
+			out = append(out, rt)
+		}
+	}
+	return out
+}
+
+// RouteDrifter is a Router that can tell, reading only, whether applying
+// routes would change what it serves (router.Router can).
+type RouteDrifter interface {
+	Drift(ctx context.Context, routes []router.Route) (string, error)
+}
+
+// routingDrift says why the routing would change ("" when it is live, or
+// without a router that can tell).
+func (e *Engine) routingDrift(ctx context.Context, d Desired) string {
+	rd, ok := e.Router.(RouteDrifter)
+	if !ok {
+		return ""
+	}
+	routes := e.Routes(d)
+	why, err := rd.Drift(ctx, routes)
+	if err != nil {
+		return err.Error()
+	}
+	if why == "" {
+		return ""
+	}
+	n := len(routes)
+	if n == 1 {
+		return why + " (1 merchant routed)"
+	}
+	return fmt.Sprintf("%s (%d merchants routed)", why, n)
 }
 
 // routeTo moves the merchant's traffic to port and waits until the new

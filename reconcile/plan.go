@@ -109,6 +109,11 @@ type Plan struct {
 	Revision  string
 	CreatedAt time.Time
 	Actions   []Action
+	// Routing says why applying would change what the router serves (its
+	// nginx is not running, the routes changed); "" when the routing is
+	// live or there is no router. The planner does not know the router:
+	// the engine fills it in.
+	Routing string
 }
 
 // Digest identifies what the plan would do: its actions' kinds, merchants,
@@ -154,6 +159,9 @@ func (p *Plan) Summary() Summary {
 
 // HasChanges reports whether applying the plan would change anything.
 func (p *Plan) HasChanges() bool {
+	if p.Routing != "" {
+		return true
+	}
 	for _, a := range p.Actions {
 		if a.Kind.IsChange() {
 			return true

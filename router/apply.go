@@ -359,12 +359,39 @@ func (r *Router) recordResult(apply, reloaded, started bool, gen string, n int, 
 		h.LastError = err.Error()
 		h.LastErrorAt = now
 		r.log.Error("routing not applied", "err", err)
-		return
+	} else {
+		if apply {
+			h.Failing = false
+		}
+		if reloaded || started {
+			r.log.Info("routing live", "generation", gen, "routes", n, "reloads", h.Reloads, "starts", h.Starts)
+		}
 	}
-	if apply {
-		h.Failing = false
+	r.saveHealthLocked()
+}
+
+// Drift says why Apply(routes) would change what nginx serves, "" when it
+// serves exactly routes already. It only reads: whether steward's nginx
+// runs (managed), the live file, and the generation nginx answers.
+func (r *Router) Drift(ctx context.Context, routes []Route) (string, error) {
+	rd, err := r.render(routes)
+	if err != nil {
+		return "", fmt.Errorf("router: routes refused: %w", err)
 	}
-	if reloaded || started {
-		r.log.Info("routing live", "generation", gen, "routes", n, "reloads", h.Reloads, "starts", h.Starts)
+	if r.cfg.Mode == Managed {
+		if _, ok := r.findMaster(); !ok {
+			return "nginx is not running", nil
+		}
 	}
+	live, err := os.ReadFile(r.live)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("router: %w", err)
+	}
+	if !bytes.Equal(live, rd.conf) {
+		return "the routing changed", nil
+	}
+	if g, _, err := r.served(ctx); err != nil || g != rd.gen {
+		return "nginx does not serve the current routing", nil
+	}
+	return "", nil
 }

@@ -300,6 +300,7 @@ func New(cfg Config) (*Router, error) {
 	r.cfg = cfg
 	r.log = cfg.Logger.With("component", "router", "mode", string(cfg.Mode))
 	r.client = controlClient(cfg.Control)
+	r.loadHealth()
 	r.health.Mode = cfg.Mode
 	return r, nil
 }

@@ -63,6 +63,15 @@ func TestRoutingByHost(t *testing.T) {
 	if !h.Running || h.PID == 0 || h.Starts != 1 || h.Reloads != 1 || h.Routes != 2 || h.Failing || h.Generation == "" {
 		t.Errorf("status after a start and a reload: %+v", h)
 	}
+	// Another steward process (a status, the next apply) reports the same
+	// record; it looks up whether nginx runs.
+	other, err := New(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := other.Status(); o.Reloads != h.Reloads || o.Starts != h.Starts || o.Generation != h.Generation || o.Routes != h.Routes || !o.LastReload.Equal(h.LastReload) || !o.Running || o.PID != h.PID {
+		t.Errorf("a new Router reports %+v, the one that applied %+v", o, h)
+	}
 	live, _ := os.ReadFile(r.live)
 	if hasUser := bytes.Contains(live, []byte("\nuser ")); hasUser != (os.Geteuid() == 0) {
 		t.Errorf("running as uid %d, the configuration has a user directive: %v", os.Geteuid(), hasUser)
@@ -633,6 +642,7 @@ func TestEnsureAdoptsRunningNginx(t *testing.T) {
 	a := newBackend(t, "a", nil)
 	mustApply(t, r, Route{Merchant: "acme", Domains: []string{"acme.example.test"}, Upstream: a.port})
 	m, _ := r.findMaster()
+	base := r.Status() // the record on disk, which r2 starts from
 
 	// A new steward with the same configuration adopts it.
 	r2, err := New(r.cfg)
@@ -642,7 +652,7 @@ func TestEnsureAdoptsRunningNginx(t *testing.T) {
 	if err := r2.Ensure(testCtx(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if h := r2.Status(); !h.Running || h.PID != m.PID || h.Starts != 0 {
+	if h := r2.Status(); !h.Running || h.PID != m.PID || h.Starts != base.Starts {
 		t.Errorf("the second router did not adopt pid %d: %+v", m.PID, h)
 	}
 	if got := masters(r); len(got) != 1 {
@@ -652,7 +662,7 @@ func TestEnsureAdoptsRunningNginx(t *testing.T) {
 	b := newBackend(t, "b", nil)
 	mustApply(t, r2, Route{Merchant: "acme", Domains: []string{"acme.example.test"}, Upstream: b.port})
 	wantBackend(t, r2, "acme.example.test", "/", "b")
-	if h := r2.Status(); h.PID != m.PID || h.Starts != 0 || h.Reloads != 1 {
+	if h := r2.Status(); h.PID != m.PID || h.Starts != base.Starts || h.Reloads != base.Reloads+1 {
 		t.Errorf("after applying through the adopted nginx: %+v", h)
 	}
 

@@ -79,9 +79,7 @@ merchants are listed), or on error.`)
 		}
 		p = saved.Reconcile()
 	} else {
-		obs := x.Observe(ctx, d, nil, cliObserve())
-		p = reconcile.Diff(x.Input(d, obs))
-		p.Lineage = x.Lineage()
+		p = x.Plan(ctx, d, cliObserve())
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {
 			return exitOK
@@ -96,14 +94,23 @@ merchants are listed), or on error.`)
 	pr := &progress{w: e.stdout, total: countChanges(p), start: time.Now()}
 	stopRouter := startRouter(ctx, a, d, e.stderr)
 	res := x.Apply(ctx, d, p, pr, *parallel)
-	stopRouter()
+	rerr := stopRouter()
 	x.CollectGarbage(ctx, d)
 	x.ForgetRollouts(ctx, l.fleet)
 	if ctx.Err() != nil {
 		fmt.Fprintln(e.stdout, "\nApply interrupted; what was done is recorded. Run apply again to finish.")
 		return exitError
 	}
-	return e.applyOutcome(p, res, time.Since(pr.start))
+	outcome := e.applyOutcome(p, res, time.Since(pr.start))
+	switch {
+	case rerr != nil:
+		fmt.Fprintf(e.stdout, "\nThe routing was not applied: %v\nSee \"steward status\".\n", rerr)
+		return exitError
+	case a.Router != nil:
+		h := a.Router.Status()
+		fmt.Fprintf(e.stdout, "The routing is live: %s, nginx pid %d.\n", plural(h.Routes, "route"), h.PID)
+	}
+	return outcome
 }
 
 // checkSaved refuses a saved plan made against another state history,

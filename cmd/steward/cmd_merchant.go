@@ -90,7 +90,9 @@ restart goes through it. It is recorded with the reason "restart requested".`)
 	}
 	stopRouter := startRouter(ctx, a, d, e.stderr)
 	err = a.Engine.Restart(ctx, d, id, nil)
-	stopRouter()
+	if rerr := stopRouter(); rerr != nil {
+		fmt.Fprintf(e.stderr, "warning: the routing was not applied: %v\n", rerr)
+	}
 	if err != nil {
 		return e.errorf("restarting %s: %s", id, err)
 	}

@@ -68,7 +68,9 @@ the rollback goes through it. It is recorded in the history.`)
 	}
 	stopRouter := startRouter(ctx, a, d, e.stderr)
 	err = x.Rollback(ctx, d, id, target, *restore, nil)
-	stopRouter()
+	if rerr := stopRouter(); rerr != nil {
+		fmt.Fprintf(e.stderr, "warning: the routing was not applied: %v\n", rerr)
+	}
 	if err != nil {
 		return e.errorf("rolling %s back to %s: %s", id, target, err)
 	}

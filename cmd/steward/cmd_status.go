@@ -236,7 +236,7 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 		if !rt.Running && rt.Mode == "managed" {
 			state = "NOT RUNNING"
 		}
-		fmt.Fprintf(w, "\n  router nginx (%s) on %s: %s, %d routes, %d reloads", rt.Mode, rt.Listen, state, rt.Routes, rt.Reloads)
+		fmt.Fprintf(w, "\n  router nginx (%s) on %s: %s, %s, %s", rt.Mode, rt.Listen, state, plural(rt.Routes, "route"), plural(rt.Reloads, "reload"))
 		if rt.LastReload != nil {
 			fmt.Fprintf(w, ", last %s", rt.LastReload.Local().Format("15:04:05"))
 		}

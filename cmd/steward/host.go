@@ -66,10 +66,11 @@ func daemonClient(l *loaded, err error) *api.Client {
 // startRouter makes a command's router work for its duration: a managed
 // nginx is started when it does not run, the routes are brought up to
 // date, and the router applies changes until the returned stop is called
-// (which first waits until every route is live).
-func startRouter(ctx context.Context, a *app.App, d engine.Desired, stderr io.Writer) (stop func()) {
+// (which first waits until every route is live, and returns the error of
+// the routing when it is not).
+func startRouter(ctx context.Context, a *app.App, d engine.Desired, stderr io.Writer) (stop func() error) {
 	if a.Router == nil {
-		return func() {}
+		return func() error { return nil }
 	}
 	if err := a.Router.Ensure(ctx); err != nil {
 		fmt.Fprintf(stderr, "warning: the router's nginx: %v\n", err)
@@ -78,15 +79,14 @@ func startRouter(ctx context.Context, a *app.App, d engine.Desired, stderr io.Wr
 	done := make(chan struct{})
 	go func() { a.Router.Run(rctx); close(done) }()
 	a.Engine.SyncRoutes(d)
-	return func() {
+	return func() error {
 		a.Engine.SyncRoutes(d)
 		sctx, scancel := context.WithTimeout(ctx, time.Minute)
-		if err := a.Router.Sync(sctx); err != nil {
-			fmt.Fprintf(stderr, "warning: the routing was not applied: %v\n", err)
-		}
+		err := a.Router.Sync(sctx)
 		scancel()
 		cancel()
 		<-done
+		return err
 	}
 }
 

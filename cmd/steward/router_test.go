@@ -411,3 +411,58 @@ func TestKilledMidSwitchEndsWithOneRoutedInstance(t *testing.T) {
 		t.Errorf("%d requests failed: %v", n, load.failures)
 	}
 }
+
+// The routing is part of the plan: a router added to a converged fleet, or
+// a managed nginx that died while no daemon ran, shows in plan (which
+// starts nothing) and is put right by apply, from cron as by hand.
+func TestRoutingDriftIsPlannedAndApplied(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, routed("alpha"), merchantBlock("bravo")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s%s", out, errs)
+	}
+	port := f.useRouter("")
+	wantPlan := func(what, want string, code int) {
+		t.Helper()
+		out, errs, got := f.steward("plan", "-detailed-exitcode")
+		if got != code || !strings.Contains(out, want) {
+			t.Fatalf("%s: plan exit %d (want %d), want %q:\n%s%s", what, got, code, want, out, errs)
+		}
+	}
+	applyRoutes := func(what string) {
+		t.Helper()
+		out, errs, code := f.steward("apply", "-auto-approve")
+		if code != 0 || !strings.Contains(out, "The routing is live: 1 route") {
+			t.Fatalf("%s: apply exit %d:\n%s%s", what, code, out, errs)
+		}
+		if a := viaNginx(port, "alpha.shop.test", "/"); a.status != 200 || !strings.Contains(a.body, `"merchant":"alpha"`) {
+			t.Fatalf("%s: alpha.shop.test answers %d %q %v", what, a.status, a.body, a.err)
+		}
+		wantPlan(what+", then plan", "No changes.", exitOK)
+	}
+
+	wantPlan("a router added", "~ router: apply the routing: nginx is not running (1 merchant routed)", exitChanges)
+	if a := viaNginx(port, "alpha.shop.test", "/"); a.err == nil {
+		t.Fatalf("plan started nginx: alpha.shop.test answers %d", a.status)
+	}
+	applyRoutes("a router added")
+
+	// nginx's master SIGKILLed by the pid status reports.
+	rt := f.status().Router
+	if rt == nil || !rt.Running || rt.PID == 0 || rt.Routes != 1 || rt.Reloads < 1 {
+		t.Fatalf("status router after apply: %+v", rt)
+	}
+	if err := syscall.Kill(rt.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the nginx master gone", func() bool { return syscall.Kill(rt.PID, 0) != nil })
+	if st := f.status().Router; st.Running {
+		t.Fatalf("status after the master was killed: %+v", st)
+	}
+	wantPlan("nginx killed", "nginx is not running", exitChanges)
+	applyRoutes("nginx killed")
+	if st := f.status().Router; !st.Running || st.PID == rt.PID {
+		t.Errorf("status after apply restarted nginx: %+v (the killed master was %d)", st, rt.PID)
+	}
+}

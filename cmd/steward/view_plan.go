@@ -10,7 +10,7 @@ import (
 
 // renderPlan prints a plan for people.
 func renderPlan(w io.Writer, p *reconcile.Plan) {
-	if len(p.Actions) == 0 {
+	if len(p.Actions) == 0 && p.Routing == "" {
 		fmt.Fprintln(w, "No changes. Every merchant matches the specs.")
 		return
 	}
@@ -22,6 +22,9 @@ func renderPlan(w io.Writer, p *reconcile.Plan) {
 	for _, a := range p.Actions {
 		fmt.Fprintf(w, "  %s %-*s  %-*s  %s\n", a.Kind.Symbol(), idw, a.Merchant, kw, a.Kind, describe(a))
 	}
+	if p.Routing != "" {
+		fmt.Fprintf(w, "  ~ router: apply the routing: %s\n", p.Routing)
+	}
 	s := p.Summary()
 	fmt.Fprintln(w)
 	if !p.HasChanges() {
@@ -31,6 +34,9 @@ func renderPlan(w io.Writer, p *reconcile.Plan) {
 	fmt.Fprintf(w, "Plan: %d to create, %d to change, %d to delete.", s.Create, s.Change, s.Delete)
 	if s.Hold > 0 {
 		fmt.Fprintf(w, " %d held.", s.Hold)
+	}
+	if p.Routing != "" {
+		fmt.Fprint(w, " The routing changes.")
 	}
 	fmt.Fprintln(w)
 }
