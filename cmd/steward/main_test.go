@@ -6,10 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"steward/internal/app"
+	"strconv"
 	"syscall"
 	"testing"
 
+	"steward/internal/app"
 	"steward/runtime"
 )
 
@@ -18,6 +19,13 @@ import (
 // so integration tests run real steward processes without building one.
 func TestMain(m *testing.M) {
 	if os.Getenv("STEWARD_TEST_MAIN") == "1" {
+		if n, err := strconv.ParseUint(os.Getenv("STEWARD_TEST_NOFILE"), 10, 64); err == nil {
+			// A daemon with few descriptors (see TestHalfSentRequestsDoNotBlindTheDaemon).
+			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+				fmt.Fprintln(os.Stderr, "STEWARD_TEST_NOFILE:", err)
+				os.Exit(1)
+			}
+		}
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "__logshim" {

@@ -238,8 +238,14 @@ type daemon struct {
 
 func (f *fleet) startDaemon() *daemon {
 	f.t.Helper()
+	return f.startDaemonEnv()
+}
+
+// startDaemonEnv starts the daemon with extra environment variables.
+func (f *fleet) startDaemonEnv(env ...string) *daemon {
+	f.t.Helper()
 	cmd := exec.Command(os.Args[0], "run", "-config", f.config, "-log-level", "debug")
-	cmd.Env = append(os.Environ(), "STEWARD_TEST_MAIN=1")
+	cmd.Env = append(append(os.Environ(), "STEWARD_TEST_MAIN=1"), env...)
 	logFile, err := os.OpenFile(filepath.Join(f.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		f.t.Fatal(err)
