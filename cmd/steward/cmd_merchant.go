@@ -218,10 +218,17 @@ time, action, result, version, pid, spec revision and reason.`)
 		if ev.Error != "" {
 			line += "  error: " + ev.Error
 		}
-		if ev.Detail != "" && (ev.Action == "backup" || ev.Action == "restore") {
+		detail := ev.Detail != "" && ev.Action != "backup" && ev.Action != "restore" && ev.Action != "drop"
+		if ev.Detail != "" && !detail {
 			line += "  " + ev.Detail
 		}
 		fmt.Fprintln(e.stdout, line)
+		if detail && ev.Result == "error" {
+			// The end of the failed command's output, indented below it.
+			for _, l := range lastN(strings.Split(strings.TrimRight(ev.Detail, "\n"), "\n"), 10) {
+				fmt.Fprintf(e.stdout, "    | %s\n", l)
+			}
+		}
 	}
 	return exitOK
 }
@@ -254,23 +261,35 @@ interrupted.`)
 			return e.errorf("-grep: %s", err)
 		}
 	}
-	h, files, diags := e.loadHost(*config, false)
-	if diags.HasErrors() {
-		renderDiagnosticsRedacted(e.stderr, files, diags, hostRedactor(nil))
+	// The specs are read for their secrets only: a value steward knows as
+	// secret is redacted in the log as everywhere else. Broken specs still
+	// give the log, with the secrets of what parsed.
+	l := e.load(ctx, *config)
+	if l.host == nil {
+		l.renderDiags(e.stderr)
 		return exitError
 	}
+	red := l.red
+	if red == nil {
+		red = l.host.Redactor()
+	}
+	out := &spec.LineWriter{R: red, W: e.stdout}
+	defer out.Flush()
 	if *follow {
-		if err := runtime.FollowMerchant(ctx, h.Runtime.Root, id, *n, re, e.stdout); err != nil && ctx.Err() == nil {
+		if err := runtime.FollowMerchant(ctx, l.host.Runtime.Root, id, *n, re, out); err != nil && ctx.Err() == nil {
 			return e.errorf("%s", err)
 		}
 		return exitOK
 	}
-	lines, err := runtime.TailMerchant(h.Runtime.Root, id, *n, re)
+	lines, err := runtime.TailMerchant(l.host.Runtime.Root, id, *n, re)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	for _, l := range lines {
-		fmt.Fprintln(e.stdout, l)
+	for _, line := range lines {
+		fmt.Fprintln(out, line)
 	}
 	return exitOK
 }
+
+// lastN is the last n elements of s.
+func lastN(s []string, n int) []string { return s[max(0, len(s)-n):] }

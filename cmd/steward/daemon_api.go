@@ -133,6 +133,15 @@ func (a *daemonAPI) History(ctx context.Context, q api.HistoryQuery) ([]state.Ev
 }
 
 func (a *daemonAPI) Logs(ctx context.Context, q api.LogQuery, w io.Writer) error {
+	// Every secret the daemon knows is redacted from the log, as from
+	// everything else it serves.
+	red := a.host.Redactor()
+	if d := a.dm.Desired(); d != nil && d.Fleet != nil {
+		red = red.Merge(d.Fleet.Redactor())
+	}
+	out := &spec.LineWriter{R: red, W: w}
+	defer out.Flush()
+	w = out
 	if q.Follow {
 		err := runtime.FollowMerchant(ctx, a.root, q.Merchant, q.N, q.Grep, w)
 		if errors.Is(err, fs.ErrNotExist) {
