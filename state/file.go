@@ -424,25 +424,34 @@ func (st *FileStore) PutDatabase(ctx context.Context, d *Database) error {
 	return nil
 }
 
+// beginRecordWrite checks that st may write record dir/name now, takes
+// the record's lock and returns its release and the record file's path.
+func (st *FileStore) beginRecordWrite(ctx context.Context, dir, name string) (unlock func(), path string, err error) {
+	if err := st.check(ctx); err != nil {
+		return nil, "", err
+	}
+	if err := validName(name); err != nil {
+		return nil, "", err
+	}
+	if err := st.prepareWrite(ctx); err != nil {
+		return nil, "", err
+	}
+	unlock, err = st.lockRecord(ctx, dir+"/"+name)
+	if err != nil {
+		return nil, "", err
+	}
+	return unlock, st.path(dir, name+".json"), nil
+}
+
 // put is the compare-and-swap write of one record file. rev points at the
 // record's Rev field: it is compared with the stored revision, and set to
 // the new revision after a write.
 func put[T any](ctx context.Context, st *FileStore, dir, name, what string, rec *T, rev *uint64) error {
-	if err := st.check(ctx); err != nil {
-		return err
-	}
-	if err := validName(name); err != nil {
-		return err
-	}
-	if err := st.prepareWrite(ctx); err != nil {
-		return err
-	}
-	unlock, err := st.lockRecord(ctx, dir+"/"+name)
+	unlock, p, err := st.beginRecordWrite(ctx, dir, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	p := st.path(dir, name+".json")
 	stored, err := os.ReadFile(p)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state: %w", err)
@@ -487,21 +496,11 @@ func put[T any](ctx context.Context, st *FileStore, dir, name, what string, rec 
 
 // del removes one record file if its stored revision is rev.
 func del[T any](ctx context.Context, st *FileStore, dir, name, what string, rev uint64, revOf func(*T) uint64) error {
-	if err := st.check(ctx); err != nil {
-		return err
-	}
-	if err := validName(name); err != nil {
-		return err
-	}
-	if err := st.prepareWrite(ctx); err != nil {
-		return err
-	}
-	unlock, err := st.lockRecord(ctx, dir+"/"+name)
+	unlock, p, err := st.beginRecordWrite(ctx, dir, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	p := st.path(dir, name+".json")
 	stored, err := readJSON[T](p)
 	if err != nil {
 		return err

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,34 +14,6 @@ import (
 
 	"steward/internal/pgtest"
 )
-
-// readFromTarball returns one file of a package tarball.
-func readFromTarball(t *testing.T, tarball, name string) string {
-	t.Helper()
-	f, err := os.Open(tarball)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			t.Fatalf("%s in %s: %v", name, tarball, err)
-		}
-		if h.Name == name {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return string(b)
-		}
-	}
-}
 
 // TestSecretsNeverLeaveARunningFleet runs a merchant whose package prints
 // every secret it is given (the database password in DATABASE_URL, an
@@ -69,7 +39,7 @@ func TestSecretsNeverLeaveARunningFleet(t *testing.T) {
 
 	// The leaky package: the example app behind scripts that print what
 	// they are given.
-	app := readFromTarball(t, filepath.Join(examplePackages(t), "invoicing-1.1.0.tar.gz"), "bin/invoicing")
+	app := extract(t, filepath.Join(examplePackages(t), "invoicing-1.1.0.tar.gz"), "bin/invoicing")
 	pkgs := t.TempDir()
 	os.Chmod(pkgs, 0o755)
 	start := "#!/bin/sh\necho \"app sees $DATABASE_URL key=$KEY pass=$PASS\"\necho \"stderr too: $DATABASE_URL $KEY $PASS\" >&2\nexec \"$(dirname \"$0\")/invoicing\" --port=\"$1\"\n"
