@@ -41,25 +41,29 @@ fi
 WORK=$(mktemp -d /tmp/fleetbench.XXXXXX)
 chmod 0755 "$WORK"
 
+DRIVER=
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
-	# Every process whose command line or executable mentions $WORK:
-	# merchants, log shims, the steward daemon, supervisord, the driver.
-	for round in 1 2 3 4 5 6 7 8 9 10; do
-		pids=()
-		for p in /proc/[0-9]*; do
-			pid=${p#/proc/}
-			[ "$pid" = "$$" ] && continue
-			if { tr "\0" " " <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$WORK" ||
-				readlink "$p/exe" 2>/dev/null | grep -qF -- "$WORK"; then
-				pids+=("$pid")
-			fi
-		done
-		[ ${#pids[@]} -eq 0 ] && break
-		[ "$round" = 1 ] && echo "run.sh: killing ${#pids[@]} leftover processes" >&2
-		for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-		sleep 0.2
+	# The driver stops what it started when it ends; if it is still
+	# running, it is asked to (by its pid) and waited for.
+	if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
+		kill -TERM "$DRIVER" 2>/dev/null || true
+		wait "$DRIVER" 2>/dev/null || true
+	fi
+	# Whatever the driver left (it was killed, say): steward's merchants are
+	# stopped by the processes steward recorded, supervisord by its pid file
+	# (it stops its programs).
+	for host in "$WORK"/steward-*/steward.hcl; do
+		[ -d "$(dirname "$host")/state" ] || continue
+		bin/steward destroy -auto-approve -config "$host" >/dev/null 2>&1 ||
+			echo "run.sh: steward destroy -config $host failed" >&2
+	done
+	for pidfile in "$WORK"/supervisord-*/supervisord.pid; do
+		[ -f "$pidfile" ] || continue
+		pid=$(cat "$pidfile")
+		kill -TERM "$pid" 2>/dev/null || continue
+		for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	done
 	if [ -n "${KEEP:-}" ]; then
 		echo "run.sh: kept $WORK" >&2
@@ -101,4 +105,6 @@ NLIST=$(IFS=,; echo "${NS[*]}")
 	-health "${HEALTH:-}" \
 	-json "$RESULTS/latest.json" \
 	-txt-dir "$RESULTS" \
-	-label "steward commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench' || echo ' (with uncommitted changes)')"
+	-label "steward commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench' || echo ' (with uncommitted changes)')" &
+DRIVER=$!
+wait "$DRIVER"

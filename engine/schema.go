@@ -90,9 +90,8 @@ func (o *op) schemaForStart(ctx context.Context, rel *pkgstore.Release, port int
 		return err
 	}
 	if !o.managesSchema(rel) {
-		if migrate && len(rel.MigrateCommand()) > 0 {
-			return o.runMigrate(ctx, rel, port)
-		}
+		// A release's plain migrate command runs on version changes only
+		// (schemaBeforeChange): a start has no version to migrate from.
 		return nil
 	}
 	cur, err := o.readSchema(ctx, rel, port)

@@ -125,9 +125,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			clockTicks = n
 		}
 	}
-	// Whatever happens, nothing started under -work outlives this run.
-	defer killUnder(c.work, stderr)
-
 	env := describeEnv(c)
 	var all []pair
 	for _, n := range c.ns {
@@ -149,7 +146,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				r = benchSupervisord(ctx, c, n, stderr)
 				p.Supervisord = r
 			}
-			killUnder(c.work, stderr)
 			for _, e := range r.Errors {
 				fmt.Fprintf(stderr, "   %s, N=%d: error: %s\n", sys, n, e)
 			}
@@ -191,26 +187,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
-}
-
-// killUnder SIGKILLs, one pid at a time, every process whose command line
-// or executable mentions dir (merchants, log shims, daemons, supervisord),
-// except this one, and waits for them to be gone.
-func killUnder(dir string, w io.Writer) {
-	for round := 0; round < 50; round++ {
-		pids := procsMentioning(dir, os.Getpid())
-		if len(pids) == 0 {
-			return
-		}
-		if round == 0 {
-			fmt.Fprintf(w, "   cleanup: killing %d leftover processes under %s\n", len(pids), dir)
-		}
-		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	fmt.Fprintf(w, "   cleanup: processes under %s still there after 5s: %v\n", dir, procsMentioning(dir, os.Getpid()))
 }
 
 // waitQuiet waits (up to limit) until the machine's CPUs are less than

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"steward/runtime"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat.
@@ -184,34 +186,6 @@ func fieldKB(file, key string) (int64, error) {
 	return 0, fmt.Errorf("%s: no %s", file, key)
 }
 
-// procsMentioning returns the pids (other than skip) whose command line
-// contains s or whose executable lies below s.
-func procsMentioning(s string, skip ...int) []int {
-	var out []int
-	procs, _ := os.ReadDir("/proc")
-next:
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		for _, k := range skip {
-			if pid == k {
-				continue next
-			}
-		}
-		cmd, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		exe, _ := os.Readlink("/proc/" + p.Name() + "/exe")
-		if bytes.Contains(cmd, []byte(s)) || strings.HasPrefix(exe, s) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // cmdline returns the command line of pid with spaces between arguments.
 func cmdline(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -312,4 +286,25 @@ func schedNS(pid int) (uint64, error) {
 		}
 	}
 	return sum, nil
+}
+
+// childrenOf returns the children of pid as /proc lists them now, each
+// with its start time (so that a later signal reaches that process only).
+func childrenOf(pid int) []runtime.Proc {
+	var out []runtime.Proc
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				if p, err := runtime.Inspect(c); err == nil {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"steward/runtime"
 )
 
 // startLogged starts cmd with stdout and stderr appended to logPath and
@@ -41,13 +43,15 @@ func startLogged(cmd *exec.Cmd, logPath string) (<-chan error, error) {
 func benchSteward(ctx context.Context, c config, n int, w io.Writer) *Result {
 	r := &Result{System: "steward", N: n}
 	dir := filepath.Join(c.work, fmt.Sprintf("steward-%d", n))
-	defer killUnder(dir, w)
+	host := filepath.Join(dir, "steward.hcl")
+	// Last (after the daemon has stopped): every merchant stopped by the
+	// process steward recorded for it.
+	defer destroySteward(c, host, w)
 	ps := ports(c.portBase, n)
 	if err := waitPortsFree(ctx, ps, 10*time.Second); err != nil {
 		r.fail("%v", err)
 		return r
 	}
-	host := filepath.Join(dir, "steward.hcl")
 	hostCfg := fmt.Sprintf(`source { path = "specs" }
 state  { path = "state" }
 runtime {
@@ -178,8 +182,6 @@ defaults {
 func benchSupervisord(ctx context.Context, c config, n int, w io.Writer) *Result {
 	r := &Result{System: "supervisord", N: n}
 	dir := filepath.Join(c.work, fmt.Sprintf("supervisord-%d", n))
-	defer killUnder(dir, w)
-	defer killUnder(c.app, w)
 	ps := ports(c.portBase, n)
 	if err := waitPortsFree(ctx, ps, 10*time.Second); err != nil {
 		r.fail("%v", err)
@@ -252,7 +254,7 @@ stdout_logfile_backups=5
 		return r
 	}
 	// supervisord stops its programs on SIGTERM; give it time for N.
-	defer stopProcess(sup, supDone, 60*time.Second)
+	defer stopSupervisord(sup, supDone, 60*time.Second, w)
 	bctx, cancel := context.WithTimeout(ctx, c.timeout)
 	up, err := waitAllUp(bctx, t0, ps, c.scan)
 	cancel()
@@ -281,4 +283,43 @@ func healthBlock(body string) string {
 		return ""
 	}
 	return "  health {\n    " + body + "\n  }\n"
+}
+
+// destroySteward stops every merchant of the steward fleet configured by
+// host, each by the process steward recorded for it (steward destroy).
+func destroySteward(c config, host string, w io.Writer) {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(host), "state")); err != nil {
+		return // never applied
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, c.steward, "destroy", "-auto-approve", "-config", host).CombinedOutput(); err != nil {
+		fmt.Fprintf(w, "   cleanup: steward destroy: %v\n%s\n", err, strings.TrimSpace(string(out)))
+	}
+}
+
+// stopSupervisord stops supervisord, which stops its programs; when it has
+// to be killed, its programs (its children when it was asked to stop, by
+// pid and start time) are killed after it.
+func stopSupervisord(sup *exec.Cmd, done <-chan error, grace time.Duration, w io.Writer) {
+	if sup == nil || sup.Process == nil {
+		return
+	}
+	programs := childrenOf(sup.Process.Pid)
+	sup.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	sup.Process.Kill()
+	<-done
+	n := 0
+	for _, p := range programs {
+		if now, err := runtime.Inspect(p.PID); err == nil && now.StartTime == p.StartTime {
+			syscall.Kill(p.PID, syscall.SIGKILL)
+			n++
+		}
+	}
+	fmt.Fprintf(w, "   cleanup: supervisord did not stop within %s; killed it and %d of its programs\n", grace, n)
 }

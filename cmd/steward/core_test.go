@@ -185,3 +185,33 @@ func (f *fleet) history(id string) string {
 	out, _, _ := f.steward("history", id, "-n", "0")
 	return out
 }
+
+// A merchant without a database starts on a release whose manifest has a
+// plain migrate command (the example app's needs DATABASE_URL): a start
+// has no version to migrate from, so the command runs on version changes
+// only.
+func TestStartWithoutDatabaseRunsNoMigrate(t *testing.T) {
+	app := extract(t, filepath.Join(examplePackages(t), "invoicing-1.0.0.tar.gz"), "bin/invoicing")
+	pkgs := t.TempDir()
+	os.Chmod(pkgs, 0o755)
+	writeTarball(t, pkgs, "plain", "1.0.0", map[string]string{
+		"package.hcl":   "command = [\"bin/invoicing\", \"--port=${port}\"]\nhealth { http = \"/health\" }\nmigrate = [\"bin/invoicing\", \"migrate\"]\n",
+		"bin/invoicing": app,
+	})
+	f := newFleet(t, 5)
+	f.write("fleet.hcl", fmt.Sprintf(`package "plain" {
+  source = %q
+  channel "stable" { version = "1.0.0" }
+}
+merchant "solo" {
+  package = "plain"
+  channel = "stable"
+}
+`, pkgs))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errs)
+	}
+	if m := f.merchant(f.status(), "solo"); m.State != "running" || get(m.Port, "/health") == "" {
+		t.Errorf("solo after apply: %+v", m)
+	}
+}
