@@ -33,7 +33,7 @@ demo-run: build packages
 # and forgets the state, so that the next make demo starts clean. The
 # database backups move to examples/.backups, which it keeps.
 demo-clean: build
-	-$(BIN) destroy -config $(EXAMPLES) -auto-approve -drop-databases
+	$(BIN) destroy -config $(EXAMPLES) -auto-approve -drop-databases
 	@if [ -d examples/.steward/state/backups ]; then \
 		mkdir -p examples/.backups && cp -a examples/.steward/state/backups/. examples/.backups/ && \
 		echo "The database backups are kept in examples/.backups."; fi

@@ -67,11 +67,11 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		err := fmt.Errorf("daemon: %s (HTTP %d)", eb.Error, resp.StatusCode)
 		switch resp.StatusCode {
 		case http.StatusConflict:
-			err = fmt.Errorf("%w: %s", ErrStale, eb.Error)
+			err = kindError{ErrStale, eb.Error}
 		case http.StatusNotFound:
-			err = fmt.Errorf("%w: %s", ErrNotFound, eb.Error)
+			err = kindError{ErrNotFound, eb.Error}
 		case http.StatusUnprocessableEntity:
-			err = fmt.Errorf("%w: %s", ErrRefused, eb.Error)
+			err = kindError{ErrRefused, eb.Error}
 		}
 		return nil, err
 	}
@@ -307,3 +307,18 @@ func readEvents(r io.Reader, fn func(event string, data []byte) error) error {
 	}
 	return sc.Err()
 }
+
+// WithKind returns err, with its message unchanged, as one of the errors
+// the server tells apart (ErrStale, ErrNotFound, ErrRefused): errors.Is
+// finds kind, and the answer carries err's message alone.
+func WithKind(kind, err error) error { return kindError{kind, err.Error()} }
+
+// kindError is the daemon's error message, which already says what went
+// wrong, as one of the errors callers tell apart (errors.Is).
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (k kindError) Error() string        { return k.msg }
+func (k kindError) Is(target error) bool { return target == k.kind }

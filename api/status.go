@@ -72,6 +72,10 @@ type MerchantStatus struct {
 	ErrorClass string `json:"error_class,omitempty"`
 	// Pin is the version "steward rollback" holds the merchant on.
 	Pin string `json:"pin,omitempty"`
+	// HoldReason says why the merchant runs another version than its
+	// specs' (a version that failed on it, a halted rollout or one whose
+	// gate is closed, a rollback pin).
+	HoldReason string `json:"hold_reason,omitempty"`
 	// Change describes a change in progress ("upgrade 1.0.0 → 1.1.0, step
 	// started").
 	Change string `json:"change,omitempty"`

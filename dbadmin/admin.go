@@ -83,6 +83,25 @@ func (a Admin) Backups(merchant string) ([]Backup, error) {
 	return bs, err
 }
 
+// Exists reports whether the database dbName exists on the server
+// serverDSN names.
+func (Admin) Exists(ctx context.Context, serverDSN, dbName string) (bool, error) {
+	if err := checkDBName(dbName); err != nil {
+		return false, err
+	}
+	db, c, err := conn(ctx, serverDSN)
+	if err != nil {
+		return false, redact(ctx, "connect", err, serverDSN)
+	}
+	defer db.Close()
+	defer c.Close()
+	var ok bool
+	if err := c.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, dbName).Scan(&ok); err != nil {
+		return false, redact(ctx, "look up database "+pq.QuoteIdentifier(dbName), err, serverDSN)
+	}
+	return ok, nil
+}
+
 // Drop drops the database dbName on the server serverDSN names,
 // disconnecting its sessions; a database that does not exist is not an
 // error.

@@ -109,7 +109,7 @@ func (o *op) begin(ctx context.Context, rec *reconcile.Record) (*reconcile.Recor
 	if target == rec.Current.Version {
 		switch {
 		case gate.Halted:
-			return rec, fmt.Errorf("%w: %s", ErrHalted, gate.Reason)
+			return rec, haltedError(gate.Reason)
 		case !gate.Allow && m.Version != rec.Current.Version:
 			return rec, reconcile.WithClass(reconcile.Waiting, fmt.Errorf("%w: %s", ErrGateClosed, gate.Reason))
 		}
@@ -186,6 +186,11 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 		return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%s %s cannot start: %w", m.Package, rel.Version, err))
 	}
 	if c.Step < reconcile.StepStarted || rec.Candidate == nil {
+		if !beside {
+			if err := o.checkMovePort(rec, port, spec.WorkDir); err != nil {
+				return err
+			}
+		}
 		if !beside && rec.Current.Running() {
 			if err := o.stopInstances(ctx, rec); err != nil {
 				return err

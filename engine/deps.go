@@ -73,6 +73,7 @@ type Databases interface {
 	Restore(ctx context.Context, databaseURL string, b dbadmin.Backup) error
 	Backups(merchant string) ([]dbadmin.Backup, error)
 	Drop(ctx context.Context, serverDSN, dbName string) error
+	Exists(ctx context.Context, serverDSN, dbName string) (bool, error)
 }
 
 // Paths is the directory layout of a merchant's files.

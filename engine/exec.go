@@ -20,6 +20,13 @@ import (
 	"steward/state"
 )
 
+// haltedError is ErrHalted with the gate's reason, which already says
+// that the rollout halted.
+type haltedError string
+
+func (h haltedError) Error() string        { return string(h) }
+func (h haltedError) Is(target error) bool { return target == ErrHalted }
+
 // Errors of the executor that callers tell apart.
 var (
 	// ErrUnknownMerchant: steward has no record of that merchant.
@@ -442,6 +449,9 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 	if e.beside(m) && rec.AltPort != 0 && rec.Current.Running() && !o.a.Unhealthy && port == rec.Port {
 		return version, o.replace(ctx, rec, version, rel)
 	}
+	if err := o.checkMovePort(rec, port, ls.WorkDir); err != nil {
+		return "", err
+	}
 	if err := o.stopInstances(ctx, rec); err != nil {
 		return "", err
 	}
@@ -459,6 +469,21 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 		}
 	}
 	return version, o.launch(ctx, version, port, false)
+}
+
+// checkMovePort refuses, before anything is stopped, to move a running
+// merchant to a port that a foreign process holds: it keeps serving on
+// its old port.
+func (o *op) checkMovePort(rec *reconcile.Record, port int, workDir string) error {
+	if !rec.Current.Running() || port == rec.Current.Port {
+		return nil
+	}
+	owner, mine, found, err := o.e.Runtime.PortOwner(port, workDir)
+	if err != nil || !found || mine {
+		return nil // the start finds out, with the error
+	}
+	return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is held by pid %d, which is not merchant %s's process; free the port or give %s another one (%s still runs on port %d)",
+		ErrPortTaken, port, owner.PID, o.m.ID, o.m.ID, o.redact(rec.Current.Version), rec.Current.Port))
 }
 
 // launchSpec is the runtime spec of rel for this merchant on port.

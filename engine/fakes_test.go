@@ -292,6 +292,9 @@ func (fakeDatabases) Dump(ctx context.Context, url string, b dbadmin.Backup, kee
 func (fakeDatabases) Restore(ctx context.Context, url string, b dbadmin.Backup) error { return nil }
 func (fakeDatabases) Backups(merchant string) ([]dbadmin.Backup, error)               { return nil, nil }
 func (fakeDatabases) Drop(ctx context.Context, serverDSN, dbName string) error        { return nil }
+func (fakeDatabases) Exists(ctx context.Context, serverDSN, dbName string) (bool, error) {
+	return true, nil
+}
 
 type fakePaths struct{ dir string }
 

@@ -2,6 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +38,7 @@ type ObserveOptions struct {
 // releases; it installs nothing and runs no package command.
 func (e *Engine) Observe(ctx context.Context, d Desired, ids []string, opts ObserveOptions) reconcile.Observation {
 	e.init()
-	obs := reconcile.Observation{Now: e.Now(), Merchants: map[string]reconcile.MerchantObs{}, Databases: map[string]reconcile.DBState{}, Needs: map[string]int64{}}
+	obs := reconcile.Observation{Now: e.Now(), Merchants: map[string]reconcile.MerchantObs{}, Databases: map[string]reconcile.DBState{}, Needs: map[string]int64{}, Missing: map[string]string{}}
 	recs, _, _ := e.Snapshot()
 	if ids == nil {
 		seen := map[string]bool{}
@@ -161,6 +164,9 @@ func (e *Engine) observeReleases(ctx context.Context, d Desired, ids []string, r
 				continue
 			}
 			mf, err := e.Packages.Peek(ctx, pkg.Source, m.Package, v)
+			if err != nil && errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(pkg.Source, "http://") && !strings.HasPrefix(pkg.Source, "https://") {
+				obs.Missing[key] = strings.TrimSuffix(err.Error(), ": "+fs.ErrNotExist.Error())
+			}
 			if err != nil || mf == nil || mf.Schema == nil {
 				continue
 			}

@@ -188,7 +188,10 @@ type DestroyResult struct {
 	Stopped []string
 	// Backups maps each dropped database to the backup taken before.
 	Backups map[string]string
-	Failed  map[string]error
+	// Absent lists the merchant databases that did not exist (nothing to
+	// back up or drop).
+	Absent []string
+	Failed map[string]error
 }
 
 // Destroy stops every merchant steward has a record of (by its recorded
@@ -202,6 +205,14 @@ func (e *Engine) Destroy(ctx context.Context, d Desired, dropDatabases bool, hoo
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	// The schema version each merchant's database was last seen at, for
+	// the backups' names.
+	schema := map[string]int64{}
+	for id, r := range recs {
+		if r.Schema != nil {
+			schema[id] = *r.Schema
+		}
+	}
 	for _, id := range ids {
 		a := reconcile.Action{Kind: reconcile.Delete, Merchant: id, Reason: "steward destroy"}
 		if err := e.Execute(ctx, d, a, "", hooks); err != nil {
@@ -220,7 +231,14 @@ func (e *Engine) Destroy(ctx context.Context, d Desired, dropDatabases bool, hoo
 			continue
 		}
 		server := db.DSN.Reveal()
-		b, err := e.Databases.Dump(ctx, dsn.WithDatabase(server, m.DBName), dbadmin.Backup{Merchant: id, Version: "destroy"}, 0)
+		if ok, err := e.Databases.Exists(ctx, server, m.DBName); err != nil {
+			res.Failed[id] = fmt.Errorf("looking up database %s (it was not dropped): %w", m.DBName, err)
+			continue
+		} else if !ok {
+			res.Absent = append(res.Absent, m.DBName)
+			continue
+		}
+		b, err := e.Databases.Dump(ctx, dsn.WithDatabase(server, m.DBName), dbadmin.Backup{Merchant: id, Version: "destroy", Schema: schema[id]}, 0)
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				res.Failed[id] = fmt.Errorf("backing up database %s (it was not dropped): %w", m.DBName, err)

@@ -54,6 +54,10 @@ type MerchantStatus struct {
 	Suspended      bool
 	// Pin is the version "steward rollback" holds it on ("" when none).
 	Pin string
+	// Hold says why it runs another version than its specs' (a failed
+	// version, a halted rollout or one whose gate is closed, a pin); ""
+	// when it runs its specs' version or a change is in progress.
+	Hold string
 	// Change describes a change in progress ("upgrade 1.0.0 → 1.1.0,
 	// step started").
 	Change    string
@@ -150,6 +154,10 @@ func (e *Engine) Status(ctx context.Context, d Desired, opts StatusOptions) Stat
 			m = fl.Merchants[id]
 		}
 		ms := e.merchantStatus(id, m, recs[id], dbs, now, d, opts)
+		if r := recs[id]; m != nil && r != nil && r.Change == nil && !r.Suspended && r.Current.Version != "" && r.Current.Version != m.Version {
+			_, why := reconcile.Target(m, r, reconcile.Gate(fl, recs, rollouts, m, m.Version))
+			ms.Hold = d.redact(why)
+		}
 		if ev, ok := last[id]; ok {
 			ms.LastEvent = &ev
 		}

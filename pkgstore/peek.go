@@ -38,6 +38,9 @@ func (s *Store) Peek(ctx context.Context, source, name, version string) (*Manife
 	}
 	tarPath := filepath.Join(srcDir, Tarball(name, version))
 	f, fi, err := safefile.OpenRegular(tarPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, notFound(srcDir, name, Tarball(name, version))
+	}
 	if err != nil {
 		return nil, sourceFileErr(err)
 	}

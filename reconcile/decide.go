@@ -244,6 +244,9 @@ func (in *Input) decideNew(m *spec.Merchant, ports *lazyPorts) *Action {
 	if why != "" {
 		return &Action{Kind: Hold, Merchant: m.ID, Reason: why, After: after, Class: Stalled}
 	}
+	if why := in.Obs.Missing[RolloutKey(m.Package, m.Version)]; why != "" {
+		return &Action{Kind: Hold, Merchant: m.ID, Reason: in.redact(fmt.Sprintf("new merchant cannot start: %s", why)), After: after, Class: Stalled}
+	}
 	if s := in.dbState(m); s != DBUp {
 		return &Action{Kind: Hold, Merchant: m.ID, Reason: "new merchant waits: " + dbWhy(m, s), After: after, ForDatabase: true, Class: Waiting}
 	}
@@ -315,6 +318,9 @@ func (in *Input) decideExisting(m *spec.Merchant, r *Record, obs MerchantObs, po
 	target, targetWhy := Target(m, r, gate)
 	after.Version = in.redact(target)
 	if cur != "" && target != cur {
+		if why := in.Obs.Missing[RolloutKey(m.Package, target)]; why != "" {
+			return hold(in.redact(fmt.Sprintf("cannot change to %s: %s", target, why)), Stalled)
+		}
 		if alive && dbBlocked {
 			return dbHold(fmt.Sprintf("the change to %s", in.redact(target)))
 		}

@@ -19,6 +19,10 @@ type Observation struct {
 	// Needs is the schema version releases need, by RolloutKey(package,
 	// version), for the releases that are installed.
 	Needs map[string]int64
+	// Missing says, by RolloutKey(package, version), why a release the
+	// merchants need is not in its package source (a local source that
+	// lacks its tarball): the planner holds what would need it.
+	Missing map[string]string
 }
 
 // MerchantObs is what was seen of one merchant's processes.

@@ -234,13 +234,15 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 	var merchants, databases, packages, rollouts, defaults, backups, restarts []bodyOf
 	parsed := parseAll(srcs, opts.Limits.WithDefaults())
 	files := make(Files, len(srcs))
+	unparsed := 0 // files that did not parse: their blocks are unknown
 	for i, s := range srcs {
 		f, diags := parsed[i].file, parsed[i].diags
 		if f != nil {
 			files[s.Name] = f
 		}
-		d.diags = append(d.diags, diags...)
+		d.diags = append(d.diags, foldRepeats(diags)...)
 		if f == nil || diags.HasErrors() {
+			unparsed++
 			continue
 		}
 		c := d.content(f.Body, topSchema)
@@ -466,7 +468,7 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		}
 		fl.Merchants[id] = m
 	}
-	validateMerchants(d, fl, raws, opts)
+	validateMerchants(d, fl, raws, opts, unparsed == 0)
 	for _, m := range fl.Merchants {
 		if len(m.SensitiveFields) == 0 {
 			m.SensitiveFields = nil
@@ -497,6 +499,31 @@ type parseResult struct {
 
 // parseAll checks sources against lim and parses those within it,
 // concurrently: parsing dominates the cost of loading a large fleet, and
+// foldRepeats keeps the first three of a run of diagnostics with the same
+// summary (one unclosed quote makes every later line of a file an
+// "Invalid multi-line string"), and says how many more there were.
+func foldRepeats(diags hcl.Diagnostics) hcl.Diagnostics {
+	const keep = 3
+	count := map[string]int{}
+	for _, d := range diags {
+		count[d.Summary]++
+	}
+	var out hcl.Diagnostics
+	seen := map[string]int{}
+	for _, d := range diags {
+		seen[d.Summary]++
+		switch n := seen[d.Summary]; {
+		case n < keep || count[d.Summary] <= keep:
+			out = append(out, d)
+		case n == keep:
+			c := *d
+			c.Detail = strings.TrimSpace(c.Detail + fmt.Sprintf(" (%d more diagnostics like this one in the file are not shown: they likely follow from this one.)", count[d.Summary]-keep))
+			out = append(out, &c)
+		}
+	}
+	return out
+}
+
 // files are independent. A source refused by the limits has no file.
 func parseAll(srcs []Source, lim Limits) []parseResult {
 	out := make([]parseResult, len(srcs))

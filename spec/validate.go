@@ -13,7 +13,12 @@ import (
 
 // validateMerchants checks what needs the whole fleet: references, version
 // selection and ports.
-func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options) {
+//
+// refsKnown is false when a spec file did not parse: the packages,
+// databases and defaults it declares are unknown, so references to them
+// are not checked (they would be reported missing, burying the real
+// error).
+func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options, refsKnown bool) {
 	dbNames := sortedKeys(fl.Databases)
 	pkgNames := sortedKeys(fl.Packages)
 	portOwner := map[int]*rawMerchant{}
@@ -32,6 +37,7 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 		// Package.
 		pk := fl.Packages[m.Package]
 		switch {
+		case !refsKnown:
 		case m.Package == "":
 			d.errorf(at, "Missing package", "Merchant %q has no package; set package = \"NAME\" in the merchant or in defaults. Declared packages: %s.", m.ID, quoteList(pkgNames))
 		case pk == nil:
@@ -39,6 +45,8 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 		}
 		// Version or channel.
 		switch {
+		case !refsKnown && m.Channel == "" && m.Version == "":
+			// Its channel may come from defaults in a file that did not parse.
 		case rm.hasChannel && rm.hasVersion:
 			d.errorf(rm.verAttr.Range, "Both version and channel", "Merchant %q sets both version and channel; set version to pin it, or channel to follow a channel, not both.", m.ID)
 		case m.Channel == "" && m.Version == "":
@@ -57,7 +65,7 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options)
 			d.errorf(attrRange(rm.verAttr), "Invalid version", "%q is not a version; use digits, letters, '.', '+', '_' and '-', for example \"1.4.2\".", m.Version)
 		}
 		// Database.
-		if m.Database != "" {
+		if m.Database != "" && refsKnown {
 			if _, ok := fl.Databases[m.Database]; !ok {
 				d.errorf(attrRange(rm.dbAttr), "Unknown database", "Merchant %q refers to database %q, which is not declared. Declared databases: %s.", m.ID, m.Database, quoteList(dbNames))
 			}

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -107,5 +108,33 @@ func TestHostReservedPorts(t *testing.T) {
 		if !diags.HasErrors() || !strings.Contains(diags.Error(), "Invalid listen address") {
 			t.Errorf("listen %q: %v", bad, diags)
 		}
+	}
+}
+
+// One unclosed quote in the file that declares the packages and databases
+// gives a few diagnostics, not one per later line plus "unknown package"
+// and "unknown database" for every merchant of the other files.
+func TestAParseErrorDoesNotCascade(t *testing.T) {
+	fleet := "database \"db\" {\n  dsn = \"postgres://h/x\"\n}\npackage \"app\" {\n  source = \"/p\"\n  channel \"stable\" {\n    version = \"1.0.0\n  }\n}\ndefaults {\n  package = \"app\"\n  channel = \"stable\"\n  database = \"db\"\n}\n" + strings.Repeat("# more\n", 30)
+	var merchants strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&merchants, "merchant \"m%d\" {\n  database = \"db\"\n}\n", i)
+	}
+	_, _, diags := Load([]Source{{Name: "fleet.hcl", Bytes: []byte(fleet)}, {Name: "merchants.hcl", Bytes: []byte(merchants.String())}}, Options{})
+	if !diags.HasErrors() || len(diags) > 5 {
+		t.Fatalf("%d diagnostics, want the parse error and at most a few more:\n%v", len(diags), diags)
+	}
+	for _, d := range diags {
+		switch d.Summary {
+		case "Unknown database", "Unknown package", "Missing package", "No version":
+			t.Errorf("a consequence of the parse error is reported: %s", d.Error())
+		}
+	}
+	folded := false
+	for _, d := range diags {
+		folded = folded || strings.Contains(d.Detail, "more diagnostics like this one")
+	}
+	if !folded {
+		t.Errorf("the folded repeats are not counted:\n%v", diags)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -134,6 +135,13 @@ func (e *env) flagSet(name, args, help string) *flag.FlagSet {
 // like "logs -n 5 acme"). It returns the positional arguments, or ok=false
 // with the exit code to return.
 func parse(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
+	// A mistake gets its error and a pointer to the help, not the whole
+	// help, which would scroll the error away.
+	if !slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "--h" }) {
+		full := fs.Usage
+		fs.Usage = func() { fmt.Fprintf(fs.Output(), "Run \"%s -help\" for its flags and what it does.\n", fs.Name()) }
+		defer func() { fs.Usage = full }()
+	}
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {

@@ -268,6 +268,13 @@ merchant "c" {
 	// The checks above must see the lines they protect: snippets are shown,
 	// redacted or left out, and values are replaced.
 	_, stderr, _ := steward(t, nil, "validate", "-config", config)
+	// fleet.hcl alone parses, so its references are checked too (with the
+	// broken file beside it they are not: its blocks are unknown).
+	aloneDir := filepath.Join(dir, "alone")
+	os.MkdirAll(aloneDir, 0o755)
+	os.WriteFile(filepath.Join(aloneDir, "fleet.hcl"), []byte(files["specs/fleet.hcl"]), 0o644)
+	_, alone, _ := steward(t, nil, "validate", "-config", config, filepath.Join(aloneDir, "fleet.hcl"))
+	stderr += alone
 	for _, want := range []string{
 		`"(sensitive)" is not a version`,
 		`database "lit" { dsn = "(sensitive)" }`,

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"steward/api"
 	"steward/engine"
 	"steward/reconcile"
+	"steward/router"
 )
 
 func cmdApply(ctx context.Context, e *env, args []string) int {
@@ -73,13 +75,14 @@ merchants are listed), or on error.`)
 	d := l.desired()
 	x.SetRedactor(d.Redact)
 	var p *reconcile.Plan
+	var leftover *router.Router
 	if saved != nil {
 		if err := checkSaved(saved, x, l.fleet.Revision); err != nil {
 			return e.errorf("%s", err)
 		}
 		p = saved.Reconcile()
 	} else {
-		p = x.Plan(ctx, d, cliObserve())
+		p, leftover = makePlan(ctx, a, l)
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {
 			return exitOK
@@ -95,6 +98,13 @@ merchants are listed), or on error.`)
 	stopRouter := startRouter(ctx, a, d, e.stderr)
 	res := x.Apply(ctx, d, p, pr, *parallel)
 	rerr := stopRouter()
+	if leftover != nil {
+		if err := leftover.Stop(ctx); err != nil {
+			rerr = fmt.Errorf("stopping the nginx no router asks for any more: %w", err)
+		} else {
+			fmt.Fprintln(e.stdout, "\nThe nginx steward started is stopped: the host config has no managed router any more.")
+		}
+	}
 	x.CollectGarbage(ctx, d)
 	x.ForgetRollouts(ctx, l.fleet)
 	if ctx.Err() != nil {
@@ -146,8 +156,11 @@ func (e *env) applyOutcome(p *reconcile.Plan, res engine.ApplyResult, took time.
 		}
 	}
 	if !res.OK() {
-		n := len(res.Failed) + len(res.Skipped)
-		fmt.Fprintf(e.stdout, "\nApply finished with %s in %s:\n", plural(n, "failure"), took)
+		what := plural(len(res.Failed), "failure")
+		if len(res.Skipped) > 0 {
+			what += fmt.Sprintf(" and %d skipped", len(res.Skipped))
+		}
+		fmt.Fprintf(e.stdout, "\nApply finished with %s in %s:\n", what, took)
 		for _, id := range sortedKeysOf(res.Failed) {
 			fmt.Fprintf(e.stdout, "  %s: %v\n", id, res.Failed[id])
 		}
@@ -196,6 +209,9 @@ func (e *env) applyViaDaemon(ctx context.Context, c *api.Client, saved *savedPla
 		}
 		fmt.Fprintf(e.stdout, "[%d/%d] %s: %s done in %s\n", done, total, pr.Merchant, pr.Action, took)
 	})
+	if errors.Is(err, api.ErrStale) {
+		return e.errorf("nothing was applied: %s. The daemon acts on its own while it runs (see \"steward status\"); run \"steward apply\" again to see its plan now", err)
+	}
 	if err != nil {
 		return e.errorf("%s", err)
 	}
@@ -212,15 +228,21 @@ func (e *env) applyViaDaemon(ctx context.Context, c *api.Client, saved *savedPla
 
 // confirm asks for "yes" on a terminal unless auto.
 func (e *env) confirm(auto bool) (int, bool) {
+	return e.confirmTo(auto, "Apply these actions?", "apply")
+}
+
+// confirmTo asks question on a terminal (unless auto) and accepts only
+// "yes"; verb names the command in the messages.
+func (e *env) confirmTo(auto bool, question, verb string) (int, bool) {
 	if !auto {
 		f, isFile := e.stdin.(*os.File)
 		if !isFile || !isTerminal(f) {
-			return e.errorf("not applying: confirmation needs a terminal; pass -auto-approve to apply without asking"), false
+			return e.errorf("not %sing: confirmation needs a terminal; pass -auto-approve to %s without asking", strings.TrimSuffix(verb, "e"), verb), false
 		}
-		fmt.Fprint(e.stdout, "\nApply these actions? Only 'yes' is accepted: ")
+		fmt.Fprintf(e.stdout, "\n%s Only 'yes' is accepted: ", question)
 		line, _ := bufio.NewReader(e.stdin).ReadString('\n')
 		if strings.TrimSpace(line) != "yes" {
-			fmt.Fprintln(e.stdout, "Apply cancelled; nothing was changed.")
+			fmt.Fprintf(e.stdout, "%s cancelled; nothing was changed.\n", strings.ToUpper(verb[:1])+verb[1:])
 			return exitError, false
 		}
 	}

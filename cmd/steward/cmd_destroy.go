@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"steward/internal/app"
+	"steward/router"
 )
 
 func cmdDestroy(ctx context.Context, e *env, args []string) int {
@@ -47,7 +50,17 @@ not run: stop it first.`)
 	x := a.Engine
 	recs, _, _ := x.Snapshot()
 	ids := sortedKeysOf(recs)
-	if len(ids) == 0 && !*drop {
+	rt := a.Router
+	if rt == nil {
+		rt = app.LeftoverRouter(l.host, nil)
+	}
+	var nginx *router.Health
+	if rt != nil {
+		if h := rt.Status(); h.Running {
+			nginx = &h
+		}
+	}
+	if len(ids) == 0 && !*drop && nginx == nil {
 		fmt.Fprintln(e.stdout, "No merchants to destroy.")
 		return exitOK
 	}
@@ -60,22 +73,34 @@ not run: stop it first.`)
 		}
 		fmt.Fprintf(e.stdout, "  - %-20s %s\n", id, what)
 	}
+	dbs := 0
 	if *drop {
 		for _, id := range l.fleet.MerchantIDs() {
 			if m := l.fleet.Merchants[id]; m.Database != "" {
 				fmt.Fprintf(e.stdout, "  - database %s of %s (backed up first)\n", m.DBName, id)
+				dbs++
 			}
 		}
 	}
-	fmt.Fprintf(e.stdout, "\nDestroy: %s stopped and forgotten.\n", plural(len(ids), "merchant"))
-	if code, ok := e.confirm(*auto); !ok {
+	if nginx != nil {
+		fmt.Fprintf(e.stdout, "  - the router's nginx, pid %d\n", nginx.PID)
+	}
+	fmt.Fprintf(e.stdout, "\nPlan: %s to stop and forget", plural(len(ids), "merchant"))
+	if *drop {
+		fmt.Fprintf(e.stdout, ", %s to back up and drop", plural(dbs, "database"))
+	}
+	if nginx != nil {
+		fmt.Fprint(e.stdout, ", nginx to stop")
+	}
+	fmt.Fprintln(e.stdout, ".")
+	if code, ok := e.confirmTo(*auto, "Destroy all of this?", "destroy"); !ok {
 		return code
 	}
 	start := time.Now()
 	d := l.desired()
 	res := x.Destroy(ctx, d, *drop, nil)
-	if a.Router != nil {
-		if err := a.Router.Stop(ctx); err != nil {
+	if nginx != nil {
+		if err := rt.Stop(ctx); err != nil {
 			fmt.Fprintf(e.stdout, "router: stopping its nginx: %v\n", err)
 		} else {
 			fmt.Fprintln(e.stdout, "router: its nginx stopped")
@@ -86,6 +111,9 @@ not run: stop it first.`)
 	}
 	for _, db := range sortedKeysOf(res.Backups) {
 		fmt.Fprintf(e.stdout, "database %s: dropped; its backup is %s\n", db, res.Backups[db])
+	}
+	for _, db := range res.Absent {
+		fmt.Fprintf(e.stdout, "database %s: does not exist; nothing to drop\n", db)
 	}
 	for _, id := range sortedKeysOf(res.Failed) {
 		fmt.Fprintf(e.stdout, "%s: %v\n", id, res.Failed[id])

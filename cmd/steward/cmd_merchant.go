@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"steward/api"
 	"steward/engine"
 	"steward/runtime"
 	"steward/spec"
@@ -76,7 +77,17 @@ restart goes through it. It is recorded with the reason "restart requested".`)
 		if err := c.Restart(ctx, id); err != nil {
 			return e.errorf("restarting %s through the daemon: %s", id, err)
 		}
-		fmt.Fprintf(e.stdout, "%s restarted by the daemon (%s).\n", id, time.Since(start).Round(time.Millisecond))
+		took := time.Since(start).Round(time.Millisecond)
+		var doc api.Status
+		if err := c.Status(ctx, &doc); err == nil {
+			for _, m := range doc.Merchants {
+				if m.ID == id {
+					fmt.Fprintf(e.stdout, "%s restarted by the daemon: pid %d on port %d, version %s (%s).\n", id, m.PID, m.Port, m.Version, took)
+					return exitOK
+				}
+			}
+		}
+		fmt.Fprintf(e.stdout, "%s restarted by the daemon (%s).\n", id, took)
 		return exitOK
 	}
 	if err != nil {
@@ -152,7 +163,11 @@ maintenance by hand without fighting the reconcile loop.`
 		return e.errorf("%s", err)
 	}
 	if !changed {
-		fmt.Fprintf(e.stdout, "%s is already %s.\n", id, map[bool]string{true: "suspended", false: "not suspended"}[suspend])
+		if suspend {
+			fmt.Fprintf(e.stdout, "%s is already suspended; nothing to do.\n", id)
+		} else {
+			fmt.Fprintf(e.stdout, "%s is not suspended; nothing to resume.\n", id)
+		}
 		return exitOK
 	}
 	e.suspendedMessage(id, suspend)
@@ -198,6 +213,9 @@ time, action, result, version, pid, spec revision and reason.`)
 		return exitOK
 	}
 	if len(events) == 0 {
+		if rec, err := store.Merchant(ctx, id); err == nil && rec == nil {
+			return e.errorf("no history for %s: steward has no record of a merchant of that name (see \"steward status\")", id)
+		}
 		fmt.Fprintf(e.stdout, "No history for %s.\n", id)
 		return exitOK
 	}

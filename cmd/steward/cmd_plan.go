@@ -57,7 +57,7 @@ refuses it if a merchant it touches or the specs changed in between.`)
 		return e.errorf("%s", err)
 	}
 	defer a.Close()
-	p := a.Engine.Plan(ctx, l.desired(), cliObserve())
+	p, _ := makePlan(ctx, a, l)
 	doc := api.PlanOf(p)
 	if *out != "" {
 		if err := writePlanFile(*out, &savedPlan{Plan: doc, Config: l.host.File}); err != nil {

@@ -27,17 +27,23 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 Runs the daemon: it adopts the merchants already running (checking pid and
 process start time), then keeps every merchant converged on the specs. A
 process that exits is restarted at once, then with backoff if it keeps
-failing (crashloop); spec changes are picked up on every resync and on
-SIGHUP, which also reloads the host config.
+failing (crashloop); a merchant that fails its health checks is restarted.
+Spec changes are picked up as soon as a spec file is written (a directory
+source) or a commit is fetched (git: every poll, or POST /v1/sync), and on
+every resync (daemon.resync) and SIGHUP, which also reloads the host config.
+With a router, the daemon starts or adopts its nginx and keeps the routing
+live.
 
-The daemon serves its API on api.listen: GET /v1/status, GET /v1/plan,
-POST /v1/apply, POST /v1/sync (reconcile now; usable as a git webhook),
-POST /v1/merchants/ID/restart and GET /metrics (Prometheus). While it runs,
-"steward apply" and "steward restart" go through it.
+On api.listen the daemon serves the dashboard (/) and its API: status, plan
+and apply, sync, each merchant's history and logs, restart, suspend,
+resume and rollback, an event stream (GET /v1/events) and Prometheus
+metrics (GET /metrics). With api.token set, writes and logs need it. While
+it runs, "steward apply", "restart", "suspend", "resume" and "rollback" go
+through it; "steward destroy" refuses until it is stopped.
 
 SIGTERM or SIGINT stops the daemon gracefully and leaves every merchant
-running; the next "steward run" adopts them. Logs are structured (text on a
-terminal, JSON otherwise) on stderr.`)
+(and nginx) running; the next "steward run" adopts them. Logs are
+structured (text on a terminal, JSON otherwise) on stderr.`)
 	config := configFlag(fs)
 	workers := fs.Int("workers", 0, "reconcile workers (default: the host config's daemon.workers)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
@@ -65,6 +71,9 @@ terminal, JSON otherwise) on stderr.`)
 	l.src = newSource(host, log) // the same source, logging to the daemon's log
 	m := metrics.New()
 	a.Engine.Metrics = m
+	// Status shows each merchant's last event from the start, not only the
+	// events this daemon records.
+	a.Engine.LoadLastEvents(ctx, 5000)
 	dm := &engine.Daemon{Engine: a.Engine, Workers: host.Daemon.Workers, Resync: host.Daemon.Resync, Log: log}
 	if *workers > 0 {
 		dm.Workers = *workers
@@ -176,6 +185,14 @@ terminal, JSON otherwise) on stderr.`)
 		dm.OnResync = func(ctx context.Context) {
 			if d := dm.Desired(); d != nil {
 				a.Engine.SyncRoutes(*d)
+			}
+		}
+	}
+	if a.Router == nil {
+		if lr := app.LeftoverRouter(host, log); lr != nil && lr.Status().Running {
+			log.Info("stopping the nginx steward started: the host config has no managed router any more")
+			if err := lr.Stop(ctx); err != nil {
+				log.Error("stopping the nginx no router asks for any more", "err", err)
 			}
 		}
 	}

@@ -38,7 +38,7 @@ func statusView(st engine.Status) statusDoc {
 			ms.Since = &t
 		}
 		ms.Domains, ms.PathPrefix, ms.RoutePort = m.Domains, m.PathPrefix, m.RoutePort
-		ms.LastEvent, ms.ErrorClass, ms.Pin, ms.Change = m.LastEvent, m.ErrorClass, m.Pin, m.Change
+		ms.LastEvent, ms.ErrorClass, ms.Pin, ms.Change, ms.HoldReason = m.LastEvent, m.ErrorClass, m.Pin, m.Change, m.Hold
 		for _, in := range m.Instances {
 			if in.PID == 0 && in.Role == "current" && len(m.Instances) == 1 {
 				continue
@@ -211,6 +211,10 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 			note = "not in specs"
 		case m.LastError != "":
 			note = m.LastError
+		case m.HoldReason != "":
+			note = m.HoldReason
+		case m.Change != "":
+			note = "in progress: " + m.Change
 		}
 		schema := "-"
 		if m.Schema != nil {

@@ -79,6 +79,9 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		case !valid:
 			n, f := countErrors(r.diags)
 			fmt.Fprintf(e.stderr, "\nInvalid: %s in %s. Nothing was changed.\n", plural(n, "error"), plural(max(f, 1), "file"))
+			if len(paths) > 0 && r.dir == "" && hasUnknownReference(r.diags) {
+				fmt.Fprintln(e.stderr, "Note: only the named files were read. If the packages and databases they use are declared in other files of the fleet, give its directory: steward validate -fleet DIR FILE...")
+			}
 		case r.fleet != nil && r.dir == "":
 			fmt.Fprintf(e.stdout, "Valid: %s, %s, %s (revision %s).\n", plural(len(r.fleet.Merchants), "merchant"),
 				plural(len(r.fleet.Databases), "database"), plural(len(r.fleet.Packages), "package"), r.fleet.Revision)
@@ -101,6 +104,18 @@ Exit status: 0 when valid, 1 when there are errors.`)
 		return exitError
 	}
 	return exitOK
+}
+
+// hasUnknownReference reports whether diags say that a package or a
+// database is not declared.
+func hasUnknownReference(diags hcl.Diagnostics) bool {
+	for _, d := range diags {
+		switch d.Summary {
+		case "Unknown package", "Unknown database", "Missing package":
+			return true
+		}
+	}
+	return false
 }
 
 func were(n int) string {

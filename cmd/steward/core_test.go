@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -157,6 +158,11 @@ func TestRestartAndRollbackAfterAFailedCanary(t *testing.T) {
 	d := f.startDaemon()
 	f.waitAPI()
 	f.waitRunning(60*time.Second, "m1", "m2")
+	// The daemon's status has each merchant's last event from before it
+	// started, as the CLI's does.
+	if m := f.merchant(f.apiStatus(), "m1"); m.LastEvent == nil {
+		t.Errorf("the daemon's status lacks m1's last event")
+	}
 	out, errs, code := f.steward("rollback", "m2", "-to", "1.0.0")
 	if code != 0 || !strings.Contains(out, "by the daemon") {
 		t.Fatalf("rollback while the daemon runs: exit %d\n%s%s", code, out, errs)
@@ -176,6 +182,13 @@ func TestRestartAndRollbackAfterAFailedCanary(t *testing.T) {
 	plan, _, _ := f.steward("plan")
 	if !strings.Contains(plan, "m2  hold  pinned to 1.0.0 by steward rollback") {
 		t.Errorf("plan does not show the pin:\n%s", plan)
+	}
+	// status says so too, in its note and in the document.
+	if text, _, _ := f.steward("status"); !regexp.MustCompile(`m2 .* pinned to 1\.0\.0 by steward rollback`).MatchString(text) {
+		t.Errorf("status does not show the pin:\n%s", text)
+	}
+	if m := f.merchant(f.apiStatus(), "m2"); m.Pin != "1.0.0" || !strings.Contains(m.HoldReason, "pinned to 1.0.0") {
+		t.Errorf("the daemon's status of m2: pin %q, hold_reason %q", m.Pin, m.HoldReason)
 	}
 	d.stop(t, syscall.SIGTERM)
 }

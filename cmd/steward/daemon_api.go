@@ -78,7 +78,7 @@ func (a *daemonAPI) Plan(ctx context.Context) (*api.Plan, error) {
 func (a *daemonAPI) Apply(ctx context.Context, req api.ApplyRequest, hooks api.Hooks) (int, error) {
 	res, err := a.dm.ApplyPlan(ctx, req.Digest, hooks)
 	if errors.Is(err, engine.ErrPlanChanged) {
-		return 0, fmt.Errorf("%w: %v", api.ErrStale, err)
+		return 0, api.WithKind(api.ErrStale, err)
 	}
 	return len(res.Failed) + len(res.Skipped), err
 }

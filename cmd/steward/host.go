@@ -13,13 +13,21 @@ import (
 	"steward/engine"
 	"steward/internal/app"
 	"steward/probe"
+	"steward/reconcile"
+	"steward/router"
 	"steward/spec"
 	"steward/state"
 )
 
 // newLogger logs text on a terminal and JSON otherwise.
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		// Durations read "22ms", not 22000000 (nanoseconds, in JSON).
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
 	if f, ok := w.(*os.File); ok && isTerminal(f) {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -88,6 +96,22 @@ func startRouter(ctx context.Context, a *app.App, d engine.Desired, stderr io.Wr
 		<-done
 		return err
 	}
+}
+
+// makePlan is the engine's plan for l, plus the routing: a managed nginx
+// that steward started and the host config no longer asks for is to be
+// stopped (leftover, nil when there is none running).
+func makePlan(ctx context.Context, a *app.App, l *loaded) (p *reconcile.Plan, leftover *router.Router) {
+	p = a.Engine.Plan(ctx, l.desired(), cliObserve())
+	if a.Router == nil {
+		if lr := app.LeftoverRouter(l.host, nil); lr != nil {
+			if h := lr.Status(); h.Running {
+				p.Routing = fmt.Sprintf("stop the nginx steward started (pid %d): the host config has no managed router any more", h.PID)
+				leftover = lr
+			}
+		}
+	}
+	return p, leftover
 }
 
 // cliObserve is how commands without the daemon observe: each database

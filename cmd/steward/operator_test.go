@@ -119,6 +119,15 @@ func TestOperatorTexts(t *testing.T) {
 	if _, errs, code := f.steward("logs", "../state"); code != exitError || !strings.Contains(errs, "not a valid merchant id") {
 		t.Errorf("logs ../state: exit %d: %s", code, errs)
 	}
+	// history of a merchant steward never knew is an error, not an empty
+	// history.
+	if _, errs, code := f.steward("history", "alpah"); code != exitError || !strings.Contains(errs, "no record of a merchant of that name") {
+		t.Errorf("history of an unknown merchant: exit %d: %s", code, errs)
+	}
+	// A wrong flag gives the error and where to find help, not the help.
+	if _, errs, code := f.steward("plan", "-bogus"); code != exitError || !strings.Contains(errs, `Run "steward plan -help"`) || strings.Contains(errs, "Compares the fleet specs") {
+		t.Errorf("plan -bogus: exit %d: %s", code, errs)
+	}
 	// A missing host config is not "invalid specs".
 	_, errs, code = steward(t, nil, "apply", "-config", filepath.Join(f.dir, "missing.hcl"), "-auto-approve")
 	if code != exitError || strings.Contains(errs, "specs are invalid") || !strings.Contains(errs, "missing.hcl") {
@@ -174,5 +183,59 @@ func TestStatePostgresRefused(t *testing.T) {
 		if code != exitError || !strings.Contains(out+errs, config+":3:3") || !strings.Contains(out+errs, "Unsupported state backend") || strings.Contains(out+errs, "pg-s3cret") {
 			t.Errorf("%s: exit %d\n%s%s", cmd, code, out, errs)
 		}
+	}
+}
+
+// Moving a merchant to a port a foreign process holds fails before the
+// running process is stopped: the merchant keeps serving on its old port.
+func TestMoveToAHeldPortKeepsTheMerchantUp(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha", fmt.Sprintf("  port = %d", f.low))))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errs)
+	}
+	before := f.merchant(f.status(), "alpha")
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.low+5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha", fmt.Sprintf("  port = %d", f.low+5))))
+	out, errs, code := f.steward("apply", "-auto-approve")
+	if code != exitError || !strings.Contains(out, fmt.Sprintf("port %d is held by pid %d", f.low+5, os.Getpid())) {
+		t.Fatalf("apply onto a held port: exit %d\n%s%s", code, out, errs)
+	}
+	after := f.merchant(f.status(), "alpha")
+	if after.PID != before.PID || after.State != "running" || after.Port != f.low || get(f.low, "/health") == "" {
+		t.Errorf("alpha after the refused move: %+v (was pid %d on %d)", after, before.PID, f.low)
+	}
+}
+
+// A version the package source does not have is a hold in plan, with the
+// versions it has, before apply tries anything; the merchant keeps running.
+func TestMissingVersionIsHeldInPlan(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo", `  version = "1.0.0"`)))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errs)
+	}
+	before := f.merchant(f.status(), "bravo")
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha"), merchantBlock("bravo", `  version = "1.0.9"`), merchantBlock("charlie", `  version = "1.0.9"`)))
+	out, _, _ := f.steward("plan")
+	for _, want := range []string{
+		"! bravo    hold  cannot change to 1.0.9: invoicing-1.0.9.tar.gz not found in " + pkgs + " (have 1.0.0, 1.1.0, 1.2.0)",
+		"! charlie  hold  new merchant cannot start: invoicing-1.0.9.tar.gz not found in",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q:\n%s", want, out)
+		}
+	}
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 || !strings.Contains(out, "No changes. 2 merchants held") {
+		t.Errorf("apply: exit %d\n%s%s", code, out, errs)
+	}
+	if m := f.merchant(f.status(), "bravo"); m.PID != before.PID || m.State != "running" {
+		t.Errorf("bravo after the apply: %+v (was pid %d)", m, before.PID)
 	}
 }

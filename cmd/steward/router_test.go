@@ -466,3 +466,45 @@ func TestRoutingDriftIsPlannedAndApplied(t *testing.T) {
 		t.Errorf("status after apply restarted nginx: %+v (the killed master was %d)", st, rt.PID)
 	}
 }
+
+// A router taken out of the host config leaves no nginx behind: plan says
+// it will stop the one steward started, apply stops it (by its recorded
+// pid), and the merchants keep running on their ports.
+func TestRouterRemovedStopsItsNginx(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	plain, err := os.ReadFile(f.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := f.useRouter("")
+	f.write("fleet.hcl", fleetSpec(pkgs, routed("alpha")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s%s", out, errs)
+	}
+	rt := f.status().Router
+	if rt == nil || !rt.Running {
+		t.Fatalf("router after apply: %+v", rt)
+	}
+	if err := os.WriteFile(f.config, plain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := f.steward("plan", "-detailed-exitcode")
+	if code != exitChanges || !strings.Contains(out, fmt.Sprintf("stop the nginx steward started (pid %d)", rt.PID)) {
+		t.Fatalf("plan after the router was removed: exit %d\n%s", code, out)
+	}
+	out, errs, code := f.steward("apply", "-auto-approve")
+	if code != 0 || !strings.Contains(out, "The nginx steward started is stopped") {
+		t.Fatalf("apply after the router was removed: exit %d\n%s%s", code, out, errs)
+	}
+	waitFor(t, 10*time.Second, "nginx gone", func() bool { return syscall.Kill(rt.PID, 0) != nil })
+	if a := viaNginx(port, "alpha.shop.test", "/"); a.err == nil {
+		t.Errorf("nginx still answers on %d: %d", port, a.status)
+	}
+	if m := f.merchant(f.status(), "alpha"); m.State != "running" || get(m.Port, "/health") == "" {
+		t.Errorf("alpha after its router went: %+v", m)
+	}
+	if out, _, code := f.steward("plan", "-detailed-exitcode"); code != exitOK {
+		t.Errorf("plan after: exit %d\n%s", code, out)
+	}
+}

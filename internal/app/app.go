@@ -163,6 +163,30 @@ func NewRouter(h *spec.Host, log *slog.Logger) (*router.Router, error) {
 	return r, nil
 }
 
+// LeftoverRouter is the managed nginx steward started under h's runtime
+// root when the host config no longer asks for one (no router block, or
+// system mode): a router that can only report and stop it. It is nil when
+// there is none to stop (steward stopped it, or never started one).
+func LeftoverRouter(h *spec.Host, log *slog.Logger) *router.Router {
+	if h.Router != nil && h.Router.Nginx.Mode == spec.RouterManaged {
+		return nil
+	}
+	prefix := Layout{RuntimeRoot: h.Runtime.Root}.Router()
+	if _, err := os.Stat(filepath.Join(prefix, "master.json")); err != nil {
+		return nil
+	}
+	// Listen is not used: the leftover is never given routes.
+	cfg := router.Config{Mode: router.Managed, Prefix: prefix, Listen: "127.0.0.1:1", Logger: log}
+	if os.Geteuid() == 0 {
+		cfg.User = h.Runtime.User
+	}
+	r, err := router.New(cfg)
+	if err != nil {
+		return nil
+	}
+	return r
+}
+
 // Close releases the writer lease and the store.
 func (a *App) Close() {
 	if a.Engine != nil {
