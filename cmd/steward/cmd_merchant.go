@@ -214,7 +214,9 @@ time, action, result, version, pid, spec revision and reason.`)
 	}
 	if len(events) == 0 {
 		if rec, err := store.Merchant(ctx, id); err == nil && rec == nil {
-			return e.errorf("no history for %s: steward has no record of a merchant of that name (see \"steward status\")", id)
+			if l := e.load(ctx, *config); l.fleet != nil && l.fleet.Merchants[id] == nil {
+				return e.errorf("no history for %s: steward has no record of a merchant of that name, and the specs do not name one (see \"steward status\")", id)
+			}
 		}
 		fmt.Fprintf(e.stdout, "No history for %s.\n", id)
 		return exitOK
