@@ -41,6 +41,8 @@ var (
 	ErrSchema = errors.New("schema mismatch")
 	// ErrSuspended: the merchant is suspended.
 	ErrSuspended = errors.New("merchant is suspended")
+	// ErrRefused: the request makes no sense in the merchant's state.
+	ErrRefused = errors.New("refused")
 )
 
 // op is one action being carried out: the action, the merchant's spec and

@@ -9,6 +9,7 @@ import (
 	"steward/dbadmin"
 	"steward/internal/dsn"
 	"steward/reconcile"
+	"steward/spec"
 	"steward/state"
 )
 
@@ -74,6 +75,13 @@ func (e *Engine) RollbackTarget(id string) (string, error) {
 	return good[len(good)-1], nil
 }
 
+// refusedError is err as ErrRefused, with err's message alone.
+type refusedError struct{ error }
+
+func (r refusedError) Is(target error) bool { return target == ErrRefused }
+
+func refused(err error) error { return refusedError{err} }
+
 // Rollback returns merchant id to version through the same health gate as
 // an upgrade, and pins it there while the specs ask for the version they
 // ask for now (a change of the version in the specs ends the pin). The pin
@@ -99,6 +107,12 @@ func (e *Engine) Rollback(ctx context.Context, d Desired, id, version string, re
 		return fmt.Errorf("%s already runs %s", id, d.redact(version))
 	}
 	from := rec.Current.Version
+	if spec.CompareVersions(version, from) > 0 && !slices.Contains(rec.GoodVersions, version) {
+		// Forward goes through the specs, the rollout and its gate; a
+		// rollback may return to a newer version only where it ran well.
+		return refused(fmt.Errorf("%s is newer than %s, which %s runs, and never ran well on it; rollback returns to a version it ran, and new versions come through the specs (and their rollout)",
+			d.redact(version), d.redact(from), id))
+	}
 	if restore {
 		if err := e.restoreBackup(ctx, d, id, version); err != nil {
 			return err

@@ -22,6 +22,7 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options,
 	dbNames := sortedKeys(fl.Databases)
 	pkgNames := sortedKeys(fl.Packages)
 	portOwner := map[int]*rawMerchant{}
+	dbOwner := map[string]*rawMerchant{} // server and db_name -> merchant
 	domainOwner := map[string]*rawMerchant{}
 	prefixOwner := map[string]*rawMerchant{}
 	sort.Slice(raws, func(i, j int) bool { return lessRange(raws[i].m.DeclRange, raws[j].m.DeclRange) })
@@ -77,6 +78,22 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options,
 				rng = rm.dbNameAttr.Expr.Range()
 			}
 			d.errorf(rng, "Reserved db_name", "Merchant %q would use the database %q, one of PostgreSQL's own (%s); set db_name to another name.", m.ID, m.DBName, strings.Join(reservedDBNames, ", "))
+		}
+		if db := fl.Databases[m.Database]; db != nil && m.DBName != "" {
+			server := dsn.Server(db.DSN.Reveal())
+			if server == "" {
+				server = "database " + m.Database
+			}
+			key := server + "/" + m.DBName
+			if other, ok := dbOwner[key]; ok {
+				rng := at
+				if rm.dbNameAttr != nil {
+					rng = rm.dbNameAttr.Expr.Range()
+				}
+				d.errorf(rng, "Database shared", "Merchants %q and %q (%s) would use the same database %q on the same server: each merchant migrates, backs up and drops its own database. Set db_name to a name of its own.", m.ID, other.m.ID, rangeString(other.m.DeclRange), m.Shown("db_name", m.DBName))
+			} else {
+				dbOwner[key] = rm
+			}
 		}
 		if n := environmentSize(fl, m); n > MaxEnvironment {
 			d.errorf(at, "Environment too large", "Merchant %q's environment (env with PORT, MERCHANT and DATABASE_URL) takes %s; steward refuses more than %s so that the process can be started within the kernel's ARG_MAX (2 MiB with the usual stack limit, for arguments and environment together). Pass large data in a file instead.",

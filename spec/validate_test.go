@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 // loadWith loads base plus src with opts and returns the diagnostics as
@@ -136,5 +138,44 @@ func TestAParseErrorDoesNotCascade(t *testing.T) {
 	}
 	if !folded {
 		t.Errorf("the folded repeats are not counted:\n%v", diags)
+	}
+}
+
+// Two merchants may not share a database on one server (through two
+// database blocks for the same server, or a db_name equal to another's
+// id); the same name on different servers is fine.
+func TestSharedDatabaseRefused(t *testing.T) {
+	src := `database "a" { dsn = "postgres://u@h1:5432/x" }
+database "a2" { dsn = "host=h1 user=v" }
+database "b" { dsn = "postgres://u@h2/x" }
+package "p" {
+  source = "/p"
+  channel "s" { version = "1.0.0" }
+}
+defaults {
+  package = "p"
+  channel = "s"
+}
+merchant "one" { database = "a" }
+merchant "two" {
+  database = "a2"
+  db_name  = "one"
+}
+merchant "three" {
+  database = "b"
+  db_name  = "one"
+}
+`
+	_, _, diags := Load([]Source{{Name: "f.hcl", Bytes: []byte(src)}}, Options{})
+	var shared []string
+	for _, d := range diags {
+		if d.Summary == "Database shared" {
+			shared = append(shared, d.Detail)
+		} else if d.Severity == hcl.DiagError {
+			t.Errorf("unexpected: %s", d.Error())
+		}
+	}
+	if len(shared) != 1 || !strings.Contains(shared[0], `"two" and "one"`) {
+		t.Errorf("shared database diagnostics: %q", shared)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"steward/internal/termsafe"
 	"steward/runtime/logshim"
 )
 
@@ -83,6 +84,25 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return e.dispatch(ctx, args)
 }
 
+// termSafe is e with its output shown with control characters escaped
+// (termsafe): what steward prints holds text from packages, merchants and
+// specs, which must not drive the operator's terminal. With onlyTerminal
+// (a merchant's log) output that is not a terminal passes unchanged.
+func (e *env) termSafe(onlyTerminal bool) (*env, func()) {
+	wrap := func(w io.Writer) (io.Writer, func()) {
+		if f, ok := w.(*os.File); onlyTerminal && (!ok || !isTerminal(f)) {
+			return w, func() {}
+		}
+		tw := &termsafe.Writer{W: w}
+		return tw, func() { tw.Flush() }
+	}
+	c := *e
+	var f1, f2 func()
+	c.stdout, f1 = wrap(e.stdout)
+	c.stderr, f2 = wrap(e.stderr)
+	return &c, func() { f1(); f2() }
+}
+
 func (e *env) dispatch(ctx context.Context, args []string) int {
 	if len(args) == 0 {
 		usage(e.stderr)
@@ -101,7 +121,14 @@ func (e *env) dispatch(ctx context.Context, args []string) int {
 	}
 	for _, c := range commands() {
 		if c.name == name {
-			return c.run(ctx, e, args[1:])
+			if c.hidden || name == "run" {
+				// The log shim passes a merchant's output through as it
+				// is; the daemon's structured logs quote what they hold.
+				return c.run(ctx, e, args[1:])
+			}
+			safe, flush := e.termSafe(name == "logs")
+			defer flush()
+			return c.run(ctx, safe, args[1:])
 		}
 	}
 	var names []string

@@ -154,6 +154,14 @@ func TestRestartAndRollbackAfterAFailedCanary(t *testing.T) {
 	if n := strings.Count(f.history("m1"), "migrate "); n != migrations {
 		t.Errorf("the restart migrated the database (%d migrations, were %d):\n%s", n, migrations, f.history("m1"))
 	}
+	// "Rolling back" to a newer version that never ran well is refused:
+	// new versions come through the specs and their rollout.
+	if out, errs, code := f.steward("rollback", "m1", "-to", "1.2.0"); code != exitError || !strings.Contains(errs, "1.2.0 is newer than 1.1.0") {
+		t.Errorf("rollback to a newer version: exit %d\n%s%s", code, out, errs)
+	}
+	if m := f.merchant(f.status(), "m1"); m.PID != m1.PID || m.Version != "1.1.0" {
+		t.Errorf("a refused rollback changed m1: %+v", m)
+	}
 
 	d := f.startDaemon()
 	f.waitAPI()

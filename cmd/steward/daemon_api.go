@@ -86,8 +86,11 @@ func (a *daemonAPI) Apply(ctx context.Context, req api.ApplyRequest, hooks api.H
 func (a *daemonAPI) Sync(ctx context.Context) (string, error) { return a.dm.SyncNow(ctx) }
 
 func notFound(err error) error {
-	if errors.Is(err, engine.ErrUnknownMerchant) {
+	switch {
+	case errors.Is(err, engine.ErrUnknownMerchant):
 		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	case errors.Is(err, engine.ErrRefused):
+		return api.WithKind(api.ErrRefused, err)
 	}
 	return err
 }

@@ -239,3 +239,20 @@ func TestMissingVersionIsHeldInPlan(t *testing.T) {
 		t.Errorf("bravo after the apply: %+v (was pid %d)", m, before.PID)
 	}
 }
+
+// Text from specs, packages and merchants cannot drive the terminal:
+// control characters in what steward prints are shown escaped.
+func TestOutputEscapesControlCharacters(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "specs"), 0o755)
+	config := filepath.Join(dir, "steward.hcl")
+	os.WriteFile(config, []byte("source { path = \"specs\" }\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "specs", "f.hcl"), []byte("package \"p\" {\n  source = \"/p\"\n  channel \"s\" { version = \"1.0\x1b]0;PWNED\x07\x1b[2J\" }\n}\n"), 0o644)
+	out, errs, code := steward(t, nil, "validate", "-config", config)
+	if code != exitError || !strings.Contains(errs, `\x1b]0;PWNED\x07\x1b[2J`) {
+		t.Fatalf("validate: exit %d\n%s%s", code, out, errs)
+	}
+	if strings.ContainsAny(out+errs, "\x1b\x07") {
+		t.Errorf("validate printed raw control characters: %q", out+errs)
+	}
+}

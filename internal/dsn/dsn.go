@@ -213,3 +213,37 @@ func quoteKV(v string) string {
 	}
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
+
+// Server identifies the server dsn connects to, as "host:port" (host as
+// written, lower-cased; port 5432 when none is given), so that two DSNs
+// for the same server compare equal whatever else differs. It is "" when
+// dsn does not parse.
+func Server(dsn string) string {
+	var host, port string
+	if IsURL(dsn) {
+		u, err := url.Parse(strings.TrimSpace(dsn))
+		if err != nil {
+			return ""
+		}
+		host, port = u.Hostname(), u.Port()
+		if h := u.Query().Get("host"); h != "" {
+			host = h
+		}
+		if p := u.Query().Get("port"); p != "" {
+			port = p
+		}
+	} else {
+		kv, err := ParseKV(dsn)
+		if err != nil {
+			return ""
+		}
+		host, port = kv["host"], kv["port"]
+	}
+	if host == "" {
+		host = "localhost"
+	}
+	if port == "" {
+		port = "5432"
+	}
+	return strings.ToLower(host) + ":" + port
+}

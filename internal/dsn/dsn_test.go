@@ -149,3 +149,19 @@ func TestWithDatabase(t *testing.T) {
 		}
 	}
 }
+
+func TestServer(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://u:p@127.0.0.1:5432/x?sslmode=disable", "127.0.0.1:5432"},
+		{"postgres://u@DB.example.com/x", "db.example.com:5432"},
+		{"postgresql://u@h:6543", "h:6543"},
+		{"postgres:///x?host=/run/postgresql", "/run/postgresql:5432"},
+		{"host=h port=5433 dbname=x password='a b'", "h:5433"},
+		{"dbname=x", "localhost:5432"},
+		{"host='unterminated", ""},
+	} {
+		if got := Server(tc.dsn); got != tc.want {
+			t.Errorf("Server(%q) = %q, want %q", tc.dsn, got, tc.want)
+		}
+	}
+}
