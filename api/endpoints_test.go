@@ -353,3 +353,42 @@ func TestReadEvents(t *testing.T) {
 		t.Errorf("events %q, want %q", strings.Join(got, "|"), want)
 	}
 }
+
+// Readers without the token share half of the stream slots: however many
+// streams they open, the token's holders still get theirs, and a refused
+// stream's connection is closed.
+func TestStreamsWithoutTheTokenLeaveSlots(t *testing.T) {
+	d := newFake()
+	s := &Server{Daemon: d, Token: "t0k", Limits: Limits{KeepAlive: time.Hour, MaxStreams: 4}}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close) // after the streams' bodies are closed (cleanups run last first)
+	open := func(token string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/v1/events", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for i := range 2 {
+		if r := open(""); r.StatusCode != 200 {
+			t.Fatalf("public stream %d: %d", i, r.StatusCode)
+		}
+	}
+	if r := open(""); r.StatusCode != http.StatusServiceUnavailable || !r.Close {
+		t.Errorf("a third public stream: %d, connection closed %v", r.StatusCode, r.Close)
+	}
+	for i := range 2 {
+		if r := open("t0k"); r.StatusCode != 200 {
+			t.Errorf("stream %d with the token: %d", i, r.StatusCode)
+		}
+	}
+	if r := open("t0k"); r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a fifth stream: %d", r.StatusCode)
+	}
+}

@@ -167,7 +167,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.readBody(w, r); !ok {
 		return
 	}
-	done, ok := s.stream(w)
+	done, ok := s.stream(w, r)
 	if !ok {
 		return
 	}

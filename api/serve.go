@@ -210,12 +210,36 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any, optio
 // stream takes one of the MaxStreams slots for a long-lived answer; when
 // none is free it has answered 503 and returns false. done gives the slot
 // back.
-func (s *Server) stream(w http.ResponseWriter) (done func(), ok bool) {
-	if s.streams.Add(1) > int64(s.lim.MaxStreams) {
-		s.streams.Add(-1)
+//
+// When a token is configured, readers without it share half of the slots,
+// so that they cannot take the streams the token's holders need. A refused
+// stream's connection is closed, so that it holds no connection either.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) (done func(), ok bool) {
+	refuse := func(n int) (func(), bool) {
 		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: fmt.Sprintf("too many streams open (%d); try again later", s.lim.MaxStreams)})
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: fmt.Sprintf("too many streams open (%d); try again later", n)})
 		return nil, false
 	}
-	return func() { s.streams.Add(-1) }, true
+	public := s.Token != "" && !s.tokenOK(r)
+	if public {
+		limit := max(1, s.lim.MaxStreams/2)
+		if s.publicStreams.Add(1) > int64(limit) {
+			s.publicStreams.Add(-1)
+			return refuse(limit)
+		}
+	}
+	if s.streams.Add(1) > int64(s.lim.MaxStreams) {
+		s.streams.Add(-1)
+		if public {
+			s.publicStreams.Add(-1)
+		}
+		return refuse(s.lim.MaxStreams)
+	}
+	return func() {
+		s.streams.Add(-1)
+		if public {
+			s.publicStreams.Add(-1)
+		}
+	}, true
 }

@@ -151,7 +151,7 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprint(c, "GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+	fmt.Fprint(c, "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 	// One header byte every 50ms: each arrives well within any per-read
 	// timeout, but the headers never end.
 	start := time.Now()
@@ -204,7 +204,7 @@ func TestBodiesAreBounded(t *testing.T) {
 	addr, _ := serve(t, s)
 	auth := "Authorization: Bearer t0ken\r\n"
 	req := func(path, body string) string {
-		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s", path, auth, len(body), body)
+		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: %d\r\n\r\n%s", path, auth, len(body), body)
 	}
 	big := strings.Repeat("x", 2000)
 	deep := `{"to":` + strings.Repeat("[", 9) + strings.Repeat("]", 9) + `}`
@@ -215,7 +215,7 @@ func TestBodiesAreBounded(t *testing.T) {
 		want string
 	}{
 		{"declared too large", req("/v1/sync", big), 413, "larger than 1024 bytes"},
-		{"chunked too large", "POST /v1/merchants/acme/rollback HTTP/1.1\r\nHost: x\r\n" + auth + "Transfer-Encoding: chunked\r\n\r\n7d0\r\n" + big + "\r\n0\r\n\r\n", 413, "limits.api_body_size"},
+		{"chunked too large", "POST /v1/merchants/acme/rollback HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth + "Transfer-Encoding: chunked\r\n\r\n7d0\r\n" + big + "\r\n0\r\n\r\n", 413, "limits.api_body_size"},
 		{"too large apply", req("/v1/apply", big), 413, "larger than"},
 		{"deep rollback", req("/v1/merchants/acme/rollback", deep), 400, "nested deeper than 8 levels"},
 		{"deep apply", req("/v1/apply", `{"revision":`+strings.Repeat("[", 40)+strings.Repeat("]", 40)+`}`), 400, "nested deeper"},
@@ -379,11 +379,55 @@ func FuzzDecodeStrict(f *testing.F) {
 
 func TestHeadersAreBounded(t *testing.T) {
 	addr, _ := serve(t, &Server{Daemon: newFake(), Limits: Limits{MaxHeaderBytes: 8 << 10}})
-	code, _ := rawRequest(t, addr, "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
+	code, _ := rawRequest(t, addr, "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
 	if code != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("64 KiB of headers: %d, want 431", code)
 	}
-	if code, _ := rawRequest(t, addr, "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Small: "+strings.Repeat("a", 1<<10)+"\r\n\r\n"); code != http.StatusOK {
+	if code, _ := rawRequest(t, addr, "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Small: "+strings.Repeat("a", 1<<10)+"\r\n\r\n"); code != http.StatusOK {
 		t.Errorf("1 KiB of headers: %d", code)
+	}
+}
+
+// A page on a name made to resolve to this machine (DNS rebinding) cannot
+// reach the API: only IP addresses, localhost and the configured hosts are
+// answered, for reads as for writes.
+func TestHostHeaderChecked(t *testing.T) {
+	d := newFake()
+	s := &Server{Daemon: d, Hosts: []string{"steward.example.com"}}
+	addr, _ := serve(t, s)
+	for _, tc := range []struct {
+		host string
+		code int
+	}{
+		{"127.0.0.1", 200},
+		{addr, 200},
+		{"[::1]:7070", 200},
+		{"localhost:7070", 200},
+		{"LocalHost", 200},
+		{"app.localhost", 200},
+		{"steward.example.com", 200},
+		{"Steward.Example.COM.:443", 200},
+		{"rebind.attacker.example:7070", 421},
+		{"127.0.0.1.nip.io", 421},
+		{"example.com", 421},
+	} {
+		for _, req := range []string{
+			"GET /v1/status HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+			"POST /v1/merchants/acme/suspend HTTP/1.1\r\nHost: %s\r\nSec-Fetch-Site: same-origin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+		} {
+			code, body := rawRequest(t, addr, fmt.Sprintf(req, tc.host))
+			if code != tc.code {
+				t.Errorf("Host %q: %d %s; want %d", tc.host, code, body, tc.code)
+			}
+		}
+	}
+	n := 0
+	for _, c := range d.calls() {
+		if c == "suspend acme" {
+			n++
+		}
+	}
+	if n != 8 {
+		t.Errorf("%d suspends reached the daemon, want 8 (one per allowed host)", n)
 	}
 }

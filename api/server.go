@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -147,11 +148,19 @@ type Server struct {
 	UI http.Handler
 	// Limits bound what clients may take; zero fields take the defaults.
 	Limits Limits
+	// Hosts are the host names (besides IP addresses and "localhost")
+	// that requests may name in their Host header, such as the name of a
+	// proxy in front of the API. Others are refused (421), so that a web
+	// page cannot reach the API through a name it made resolve to this
+	// machine (DNS rebinding).
+	Hosts []string
 
 	once    sync.Once
 	lim     Limits
 	hub     *hub
 	streams atomic.Int64
+	// publicStreams counts the streams of readers without the token.
+	publicStreams atomic.Int64
 }
 
 func (s *Server) init() {
@@ -190,7 +199,29 @@ func (s *Server) Handler() http.Handler {
 	if s.UI != nil {
 		mux.Handle("/", s.UI)
 	}
-	return http.NewCrossOriginProtection().Handler(s.bound(mux))
+	return s.checkHost(http.NewCrossOriginProtection().Handler(s.bound(mux)))
+}
+
+// checkHost refuses requests whose Host header names a host this API was
+// not told it is reached by: IP addresses, "localhost" and Hosts pass.
+func (s *Server) checkHost(h http.Handler) http.Handler {
+	allowed := map[string]bool{"localhost": true}
+	for _, n := range s.Hosts {
+		allowed[strings.ToLower(strings.TrimSuffix(n, "."))] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hn, _, err := net.SplitHostPort(host); err == nil {
+			host = hn
+		}
+		host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+		if net.ParseIP(host) != nil || allowed[host] || strings.HasSuffix(host, ".localhost") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusMisdirectedRequest, ErrorBody{Error: fmt.Sprintf("this API does not answer to host %q: list it in the host config's api.hosts if it is a name of this machine", host)})
+	})
 }
 
 // bound caps every request body at Limits.MaxBody, gives every write of
@@ -537,7 +568,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	if q.Follow {
-		done, ok := s.stream(w)
+		done, ok := s.stream(w, r)
 		if !ok {
 			return
 		}

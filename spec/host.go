@@ -85,6 +85,10 @@ type APIConfig struct {
 	// is unset; only the commands that serve or call the API evaluate them.
 	Token         DeferredSecret
 	WebhookSecret DeferredSecret
+	// Hosts are the host names the API may be reached by besides IP
+	// addresses and localhost (a proxy's name); requests naming another
+	// host are refused, against DNS rebinding.
+	Hosts []string
 }
 
 // RouterConfig is how requests reach merchants. Nginx is its only kind.
@@ -322,7 +326,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			}
 			d.integer(bc.Attributes, "log_keep", 0, 1000, &h.Runtime.LogKeep)
 		case "api":
-			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("listen", "token", "webhook_secret")})
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("listen", "token", "webhook_secret", "hosts")})
 			if bc == nil {
 				continue
 			}
@@ -333,6 +337,13 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 			}
 			d.deferredSecret(bc.Attributes, "token", &h.API.Token)
 			d.deferredSecret(bc.Attributes, "webhook_secret", &h.API.WebhookSecret)
+			if a := d.strList(bc.Attributes, "hosts", &h.API.Hosts); a != nil {
+				for _, n := range h.API.Hosts {
+					if strings.HasPrefix(n, "*.") || domainError(n, true) != "" {
+						d.errorf(a.Expr.Range(), "Invalid api.hosts", "api.hosts lists host names the API is reached by (for example a proxy's name, \"steward.example.com\"); %q is not one: write it in lower case, without port or wildcard.", n)
+					}
+				}
+			}
 		case "daemon":
 			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("workers", "resync")})
 			if bc == nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,7 +216,7 @@ structured (text on a terminal, JSON otherwise) on stderr.`)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
-	srv := &api.Server{Daemon: dapi, Token: token.Reveal(), WebhookSecret: hook.Reveal(), Registry: m.Registry, Log: log,
+	srv := &api.Server{Daemon: dapi, Token: token.Reveal(), WebhookSecret: hook.Reveal(), Registry: m.Registry, Log: log, Hosts: apiHosts(host),
 		Limits: api.Limits{MaxBody: host.Limits.APIBody}}
 	srv.UI = dashboard.New(dapi)
 	addr, err := serveAPI(ctx, host.API.Listen, srv, log)
@@ -255,4 +257,14 @@ func sameSource(a, b *spec.Host) bool {
 		return false
 	}
 	return a.Source.Git == nil || *a.Source.Git == *b.Source.Git
+}
+
+// apiHosts are the host names the API answers to: api.hosts and the host
+// of api.listen (when it is a name), which steward's own commands use.
+func apiHosts(h *spec.Host) []string {
+	hosts := slices.Clone(h.API.Hosts)
+	if hn, _, err := net.SplitHostPort(h.API.Listen); err == nil && hn != "" && net.ParseIP(hn) == nil {
+		hosts = append(hosts, strings.ToLower(hn))
+	}
+	return hosts
 }
