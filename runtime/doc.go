@@ -106,11 +106,11 @@
 //	(*Runtime).Start(ctx, Spec) (Proc, error)
 //	Stop(ctx, Proc, grace) error          Kill(Proc) error
 //	Wait(ctx, Proc) (ExitStatus, error)
-//	TailMerchant(root, id, n, re) ([]string, error)
-//	FollowMerchant(ctx, root, id, n, re, w) error
+//	TailMerchant(root, id, n, filter) ([]string, error)
+//	FollowMerchant(ctx, root, id, n, filter, w) error
 //	MerchantDirs(root, id) (work, logs, error)  CheckMerchantID(id) error
-//	TailLines(dir, n, re) ([]string, error)
-//	Follow(ctx, dir, re, w) error         TailFollow(ctx, dir, n, re, w) error
+//	TailLines(dir, n, filter) ([]string, error)     Grep(re) LineFilter
+//	Follow(ctx, dir, filter, w) error     TailFollow(ctx, dir, n, filter, w) error
 //	RunOnce(ctx, Spec, timeout, quiet) (output, error)
 //	PortOwner(port, workDir) (p, mine, found, error)
 //	PortHolder(port) (pid, found, error)  PortFree(port) bool

@@ -109,16 +109,16 @@ func (d logDir) files() ([]string, error) {
 // current.log and its rotated files, oldest first. Lines carry no newline.
 // Files are opened through an os.Root on dir's parent, regular files only.
 // For a merchant's log, use TailMerchant.
-func TailLines(dir string, n int, re *regexp.Regexp) ([]string, error) {
+func TailLines(dir string, n int, f LineFilter) ([]string, error) {
 	d, err := openLogDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer d.close()
-	return d.tailLines(n, re)
+	return d.tailLines(n, f)
 }
 
-func (d logDir) tailLines(n int, re *regexp.Regexp) ([]string, error) {
+func (d logDir) tailLines(n int, f LineFilter) ([]string, error) {
 	// List and open while holding off rotation (released before reading).
 	unlock := d.lockRotation()
 	defer unlock()
@@ -157,11 +157,11 @@ func (d logDir) tailLines(n int, re *regexp.Regexp) ([]string, error) {
 		readers = append(readers, f)
 	}
 	unlock()
-	return tail(readers, n, re)
+	return tail(readers, n, f)
 }
 
 // tail returns the last n matching lines of readers, given newest first.
-func tail(readers []io.Reader, n int, re *regexp.Regexp) ([]string, error) {
+func tail(readers []io.Reader, n int, f LineFilter) ([]string, error) {
 	var out []string
 	for _, r := range readers {
 		need := 0
@@ -171,7 +171,7 @@ func tail(readers []io.Reader, n int, re *regexp.Regexp) ([]string, error) {
 				break
 			}
 		}
-		lines, err := lastLines(r, need, re)
+		lines, err := lastLines(r, need, f)
 		if err != nil {
 			return nil, err
 		}
@@ -180,29 +180,39 @@ func tail(readers []io.Reader, n int, re *regexp.Regexp) ([]string, error) {
 	return out, nil
 }
 
-// lastLines returns the last n (all when n <= 0) lines of r matching re.
-func lastLines(r io.Reader, n int, re *regexp.Regexp) ([]string, error) {
+// lastLines returns the last n (all when n <= 0) lines of r that f shows,
+// as f shows them. A line longer than maxLine is cut there (see cutLine).
+func lastLines(r io.Reader, n int, f LineFilter) ([]string, error) {
 	var ring []string
 	next := 0
 	br := bufio.NewReaderSize(r, 64<<10)
+	var line []byte
+	cut := false
 	for {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			line = bytes.TrimSuffix(line, []byte("\n"))
-			if re == nil || re.Match(line) {
+		chunk, err := br.ReadSlice('\n')
+		end := err == nil || err == io.EOF
+		if !cut {
+			line = append(line, chunk...)
+			if len(line) > maxLine {
+				line, cut = line[:maxLine], true
+			}
+		}
+		if end && (len(line) > 0 || cut) {
+			if l, ok := f.show(string(bytes.TrimSuffix(line, []byte("\n"))), cut); ok {
 				switch {
 				case n <= 0 || len(ring) < n:
-					ring = append(ring, string(line))
+					ring = append(ring, l)
 				default:
-					ring[next] = string(line)
+					ring[next] = l
 					next = (next + 1) % n
 				}
 			}
+			line, cut = line[:0], false
 		}
 		if err == io.EOF {
 			break
 		}
-		if err != nil {
+		if err != nil && err != bufio.ErrBufferFull {
 			return nil, err
 		}
 	}
@@ -215,23 +225,23 @@ func lastLines(r io.Reader, n int, re *regexp.Regexp) ([]string, error) {
 // it does not exist yet. It wakes up on file system events (inotify), with
 // a poll once a second as a backstop. It returns ctx.Err() when ctx ends,
 // or the first error writing to w.
-func Follow(ctx context.Context, dir string, re *regexp.Regexp, w io.Writer) error {
-	return followDir(ctx, dir, 0, re, w)
+func Follow(ctx context.Context, dir string, f LineFilter, w io.Writer) error {
+	return followDir(ctx, dir, 0, f, w)
 }
 
 // TailFollow writes the last n matching lines (all of them when n < 0) and
 // then follows like Follow, with no line lost or repeated between the two.
-func TailFollow(ctx context.Context, dir string, n int, re *regexp.Regexp, w io.Writer) error {
-	return followDir(ctx, dir, n, re, w)
+func TailFollow(ctx context.Context, dir string, n int, f LineFilter, w io.Writer) error {
+	return followDir(ctx, dir, n, f, w)
 }
 
-func followDir(ctx context.Context, dir string, n int, re *regexp.Regexp, w io.Writer) error {
+func followDir(ctx context.Context, dir string, n int, f LineFilter, w io.Writer) error {
 	d, err := openLogDir(dir)
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	return d.follow(ctx, n, re, w)
+	return d.follow(ctx, n, f, w)
 }
 
 // followBackstop is how often follow looks at the files without an event;
@@ -245,8 +255,8 @@ const (
 // follow follows d's log. With tailN == 0 it starts at the current end of
 // current.log; otherwise it first writes the last tailN matching lines
 // (all when tailN < 0) from the files as they are when it starts.
-func (d logDir) follow(ctx context.Context, tailN int, re *regexp.Regexp, w io.Writer) error {
-	lf, err := newLineFollower(d, tailN, re, w)
+func (d logDir) follow(ctx context.Context, tailN int, f LineFilter, w io.Writer) error {
+	lf, err := newLineFollower(d, tailN, f, w)
 	if err != nil {
 		return err
 	}
@@ -256,8 +266,8 @@ func (d logDir) follow(ctx context.Context, tailN int, re *regexp.Regexp, w io.W
 
 // newLineFollower positions a follower at the end of current.log, after
 // writing the backlog of tailN lines (none when 0, all when negative).
-func newLineFollower(d logDir, tailN int, re *regexp.Regexp, w io.Writer) (*lineFollower, error) {
-	lf := &lineFollower{re: re, w: w, dir: d}
+func newLineFollower(d logDir, tailN int, f LineFilter, w io.Writer) (*lineFollower, error) {
+	lf := &lineFollower{filter: f, w: w, dir: d}
 	// Take stock of the files under the rotation lock, so that they are
 	// consistent with each other: current.log is where following starts,
 	// the rest are known (old) and only read for the backlog.
@@ -295,7 +305,7 @@ func newLineFollower(d logDir, tailN int, re *regexp.Regexp, w io.Writer) (*line
 	}
 	unlock()
 	if tailN != 0 {
-		lines, err := tail(readers, max(tailN, 0), lf.re)
+		lines, err := tail(readers, max(tailN, 0), lf.filter)
 		if err == nil {
 			for _, l := range lines {
 				if _, err = io.WriteString(lf.w, l+"\n"); err != nil {
@@ -361,13 +371,15 @@ func (lf *lineFollower) run(ctx context.Context) error {
 
 // lineFollower reads lines appended to one path across rotations.
 type lineFollower struct {
-	re      *regexp.Regexp
+	filter  LineFilter
 	w       io.Writer
 	dir     logDir
 	f       *os.File
 	pos     int64
 	partial []byte
-	buf     []byte
+	// cut is set while the rest of a line longer than maxLine is dropped.
+	cut bool
+	buf []byte
 	// known are the log files that existed when following started and
 	// those read to their end since: when the follower has no file open
 	// (none existed yet), it opens the oldest file not among them.
@@ -407,11 +419,11 @@ func (lf *lineFollower) step() error {
 		if err := lf.drain(); err != nil {
 			return err
 		}
-		if len(lf.partial) > 0 {
-			if err := lf.emit(lf.partial); err != nil {
+		if len(lf.partial) > 0 || lf.cut {
+			if err := lf.emit(lf.partial, lf.cut); err != nil {
 				return err
 			}
-			lf.partial = lf.partial[:0]
+			lf.partial, lf.cut = lf.partial[:0], false
 		}
 		lf.f.Close()
 		lf.f = nil
@@ -498,23 +510,29 @@ func (lf *lineFollower) drain() error {
 		for len(b) > 0 {
 			i := bytes.IndexByte(b, '\n')
 			if i < 0 {
-				lf.partial = append(lf.partial, b...)
-				if len(lf.partial) >= maxLine {
-					if err := lf.emit(lf.partial); err != nil {
-						return err
+				if !lf.cut {
+					lf.partial = append(lf.partial, b...)
+					if len(lf.partial) > maxLine {
+						// The rest of this line is dropped (cutLine); the
+						// part kept is shown when the line ends.
+						lf.partial, lf.cut = lf.partial[:maxLine], true
 					}
-					lf.partial = lf.partial[:0]
 				}
 				break
 			}
 			line := b[:i]
-			if len(lf.partial) > 0 {
+			if lf.cut {
+				line = lf.partial
+			} else if len(lf.partial) > 0 {
 				line = append(lf.partial, line...)
-				lf.partial = lf.partial[:0]
+				if len(line) > maxLine {
+					line, lf.cut = line[:maxLine], true
+				}
 			}
-			if err := lf.emit(line); err != nil {
+			if err := lf.emit(line, lf.cut); err != nil {
 				return err
 			}
+			lf.partial, lf.cut = lf.partial[:0], false
 			b = b[i+1:]
 		}
 		if err != nil || n == 0 {
@@ -523,12 +541,45 @@ func (lf *lineFollower) drain() error {
 	}
 }
 
-func (lf *lineFollower) emit(line []byte) error {
-	if lf.re != nil && !lf.re.Match(line) {
+func (lf *lineFollower) emit(line []byte, cut bool) error {
+	l, ok := lf.filter.show(string(line), cut)
+	if !ok {
 		return nil
 	}
-	out := make([]byte, 0, len(line)+1)
-	out = append(append(out, line...), '\n')
-	_, err := lf.w.Write(out)
+	_, err := io.WriteString(lf.w, l+"\n")
 	return err
+}
+
+// A LineFilter decides which log lines are shown, and how: it returns the
+// line to show and whether to show it. cut says that the line was longer
+// than 1 MiB and is its first MiB only (what followed is dropped, and a
+// value the line held across the cut is only partly there). A nil
+// LineFilter shows every line as it is, a cut one marked as cut.
+type LineFilter func(line string, cut bool) (string, bool)
+
+func (f LineFilter) show(line string, cut bool) (string, bool) {
+	if f != nil {
+		return f(line, cut)
+	}
+	if cut {
+		line += CutMark
+	}
+	return line, true
+}
+
+// CutMark ends a line that was cut (LineFilter).
+const CutMark = " [line cut: longer than 1 MiB]"
+
+// Grep is the LineFilter that shows the lines re matches (every line when
+// re is nil), as they are.
+func Grep(re *regexp.Regexp) LineFilter {
+	if re == nil {
+		return nil
+	}
+	return func(line string, cut bool) (string, bool) {
+		if cut {
+			line += CutMark
+		}
+		return line, re.MatchString(line)
+	}
 }

@@ -145,7 +145,7 @@ func TestTailLines(t *testing.T) {
 		{1, regexp.MustCompile(`POST`), []string{"7 POST"}},
 		{5, regexp.MustCompile(`PUT`), nil},
 	} {
-		got, err := TailLines(dir, tc.n, tc.re)
+		got, err := TailLines(dir, tc.n, Grep(tc.re))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +191,7 @@ func TestFollowAcrossRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.close()
-	lf, err := newLineFollower(d, 0, regexp.MustCompile(`^n `), ch)
+	lf, err := newLineFollower(d, 0, Grep(regexp.MustCompile(`^n `)), ch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestFollowMerchant(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- TailFollow(ctx, s.LogDir, -1, regexp.MustCompile(`^tick `), ch) }()
+	go func() { done <- TailFollow(ctx, s.LogDir, -1, Grep(regexp.MustCompile(`^tick `)), ch) }()
 	m := start(t, s)
 	got := collect(t, ch, 200, 30*time.Second)
 	for i, l := range got {
@@ -305,4 +305,70 @@ func TestFollowMerchant(t *testing.T) {
 	if paths, _ := logFiles(s.LogDir); len(paths) < 5 {
 		t.Errorf("only %d log files: the shim did not rotate", len(paths))
 	}
+}
+
+// A line longer than 1 MiB is shown once, cut at 1 MiB and marked (not
+// split into several lines, which a filter would see apart), by the tail
+// and by a follower alike; the filter is told it was cut.
+func TestLongLinesAreCut(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("A", maxLine-3) + "SECRETVALUE tail"
+	writeFiles(t, dir, map[string]string{"current.log": "before\n" + long + "\nafter\n"})
+	var cuts []bool
+	filter := func(line string, cut bool) (string, bool) {
+		cuts = append(cuts, cut)
+		if cut {
+			return fmt.Sprintf("cut line of %d bytes ending %q", len(line), line[len(line)-3:]), true
+		}
+		return line, true
+	}
+	got, err := TailLines(dir, 0, filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"before", `cut line of 1048576 bytes ending "SEC"`, "after"}
+	if !slices.Equal(got, want) || !slices.Equal(cuts, []bool{false, true, false}) {
+		t.Errorf("TailLines = %q (cut %v), want %q", got, cuts, want)
+	}
+	if got, _ := TailLines(dir, 0, nil); len(got) != 3 || !strings.HasSuffix(got[1], CutMark) || len(got[1]) != maxLine+len(CutMark) {
+		t.Errorf("without a filter the cut line is not marked: %d lines", len(got))
+	}
+
+	// Following: the same line written in pieces.
+	ch := make(lineWriter, 10)
+	d, err := openLogDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	cuts = nil
+	lf, err := newLineFollower(d, 0, filter, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lf.run(ctx) }()
+	f, err := os.OpenFile(filepath.Join(dir, "current.log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(long); i += 300 << 10 {
+		f.WriteString(long[i:min(i+300<<10, len(long))])
+	}
+	f.WriteString("\nnext\n")
+	f.Close()
+	for _, w := range []string{`cut line of 1048576 bytes ending "SEC"`, "next"} {
+		select {
+		case l := <-ch:
+			if l != w {
+				t.Errorf("followed %q, want %q", l, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no line %q within 10s", w)
+		}
+	}
+	cancel()
+	<-done
 }

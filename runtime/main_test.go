@@ -293,7 +293,7 @@ func waitLog(t testing.TB, dir, re string, timeout time.Duration) string {
 	defer cancel()
 	lines := make(lineWriter, 1024)
 	done := make(chan error, 1)
-	go func() { done <- TailFollow(ctx, dir, -1, regexp.MustCompile(re), lines) }()
+	go func() { done <- TailFollow(ctx, dir, -1, Grep(regexp.MustCompile(re)), lines) }()
 	select {
 	case l := <-lines:
 		cancel()

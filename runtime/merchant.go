@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"unicode"
 )
@@ -74,22 +73,22 @@ func openMerchantLog(root, id string) (logDir, error) {
 // (root/merchants/ID/logs), read through an os.Root on root/merchants. It
 // refuses an id CheckMerchantID refuses, and a merchant without a log
 // directory with an error that says so and matches fs.ErrNotExist.
-func TailMerchant(root, id string, n int, re *regexp.Regexp) ([]string, error) {
+func TailMerchant(root, id string, n int, f LineFilter) ([]string, error) {
 	d, err := openMerchantLog(root, id)
 	if err != nil {
 		return nil, err
 	}
 	defer d.close()
-	return d.tailLines(n, re)
+	return d.tailLines(n, f)
 }
 
 // FollowMerchant is TailFollow (n < 0: all lines, 0: none, then follow)
 // for merchant id's log below the runtime root, read like TailMerchant.
-func FollowMerchant(ctx context.Context, root, id string, n int, re *regexp.Regexp, w io.Writer) error {
+func FollowMerchant(ctx context.Context, root, id string, n int, f LineFilter, w io.Writer) error {
 	d, err := openMerchantLog(root, id)
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	return d.follow(ctx, n, re, w)
+	return d.follow(ctx, n, f, w)
 }

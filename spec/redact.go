@@ -1,9 +1,7 @@
 package spec
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/url"
 	"regexp"
 	"sort"
@@ -435,44 +433,27 @@ func secretName(name string) bool {
 	return false
 }
 
-// LineWriter passes whole lines to W with every value R knows redacted (a
-// value is never split between two writes, since redaction works on whole
-// lines). Flush writes a last line that has no newline.
-type LineWriter struct {
-	R   *Redactor
-	W   io.Writer
-	buf []byte
-}
-
-// maxLineBuffer bounds a line held back for its newline: a longer one is
-// redacted and written in pieces.
-const maxLineBuffer = 1 << 20
-
-func (lw *LineWriter) Write(p []byte) (int, error) {
-	lw.buf = append(lw.buf, p...)
-	for {
-		i := bytes.IndexByte(lw.buf, '\n')
-		if i < 0 {
-			if len(lw.buf) > maxLineBuffer {
-				if err := lw.Flush(); err != nil {
-					return 0, err
+// RedactCut is Redact for text that was cut short: a known value whose
+// beginning (MinRedactLen bytes or more of it) ends the text is redacted
+// too, since the rest of it was cut away.
+func (r *Redactor) RedactCut(s string) string {
+	s = r.Redact(s)
+	if r == nil || r.n == 0 {
+		return s
+	}
+	best := 0
+	for _, vs := range r.long {
+		for _, v := range vs {
+			for k := min(len(v)-1, len(s)); k >= MinRedactLen && k > best; k-- {
+				if strings.HasSuffix(s, v[:k]) {
+					best = k
+					break
 				}
 			}
-			return len(p), nil
 		}
-		if _, err := io.WriteString(lw.W, lw.R.Redact(string(lw.buf[:i]))+"\n"); err != nil {
-			return 0, err
-		}
-		lw.buf = lw.buf[i+1:]
 	}
-}
-
-// Flush writes what is held back of a line without its newline.
-func (lw *LineWriter) Flush() error {
-	if len(lw.buf) == 0 {
-		return nil
+	if best == 0 {
+		return s
 	}
-	_, err := io.WriteString(lw.W, lw.R.Redact(string(lw.buf)))
-	lw.buf = lw.buf[:0]
-	return err
+	return s[:len(s)-best] + Redacted
 }

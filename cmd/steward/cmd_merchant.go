@@ -293,22 +293,35 @@ interrupted.`)
 	if red == nil {
 		red = l.host.Redactor()
 	}
-	out := &spec.LineWriter{R: red, W: e.stdout}
-	defer out.Flush()
+	filter := logFilter(red, re)
 	if *follow {
-		if err := runtime.FollowMerchant(ctx, l.host.Runtime.Root, id, *n, re, out); err != nil && ctx.Err() == nil {
+		if err := runtime.FollowMerchant(ctx, l.host.Runtime.Root, id, *n, filter, e.stdout); err != nil && ctx.Err() == nil {
 			return e.errorf("%s", err)
 		}
 		return exitOK
 	}
-	lines, err := runtime.TailMerchant(l.host.Runtime.Root, id, *n, re)
+	lines, err := runtime.TailMerchant(l.host.Runtime.Root, id, *n, filter)
 	if err != nil {
 		return e.errorf("%s", err)
 	}
 	for _, line := range lines {
-		fmt.Fprintln(out, line)
+		fmt.Fprintln(e.stdout, line)
 	}
 	return exitOK
+}
+
+// logFilter shows a merchant's log line with every secret red knows
+// redacted, and only when re (nil: any) matches the line as shown, so
+// that a grep cannot probe what was redacted.
+func logFilter(red *spec.Redactor, re *regexp.Regexp) runtime.LineFilter {
+	return func(line string, cut bool) (string, bool) {
+		if cut {
+			line = red.RedactCut(line) + runtime.CutMark
+		} else {
+			line = red.Redact(line)
+		}
+		return line, re == nil || re.MatchString(line)
+	}
 }
 
 // lastN is the last n elements of s.

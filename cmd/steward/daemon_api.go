@@ -142,11 +142,9 @@ func (a *daemonAPI) Logs(ctx context.Context, q api.LogQuery, w io.Writer) error
 	if d := a.dm.Desired(); d != nil && d.Fleet != nil {
 		red = red.Merge(d.Fleet.Redactor())
 	}
-	out := &spec.LineWriter{R: red, W: w}
-	defer out.Flush()
-	w = out
+	filter := logFilter(red, q.Grep)
 	if q.Follow {
-		err := runtime.FollowMerchant(ctx, a.root, q.Merchant, q.N, q.Grep, w)
+		err := runtime.FollowMerchant(ctx, a.root, q.Merchant, q.N, filter, w)
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%w: %v", api.ErrNotFound, err)
 		}
@@ -155,7 +153,7 @@ func (a *daemonAPI) Logs(ctx context.Context, q api.LogQuery, w io.Writer) error
 		}
 		return err
 	}
-	lines, err := runtime.TailMerchant(a.root, q.Merchant, q.N, q.Grep)
+	lines, err := runtime.TailMerchant(a.root, q.Merchant, q.N, filter)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
 	}

@@ -104,6 +104,13 @@ merchant "alpha" {
 	cli("history", "alpha", "-o", "json")
 	logs := cli("logs", "alpha", "-n", "200")
 	cli("logs", "alpha", "-n", "200", "-grep", "sees")
+	// grep sees the lines as shown: it cannot probe a redacted value.
+	if probe := cli("logs", "alpha", "-n", "200", "-grep", "key=env-key"); strings.Contains(probe, "app sees") {
+		t.Errorf("a grep for the secret's beginning finds its line:\n%s", probe)
+	}
+	if shown := cli("logs", "alpha", "-n", "200", "-grep", `key=\(sensitive\)`); !strings.Contains(shown, "app sees") {
+		t.Errorf("a grep for the line as shown does not find it:\n%s", shown)
+	}
 
 	// The checks must see what they protect: the migration's output and
 	// the app's lines are there, redacted.
