@@ -268,6 +268,11 @@ func (g *Git) writeTree(ctx context.Context, s storer.EncodedObjectStorer, m *tr
 	}
 	for _, p := range links {
 		if _, err := m.resolve(p); err != nil {
+			if g.dir == "" || p == g.dir || strings.HasPrefix(p, g.dir+"/") {
+				// Leaving it out would drop the specs it stands for (and
+				// delete their merchants): the commit is refused instead.
+				return fmt.Errorf("%s is a symbolic link to %q, which cannot be followed inside the repository (%v): refused, since spec files and directories must be in the commit itself", p, m.entries[p].target, err)
+			}
 			g.log.Warn("git checkout leaves out a symbolic link", "path", p, "target", m.entries[p].target, "why", err.Error())
 			continue
 		}

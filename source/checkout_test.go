@@ -81,18 +81,35 @@ func craftedTrees(t *testing.T, r *gittest.Repo, merchants, outside string) []st
 		{"a .GIT tree", r.RawTree(m, tree(".GIT", dirOf("config"))), `named ".GIT"`},
 		{"a nested name through a link", r.RawTree(m, tree("sub", r.RawTree(link("evil", up), file("evil/pwned")))), "holds a slash"},
 		{"a backslash name", r.RawTree(m, file(`evil\pwned`)), "backslash"},
-		// Links that lead outside are accepted in the commit but never
-		// created: neither absolute ones, nor relative ones, nor chains
-		// whose every link looks local on its own.
-		{"links out of the checkout", r.RawTree(tree("merchants", r.RawTree(
+		// A link among the specs that cannot be followed inside the
+		// repository refuses the commit: leaving it out would drop the
+		// merchants it stands for.
+		{"a spec file linked out of the checkout", r.RawTree(tree("merchants", r.RawTree(
 			gittest.RawEntry{Mode: "100644", Name: "fleet.hcl", Hash: r.Blob("merchant \"acme\" {}\n")},
 			link("abs.hcl", filepath.Join(outside, "secret.hcl")),
-			link("rel.hcl", up+"/secret.hcl"),
+		))), "symbolic link"},
+		{"a spec file linked out through a chain", r.RawTree(tree("merchants", r.RawTree(
+			gittest.RawEntry{Mode: "100644", Name: "fleet.hcl", Hash: r.Blob("merchant \"acme\" {}\n")},
 			link("dot", "."),
 			link("chain.hcl", "dot/../../../../../../../../"+strings.TrimPrefix(outside, "/")+"/secret.hcl"),
-			link("loop1", "loop2"), link("loop2", "loop1"),
-			link("inside.hcl", "fleet.hcl"),
-		))), ""},
+		))), "symbolic link"},
+		// Elsewhere in the repository such links are accepted in the
+		// commit but never created: neither absolute ones, nor relative
+		// ones, nor chains whose every link looks local on its own.
+		{"links out of the checkout beside the specs", r.RawTree(
+			tree("merchants", r.RawTree(
+				gittest.RawEntry{Mode: "100644", Name: "fleet.hcl", Hash: r.Blob("merchant \"acme\" {}\n")},
+				link("inside.hcl", "fleet.hcl"),
+				link("dot", "."),
+			)),
+			tree("docs", r.RawTree(
+				link("abs.hcl", filepath.Join(outside, "secret.hcl")),
+				link("rel.hcl", up+"/secret.hcl"),
+				link("dot", "."),
+				link("chain.hcl", "dot/../../../../../../../../"+strings.TrimPrefix(outside, "/")+"/secret.hcl"),
+				link("loop1", "loop2"), link("loop2", "loop1"),
+			)),
+		), ""},
 	}
 }
 
@@ -132,7 +149,7 @@ func TestCraftedCommitsWriteNothingOutside(t *testing.T) {
 				t.Errorf("sources %v, want %s", names, want)
 			}
 			co := filepath.Join(g.checkoutDir(), sha+checkoutSuffix, "merchants")
-			for _, name := range []string{"abs.hcl", "rel.hcl", "chain.hcl", "loop1", "loop2"} {
+			for _, name := range []string{"../docs/abs.hcl", "../docs/rel.hcl", "../docs/chain.hcl", "../docs/loop1", "../docs/loop2"} {
 				if _, err := os.Lstat(filepath.Join(co, name)); err == nil {
 					t.Errorf("link %s was created", name)
 				}

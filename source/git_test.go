@@ -312,12 +312,12 @@ func TestGitCheckoutKeepsOnlyLinksInside(t *testing.T) {
 		t.Fatal(err)
 	}
 	for link, target := range map[string]string{
-		"merchants/pkgs":     "../packages",       // inside: kept
-		"merchants/etc.hcl":  "/etc/hostname",     // absolute: dropped
-		"merchants/up.hcl":   "../../outside.hcl", // leaves the checkout: dropped
-		"merchants/loop.hcl": "loop.hcl",          // resolves nowhere: dropped
+		"merchants/pkgs": "../packages",       // inside: kept
+		"docs/etc.hcl":   "/etc/hostname",     // absolute: dropped
+		"docs/up.hcl":    "../../outside.hcl", // leaves the checkout: dropped
+		"docs/loop.hcl":  "loop.hcl",          // resolves nowhere: dropped
 	} {
-		if err := os.MkdirAll(filepath.Join(r.Path, "merchants"), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(r.Path, filepath.Dir(link)), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Symlink(target, filepath.Join(r.Path, filepath.FromSlash(link))); err != nil {
@@ -337,6 +337,11 @@ func TestGitCheckoutKeepsOnlyLinksInside(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(snap.Sources[0].Dir, "pkgs", "inv.tar.gz")); err != nil || string(b) != "tarball\n" {
 		t.Errorf("link inside the repository: %q, %v", b, err)
+	}
+	for _, l := range []string{"etc.hcl", "up.hcl", "loop.hcl"} {
+		if _, err := os.Lstat(filepath.Join(snap.Sources[0].Dir, "..", "docs", l)); err == nil {
+			t.Errorf("docs/%s was created", l)
+		}
 	}
 }
 
