@@ -47,7 +47,11 @@ type DirOptions struct {
 	// fails Load with an error naming the file and the limit. Zero means
 	// DefaultMaxFileSize.
 	MaxFileSize int64
-	Logger      *slog.Logger
+	// MaxTotalSize is the largest size of all spec files together; reading
+	// stops with an error beyond it. Zero means no limit here (spec.Load
+	// still applies its own).
+	MaxTotalSize int64
+	Logger       *slog.Logger
 }
 
 // maxDebounceWaits bounds how long a continuous stream of events can delay a
@@ -107,6 +111,7 @@ func (d *Dir) read(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("read specs: %w", err)
 	}
 	srcs := make([]spec.Source, 0, len(paths))
+	var total int64
 	for _, p := range paths {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -117,6 +122,9 @@ func (d *Dir) read(ctx context.Context) (*Snapshot, error) {
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read specs: %w", err)
+		}
+		if total += int64(len(b)); d.opts.MaxTotalSize > 0 && total > d.opts.MaxTotalSize {
+			return nil, fmt.Errorf("read specs: %w", spec.TotalSizeError(total, d.opts.MaxTotalSize))
 		}
 		srcs = append(srcs, spec.Source{Name: p, Dir: filepath.Dir(p), Bytes: b})
 	}

@@ -387,3 +387,19 @@ func TestDirRefusesLargeFiles(t *testing.T) {
 		t.Fatalf("a file at the limit: %v", err)
 	}
 }
+
+func TestDirTotalSizeLimit(t *testing.T) {
+	root := t.TempDir()
+	for _, n := range []string{"a.hcl", "b.hcl"} {
+		if err := os.WriteFile(filepath.Join(root, n), []byte(strings.Repeat("#\n", 5000)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := NewDir(root, DirOptions{MaxTotalSize: 15000}).Load(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "spec_total_size") {
+		t.Errorf("Load over the total: %v", err)
+	}
+	if _, err := NewDir(root, DirOptions{MaxTotalSize: 20000}).Load(context.Background()); err != nil {
+		t.Errorf("Load within the total: %v", err)
+	}
+}

@@ -57,6 +57,9 @@ type GitOptions struct {
 	// a larger one fails Load with an error naming the file and the limit.
 	// Zero means DefaultMaxFileSize.
 	MaxFileSize int64
+	// MaxTotalSize is the largest size of a commit's spec files together;
+	// a commit beyond it is refused. Zero means no limit here.
+	MaxTotalSize int64
 }
 
 // Git is a git repository of spec files, fetched into a local cache.
@@ -368,6 +371,7 @@ func (g *Git) snapshot(ctx context.Context, repo *git.Repository) (*Snapshot, er
 		return nil, fmt.Errorf("read specs of commit %s: %w", shortHash(commit.Hash), err)
 	}
 	srcs := make([]spec.Source, 0, len(paths))
+	var total int64
 	for _, p := range paths {
 		rel, err := filepath.Rel(co, p)
 		if err != nil {
@@ -376,6 +380,9 @@ func (g *Git) snapshot(ctx context.Context, repo *git.Repository) (*Snapshot, er
 		b, err := readSpecFile(ctx, p, filepath.ToSlash(rel), g.opts.MaxFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("read specs of commit %s: %w", shortHash(commit.Hash), err)
+		}
+		if total += int64(len(b)); g.opts.MaxTotalSize > 0 && total > g.opts.MaxTotalSize {
+			return nil, fmt.Errorf("read specs of commit %s: %w", shortHash(commit.Hash), spec.TotalSizeError(total, g.opts.MaxTotalSize))
 		}
 		srcs = append(srcs, spec.Source{Name: filepath.ToSlash(rel), Dir: filepath.Dir(p), Bytes: b})
 	}

@@ -363,7 +363,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 	return h, d.diags
 }
 
-var limitsSchema = &hcl.BodySchema{Attributes: attrNames("spec_file_size", "spec_depth", "api_body_size", "package_size", "unpack_files", "unpack_size")}
+var limitsSchema = &hcl.BodySchema{Attributes: attrNames("spec_file_size", "spec_total_size", "spec_depth", "api_body_size", "package_size", "unpack_files", "unpack_size")}
 
 // limits decodes a limits block over the defaults already in l.
 func (d *decoder) limits(b *hcl.Block, l *Limits) {
@@ -372,6 +372,7 @@ func (d *decoder) limits(b *hcl.Block, l *Limits) {
 		return
 	}
 	d.size(c.Attributes, "spec_file_size", minFileSizeLimit, maxFileSizeLimit, &l.FileSize)
+	d.size(c.Attributes, "spec_total_size", minFileSizeLimit, 1<<30, &l.TotalSize)
 	d.integer(c.Attributes, "spec_depth", minDepthLimit, maxDepthLimit, &l.Depth)
 	d.size(c.Attributes, "api_body_size", 1<<10, 1<<40, &l.APIBody)
 	d.size(c.Attributes, "package_size", 1<<10, 1<<50, &l.PackageSize)

@@ -21,6 +21,11 @@ type Limits struct {
 	// FileSize is the largest spec file, package manifest or host config
 	// steward parses, in bytes (host config: limits.spec_file_size).
 	FileSize int64
+	// TotalSize bounds all the spec files of a fleet together, in bytes
+	// (limits.spec_total_size): parsing takes several hundred times a
+	// file's size in memory at worst, so many files each within FileSize
+	// could still exhaust it.
+	TotalSize int64
 	// Depth is the deepest nesting steward parses: brackets, parentheses,
 	// braces, template interpolations and directives, and chains of
 	// operators each count one level (limits.spec_depth).
@@ -41,6 +46,7 @@ type Limits struct {
 // The host config itself is always read with these.
 var DefaultLimits = Limits{
 	FileSize:    1 << 20,
+	TotalSize:   4 << 20,
 	Depth:       64,
 	APIBody:     1 << 20,
 	PackageSize: 1 << 30,
@@ -64,6 +70,9 @@ func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	if l.FileSize <= 0 {
 		l.FileSize = d.FileSize
+	}
+	if l.TotalSize <= 0 {
+		l.TotalSize = d.TotalSize
 	}
 	if l.Depth <= 0 {
 		l.Depth = d.Depth
@@ -391,4 +400,10 @@ func FormatSize(n int64) string {
 		s = fmt.Sprintf("%d", n/div)
 	}
 	return s + " " + []string{"KiB", "MiB", "GiB", "TiB", "PiB"}[exp]
+}
+
+// TotalSizeError is the error of a fleet's spec files that are larger than
+// limit together.
+func TotalSizeError(total, limit int64) error {
+	return fmt.Errorf("the spec files are %s together, more than the limit of %s: split the fleet, or raise limits.spec_total_size in the host config", FormatSize(total), FormatSize(limit))
 }

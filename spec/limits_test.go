@@ -161,6 +161,7 @@ func TestHostLimitsBlock(t *testing.T) {
 	h, _, diags := LoadHostBytes([]byte(`
 limits {
   spec_file_size = "2MB"
+  spec_total_size = "32MB"
   spec_depth     = 100
   api_body_size  = "64KB"
   package_size   = "2GB"
@@ -171,7 +172,7 @@ limits {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	want := Limits{FileSize: 2 << 20, Depth: 100, APIBody: 64 << 10, PackageSize: 2 << 30, UnpackFiles: 5000, UnpackSize: 3 << 30}
+	want := Limits{FileSize: 2 << 20, TotalSize: 32 << 20, Depth: 100, APIBody: 64 << 10, PackageSize: 2 << 30, UnpackFiles: 5000, UnpackSize: 3 << 30}
 	if h.Limits != want {
 		t.Errorf("Limits = %+v, want %+v", h.Limits, want)
 	}
@@ -321,5 +322,19 @@ func limitAddressSpace(t *testing.T, n uint64) {
 	lim := &syscall.Rlimit{Cur: vm + n, Max: vm + n}
 	if err := syscall.Setrlimit(syscall.RLIMIT_AS, lim); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The spec files of a fleet are bounded together, before any is parsed:
+// by spec.Load and by the directory source, which stops reading.
+func TestTotalSizeLimit(t *testing.T) {
+	chunk := strings.Repeat("# padding\n", 1000) // 10 kB
+	srcs := []Source{{Name: "a.hcl", Bytes: []byte(chunk)}, {Name: "b.hcl", Bytes: []byte(chunk)}}
+	_, _, diags := Load(srcs, Options{Limits: Limits{TotalSize: 15000}})
+	if len(diags) != 1 || diags[0].Summary != "Specs too large" || !strings.Contains(diags[0].Detail, "limits.spec_total_size") {
+		t.Errorf("Load over the total: %v", diags)
+	}
+	if _, _, diags := Load(srcs, Options{Limits: Limits{TotalSize: 30000}}); diags.HasErrors() && diags[0].Summary == "Specs too large" {
+		t.Errorf("Load within the total: %v", diags)
 	}
 }

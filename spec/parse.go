@@ -232,7 +232,16 @@ func Load(srcs []Source, opts Options) (*Fleet, Files, hcl.Diagnostics) {
 		dir   string
 	}
 	var merchants, databases, packages, rollouts, defaults, backups, restarts []bodyOf
-	parsed := parseAll(srcs, opts.Limits.WithDefaults())
+	lim := opts.Limits.WithDefaults()
+	var total int64
+	for _, s := range srcs {
+		total += int64(len(s.Bytes))
+	}
+	if total > lim.TotalSize {
+		d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Specs too large", Detail: TotalSizeError(total, lim.TotalSize).Error() + "."})
+		return fl, Files{}, d.diags
+	}
+	parsed := parseAll(srcs, lim)
 	files := make(Files, len(srcs))
 	unparsed := 0 // files that did not parse: their blocks are unknown
 	for i, s := range srcs {

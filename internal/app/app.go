@@ -221,9 +221,9 @@ func DesiredFor(h *spec.Host, fl *spec.Fleet) engine.Desired {
 func NewSource(h *spec.Host, log *slog.Logger) source.Source {
 	if h.Source.Git != nil {
 		return source.NewGit(*h.Source.Git, Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}.GitCache(),
-			source.GitOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize})
+			source.GitOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize, MaxTotalSize: h.Limits.WithDefaults().TotalSize})
 	}
-	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize})
+	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize, MaxTotalSize: h.Limits.WithDefaults().TotalSize})
 }
 
 // LogShimName is the log shim program steward prefers, looked up next to
