@@ -392,3 +392,27 @@ func TestStreamsWithoutTheTokenLeaveSlots(t *testing.T) {
 		t.Errorf("a fifth stream: %d", r.StatusCode)
 	}
 }
+
+// A command's output kept in the history (a migration's) is, like a log,
+// for readers with the token: without it history, status and the event
+// stream carry the event without its detail.
+func TestEventDetailsNeedTheToken(t *testing.T) {
+	ts, d := newServer(t, "t0ken", "")
+	ev := state.Event{Time: time.Now(), Merchant: "acme", Action: "migrate", Result: "error", Detail: "generated admin password: Zq9-output"}
+	d.addEvent(ev)
+	d.change(func(s *Status) {
+		for i := range s.Merchants {
+			if s.Merchants[i].ID == "acme" {
+				s.Merchants[i].LastEvent = &ev
+			}
+		}
+	})
+	for _, path := range []string{"/v1/merchants/acme/history", "/v1/status"} {
+		if _, public := get(t, ts.URL+path, ""); strings.Contains(public, "Zq9-output") || !strings.Contains(public, DetailWithheld) {
+			t.Errorf("%s without the token:\n%s", path, public)
+		}
+		if _, full := get(t, ts.URL+path, "t0ken"); !strings.Contains(full, "Zq9-output") {
+			t.Errorf("%s with the token lost the detail:\n%s", path, full)
+		}
+	}
+}

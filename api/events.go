@@ -127,7 +127,11 @@ func (h *hub) run(ctx context.Context, gen uint64) {
 			}
 			if c.Event != nil {
 				if data, err := json.Marshal(c.Event); err == nil {
-					h.broadcast(gen, message{event: "history", data: data, merchant: c.Event.Merchant})
+					m := message{event: "history", data: data, merchant: c.Event.Merchant}
+					if c.Event.Detail != "" {
+						m.public, _ = json.Marshal(PublicEvent(*c.Event))
+					}
+					h.broadcast(gen, m)
 				}
 			}
 			schedule()
@@ -147,8 +151,8 @@ func (h *hub) run(ctx context.Context, gen uint64) {
 			}
 			last = data
 			m := message{event: "status", data: data}
-			if pub := doc.Public(); pub.SpecError != doc.SpecError {
-				m.public, _ = json.Marshal(pub)
+			if pub, _ := json.Marshal(doc.Public()); !bytes.Equal(pub, data) {
+				m.public = pub
 			}
 			h.broadcast(gen, m)
 		}

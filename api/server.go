@@ -529,6 +529,11 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []state.Event{}
 	}
+	if !s.tokenOK(r) {
+		for i := range events {
+			events[i] = PublicEvent(events[i])
+		}
+	}
 	writeJSON(w, http.StatusOK, History{Merchant: id, Events: events})
 }
 

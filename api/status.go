@@ -31,10 +31,36 @@ type Status struct {
 // Public returns the document as a reader without the token may see it:
 // SpecError is cut to its first line (file, line and summary), so that no
 // quoted spec line reaches it.
+//
+// Nor does any event detail (the output of a package's commands, which may
+// hold what a package printed and steward does not know to be secret):
+// like logs, it needs the token.
 func (s Status) Public() Status {
 	s.SpecError, _, _ = strings.Cut(s.SpecError, "\n")
+	ms := make([]MerchantStatus, len(s.Merchants))
+	for i, m := range s.Merchants {
+		if m.LastEvent != nil && m.LastEvent.Detail != "" {
+			ev := PublicEvent(*m.LastEvent)
+			m.LastEvent = &ev
+		}
+		ms[i] = m
+	}
+	s.Merchants = ms
 	return s
 }
+
+// PublicEvent is ev as a reader without the token may see it: without its
+// detail (a command's output), which DetailWithheld replaces.
+func PublicEvent(ev state.Event) state.Event {
+	if ev.Detail != "" {
+		ev.Detail = DetailWithheld
+	}
+	return ev
+}
+
+// DetailWithheld stands for an event's detail in what readers without the
+// token get.
+const DetailWithheld = "(withheld: needs the API token)"
 
 // MerchantStatus is one merchant of the status document.
 type MerchantStatus struct {

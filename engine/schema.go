@@ -57,7 +57,9 @@ func (o *op) versionCommand(ctx context.Context, rel *pkgstore.Release, argv []s
 	s := runtimeSpec(o, rel, argv, port)
 	out, err := o.e.Runtime.RunOnce(ctx, s, time.Minute, true)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w: %s", argv[0], err, tail(o.redact(out), 400))
+		// The output goes to the history, where readers need the token.
+		o.record(ctx, "schema", "the schema version command failed", "error", tail(o.redact(out), 2000), err)
+		return 0, fmt.Errorf("%s: %w (its output is in the history)", argv[0], err)
 	}
 	return parseVersionOutput(argv[0], out)
 }
@@ -132,7 +134,8 @@ func (o *op) checkSchema(ctx context.Context, rel *pkgstore.Release, port int) e
 func (o *op) runMigrate(ctx context.Context, rel *pkgstore.Release, port int) error {
 	out, err := o.e.Runtime.RunOnce(ctx, runtimeSpec(o, rel, rel.MigrateCommand(), port), 5*time.Minute, false)
 	if err != nil {
-		return fmt.Errorf("migrate failed (the old version was not stopped): %w: %s", err, tail(o.redact(out), 400))
+		o.record(ctx, "migrate", "the release's migrate command", "error", tail(o.redact(out), 2000), err)
+		return fmt.Errorf("migrate failed (the old version was not stopped): %w (its output is in the history)", err)
 	}
 	return nil
 }
