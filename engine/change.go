@@ -211,6 +211,8 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 			return fmt.Errorf("checking port %d: %w", port, perr)
 		case found && !mine:
 			return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is held by pid %d, which is not merchant %s's process", ErrPortTaken, port, owner.PID, m.ID))
+		case found && o.stopped:
+			return o.leftBehind(owner, port)
 		case found:
 			p = owner // started before steward died, never recorded
 		default:

@@ -55,6 +55,10 @@ type op struct {
 	pkg *spec.Package
 	log *slog.Logger
 	rid string
+	// stopped is set once this action has stopped a process of the
+	// merchant: a process still holding its port then is one it left
+	// behind, never one to adopt.
+	stopped bool
 }
 
 func (o *op) ctxErr(ctx context.Context) error { return context.Cause(ctx) }
@@ -215,6 +219,7 @@ func (o *op) stopInstances(ctx context.Context, rec *reconcile.Record) error {
 		if err := o.e.stopProc(ctx, rec.ID, procOf(*c), o.grace()); err != nil {
 			return err
 		}
+		o.stopped = true
 		if _, err := o.e.update(ctx, rec.ID, func(r *reconcile.Record) bool { r.Candidate = nil; return true }); err != nil {
 			return err
 		}
@@ -225,6 +230,7 @@ func (o *op) stopInstances(ctx context.Context, rec *reconcile.Record) error {
 	if err := o.e.stopProc(ctx, rec.ID, procOf(rec.Current), o.grace()); err != nil {
 		return err
 	}
+	o.stopped = true
 	_, err := o.e.update(ctx, rec.ID, func(r *reconcile.Record) bool { r.NoteStopped(o.e.Now()); return true })
 	if o.e.OnStopped != nil {
 		o.e.OnStopped(rec.ID)
@@ -355,6 +361,8 @@ func (o *op) launch(ctx context.Context, version string, port int, migrate bool)
 		return reconcile.WithClass(reconcile.Transient, fmt.Errorf("checking port %d: %w", port, err))
 	case found && !mine:
 		return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is held by pid %d, which is not merchant %s's process; free the port or give %s another one", ErrPortTaken, port, owner.PID, m.ID, m.ID))
+	case found && o.stopped:
+		return o.leftBehind(owner, port)
 	case found:
 		// A process of this merchant whose start was never recorded
 		// (steward died between starting it and saving): adopt it.
@@ -471,6 +479,14 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 		}
 	}
 	return version, o.launch(ctx, version, port, false)
+}
+
+// leftBehind is the error of a port still held, after the merchant's
+// process was stopped, by a process of the merchant's (one it started and
+// detached from itself): steward stops only the processes it started.
+func (o *op) leftBehind(owner Proc, port int) error {
+	return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is still held by pid %d after %s's process was stopped: a process it started and left behind, which steward does not stop (it stops only the processes it started); stop pid %d, then start %s again",
+		ErrPortTaken, port, owner.PID, o.m.ID, owner.PID, o.m.ID))
 }
 
 // checkMovePort refuses, before anything is stopped, to move a running

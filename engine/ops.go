@@ -75,6 +75,24 @@ func (e *Engine) RollbackTarget(id string) (string, error) {
 	return good[len(good)-1], nil
 }
 
+// leftOnPorts reports a process of merchant id's (working in its
+// directory) that still holds one of rec's ports after its processes were
+// stopped.
+func (e *Engine) leftOnPorts(id string, rec *reconcile.Record) error {
+	if rec == nil || e.Paths == nil {
+		return nil
+	}
+	for _, port := range []int{rec.Port, rec.AltPort} {
+		if port == 0 {
+			continue
+		}
+		if owner, mine, found, err := e.Runtime.PortOwner(port, e.Paths.WorkDir(id)); err == nil && found && mine {
+			return fmt.Errorf("stopped and forgotten, but port %d is still held by pid %d, a process it started and left behind; steward stops only the processes it started: stop pid %d", port, owner.PID, owner.PID)
+		}
+	}
+	return nil
+}
+
 // refusedError is err as ErrRefused, with err's message alone.
 type refusedError struct{ error }
 
@@ -231,6 +249,12 @@ func (e *Engine) Destroy(ctx context.Context, d Desired, dropDatabases bool, hoo
 		a := reconcile.Action{Kind: reconcile.Delete, Merchant: id, Reason: "steward destroy"}
 		if err := e.Execute(ctx, d, a, "", hooks); err != nil {
 			res.Failed[id] = err
+			continue
+		}
+		// A process the merchant started and detached from itself
+		// outlives it: say so, with its pid, rather than "stopped".
+		if left := e.leftOnPorts(id, recs[id]); left != nil {
+			res.Failed[id] = left
 			continue
 		}
 		res.Stopped = append(res.Stopped, id)

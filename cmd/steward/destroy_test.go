@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -97,5 +99,42 @@ func TestDestroy(t *testing.T) {
 	out, errs, code = f.steward("destroy", "-auto-approve", "-drop-databases")
 	if code != 0 || !strings.Contains(out, "does not exist; nothing to drop") {
 		t.Errorf("a second destroy: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// A process a merchant starts and detaches from itself (setsid) outlives
+// the merchant's process: destroy says so with its pid instead of
+// "stopped", and a restart does not adopt it as the merchant.
+func TestProcessLeftBehindIsReported(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("no setsid")
+	}
+	app := extract(t, filepath.Join(examplePackages(t), "invoicing-1.0.0.tar.gz"), "bin/invoicing")
+	pkgs := t.TempDir()
+	os.Chmod(pkgs, 0o755)
+	writeTarball(t, pkgs, "detach", "1.0.0", map[string]string{
+		"package.hcl":   "command = [\"bin/start\", \"${port}\"]\nhealth { http = \"/health\" }\n",
+		"bin/invoicing": app,
+		"bin/start":     "#!/bin/sh\nsetsid \"$(dirname \"$0\")/invoicing\" --port=\"$1\" </dev/null >/dev/null 2>&1 &\nexec sleep 3600\n",
+	})
+	f := newFleet(t, 5)
+	f.write("fleet.hcl", fmt.Sprintf("package \"detach\" {\n  source = %q\n  channel \"s\" { version = \"1.0.0\" }\n}\nmerchant \"solo\" {\n  package = \"detach\"\n  channel = \"s\"\n}\n", pkgs))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s%s", out, errs)
+	}
+	m := f.merchant(f.status(), "solo")
+	holder := portHolder(m.Port)
+	if holder == 0 || holder == m.PID {
+		t.Fatalf("the detached server does not hold port %d (holder %d, merchant pid %d)", m.Port, holder, m.PID)
+	}
+	t.Cleanup(func() { syscall.Kill(holder, syscall.SIGKILL) })
+
+	out, errs, code := f.steward("restart", "solo")
+	if code != exitError || !strings.Contains(out+errs, fmt.Sprintf("still held by pid %d", holder)) {
+		t.Errorf("restart with a process left behind: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code = f.steward("destroy", "-auto-approve")
+	if code != exitError || !strings.Contains(out, fmt.Sprintf("port %d is still held by pid %d", m.Port, holder)) {
+		t.Errorf("destroy with a process left behind: exit %d\n%s%s", code, out, errs)
 	}
 }
