@@ -17,7 +17,7 @@ import (
 // runtimeSpec is the spec of a one-off command of rel run the way the
 // merchant runs.
 func runtimeSpec(o *op, rel *pkgstore.Release, argv []string, port int) runtime.Spec {
-	return runtime.Spec{Merchant: o.m.ID, Argv: argv, ReleaseDir: rel.Dir, WorkDir: o.e.Paths.WorkDir(o.m.ID), LogDir: o.e.Paths.LogDir(o.m.ID), Env: o.env(port)}
+	return runtime.Spec{Merchant: o.m.ID, Argv: argv, ReleaseDir: rel.Dir, WorkDir: o.e.Paths.WorkDir(o.m.ID), LogDir: o.e.Paths.LogDir(o.m.ID), Env: o.env(port), Credential: o.cred}
 }
 
 // parseVersionOutput reads the schema version a command printed last.
@@ -154,6 +154,9 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 	r := reconcile.RolloutSettings(o.d.Fleet, m.Package)
 	viaRouter := e.beside(m) && rec.AltPort != 0
 	downFirst := false
+	if err := o.ensureCred(ctx); err != nil {
+		return err
+	}
 	if c.Step < reconcile.StepMigrated {
 		var err error
 		if downFirst, err = o.schemaBeforeChange(ctx, rel, fromRel, c.From, rec.Port); err != nil {

@@ -26,6 +26,9 @@ type Desired struct {
 	Reserved map[int]string
 	// Redact hides every secret value steward knows in a text.
 	Redact func(string) string
+	// UIDs, when set, gives every merchant a user id (and group id) of its
+	// own from the range, kept in its record (runtime.uids).
+	UIDs spec.PortRange
 }
 
 // Hooks receive progress; the CLI and the API render it. Methods may be

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -59,6 +60,9 @@ type op struct {
 	// merchant: a process still holding its port then is one it left
 	// behind, never one to adopt.
 	stopped bool
+	// cred is the merchant's own user when the host gives merchants users
+	// of their own (ensureCred); nil: the runtime's user.
+	cred *syscall.Credential
 }
 
 func (o *op) ctxErr(ctx context.Context) error { return context.Cause(ctx) }
@@ -347,6 +351,9 @@ func (o *op) launch(ctx context.Context, version string, port int, migrate bool)
 	if err != nil {
 		return err
 	}
+	if err := o.ensureCred(ctx); err != nil {
+		return err
+	}
 	spec, err := o.launchSpec(rel, port)
 	if err != nil {
 		return err
@@ -446,6 +453,9 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 	if o.a.After != nil && o.a.After.Port != 0 {
 		port = o.a.After.Port
 	}
+	if err := o.ensureCred(ctx); err != nil {
+		return "", err
+	}
 	ls, err := o.launchSpec(rel, port)
 	if err != nil {
 		return "", err
@@ -510,8 +520,51 @@ func (o *op) launchSpec(rel *pkgstore.Release, port int) (runtime.Spec, error) {
 	if err != nil {
 		return runtime.Spec{}, reconcile.WithClass(reconcile.Stalled, err)
 	}
+	if o.d.UIDs.High != 0 && o.cred == nil {
+		return runtime.Spec{}, fmt.Errorf("merchant %s has no user of its own yet", o.m.ID) // ensureCred was not called
+	}
 	return runtime.Spec{Merchant: o.m.ID, Argv: argv, ReleaseDir: rel.Dir, WorkDir: o.e.Paths.WorkDir(o.m.ID), LogDir: o.e.Paths.LogDir(o.m.ID),
-		Env: o.env(port)}, nil
+		Env: o.env(port), Credential: o.cred}, nil
+}
+
+// ensureCred gives the merchant its own user id when the host asks for
+// users of their own (Desired.UIDs): the one its record keeps, or the
+// lowest id of the range no record holds, saved at once (under portMu, so
+// that two merchants never get the same).
+func (o *op) ensureCred(ctx context.Context) error {
+	r := o.d.UIDs
+	if r.High == 0 || o.cred != nil {
+		return nil
+	}
+	rec := o.e.Record(o.m.ID)
+	if rec == nil {
+		return fmt.Errorf("merchant %s has no record", o.m.ID)
+	}
+	uid := rec.UID
+	if !r.Contains(uid) {
+		o.e.portMu.Lock()
+		defer o.e.portMu.Unlock()
+		taken := map[int]bool{}
+		recs, _, _ := o.e.Snapshot()
+		for _, x := range recs {
+			taken[x.UID] = true
+		}
+		uid = 0
+		for u := r.Low; u <= r.High; u++ {
+			if !taken[u] {
+				uid = u
+				break
+			}
+		}
+		if uid == 0 {
+			return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("no free user id left in runtime.uids %s for merchant %s", r, o.m.ID))
+		}
+		if _, err := o.e.update(ctx, o.m.ID, func(x *reconcile.Record) bool { x.UID = uid; return true }); err != nil {
+			return err
+		}
+	}
+	o.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}
+	return nil
 }
 
 // env is the complete environment of the merchant's process on port.

@@ -24,6 +24,9 @@ type Record struct {
 	// AltPort is a second port, assigned when a router lets a new instance
 	// start beside the serving one (zero-downtime changes).
 	AltPort int `json:"alt_port,omitempty"`
+	// UID is the merchant's own user id (and group id), when the host
+	// gives merchants users of their own (runtime.uids); assigned once.
+	UID int `json:"uid,omitempty"`
 	// Current is the instance serving the merchant (PID 0: none runs). Its
 	// Version is the version last started, also after the process died.
 	Current Instance `json:"current"`

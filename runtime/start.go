@@ -217,8 +217,22 @@ func MakeDir(dir string, cred *syscall.Credential) (string, error) {
 		return "", err
 	}
 	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(dir, &st); err != nil {
 			return "", err
+		}
+		if st.Uid != cred.Uid || st.Gid != cred.Gid {
+			// A merchant that changed users (runtime.user, runtime.uids):
+			// what it wrote as the previous one becomes the new one's.
+			err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Lchown(p, int(cred.Uid), int(cred.Gid))
+			})
+			if err != nil {
+				return "", err
+			}
 		}
 	}
 	return dir, nil

@@ -71,7 +71,13 @@ type RuntimeConfig struct {
 	// specs must lie inside it too.
 	Ports PortRange
 	// User is the unprivileged user merchants run as when steward is root.
-	User        string
+	User string
+	// UIDs, when set (steward runs as root), gives every merchant a user
+	// of its own instead of User: the uid (and gid) Low plus a slot kept
+	// in the merchant's record, with no other groups, so that merchants
+	// cannot read each other's environment, files and logs or signal each
+	// other's processes. The ids need no account on the host.
+	UIDs PortRange
 	StopGrace   time.Duration
 	LogMaxBytes int64
 	LogKeep     int
@@ -297,7 +303,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 					"state { postgres } is not available in this version of steward: its state lives in the embedded file store. Remove the postgres block and use state { path = \".steward/state\" } (or leave state out for that default).")
 			}
 		case "runtime":
-			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("root", "ports", "user", "stop_grace", "log_max_size", "log_keep")})
+			bc := d.content(b.Body, &hcl.BodySchema{Attributes: attrNames("root", "ports", "user", "uids", "stop_grace", "log_max_size", "log_keep")})
 			if bc == nil {
 				continue
 			}
@@ -314,6 +320,20 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 				}
 			}
 			d.str(bc.Attributes, "user", &h.Runtime.User)
+			var uids string
+			if a := d.str(bc.Attributes, "uids", &uids); a != nil && uids != "" {
+				lo, hi, ok := strings.Cut(strings.TrimSpace(uids), "-")
+				l, err1 := strconv.Atoi(strings.TrimSpace(lo))
+				hh, err2 := strconv.Atoi(strings.TrimSpace(hi))
+				switch {
+				case !ok || err1 != nil || err2 != nil || l > hh:
+					d.errorf(a.Expr.Range(), "Invalid uid range", "runtime.uids is a range of user ids, LOW-HIGH, for example \"70000-79999\"; got %q.", uids)
+				case l < 1000 || hh > 2147483646:
+					d.errorf(a.Expr.Range(), "Invalid uid range", "runtime.uids must lie within 1000-2147483646 (below 1000 are the system's accounts); got %q.", uids)
+				default:
+					h.Runtime.UIDs = PortRange{Low: l, High: hh}
+				}
+			}
 			d.duration(bc.Attributes, "stop_grace", &h.Runtime.StopGrace)
 			var size string
 			if a := d.str(bc.Attributes, "log_max_size", &size); a != nil && size != "" {

@@ -214,7 +214,11 @@ func DesiredFor(h *spec.Host, fl *spec.Fleet) engine.Desired {
 	if fl != nil {
 		red = red.Merge(fl.Redactor())
 	}
-	return engine.Desired{Fleet: fl, Ports: h.Runtime.Ports, Reserved: h.ReservedPorts(), Redact: red.Redact}
+	d := engine.Desired{Fleet: fl, Ports: h.Runtime.Ports, Reserved: h.ReservedPorts(), Redact: red.Redact}
+	if os.Geteuid() == 0 {
+		d.UIDs = h.Runtime.UIDs // users of their own need root to start processes as them
+	}
+	return d
 }
 
 // NewSource returns the spec source h names; log may be nil.

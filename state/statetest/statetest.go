@@ -81,7 +81,7 @@ func FullRecord(id string) *reconcile.Record {
 	ts := func(s int) time.Time { return time.Date(2026, 11, 22, 12, 0, s, 123456789, time.UTC) }
 	schema := int64(3)
 	return &reconcile.Record{
-		ID: id, Package: "invoicing", Port: 8101, AltPort: 8102,
+		ID: id, Package: "invoicing", Port: 8101, AltPort: 8102, UID: 70001,
 		Current:   reconcile.Instance{PID: 4242, StartTime: 987654, Port: 8101, Version: "1.1.0", StartedAt: ts(1), Routed: true},
 		Candidate: &reconcile.Instance{PID: 4343, StartTime: 987655, Port: 8102, Version: "1.2.0-rc1", StartedAt: ts(2), Routed: true},
 		Applied:   map[string]string{"env.LOCALE": "zh_CN", "database.dsn": "hmac:0011"},
