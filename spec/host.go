@@ -77,7 +77,7 @@ type RuntimeConfig struct {
 	// in the merchant's record, with no other groups, so that merchants
 	// cannot read each other's environment, files and logs or signal each
 	// other's processes. The ids need no account on the host.
-	UIDs PortRange
+	UIDs        PortRange
 	StopGrace   time.Duration
 	LogMaxBytes int64
 	LogKeep     int
