@@ -86,11 +86,17 @@ func validateMerchants(d *decoder, fl *Fleet, raws []*rawMerchant, opts Options,
 			}
 			key := server + "/" + m.DBName
 			if other, ok := dbOwner[key]; ok {
-				rng := at
-				if rm.dbNameAttr != nil {
-					rng = rm.dbNameAttr.Expr.Range()
+				// Merchants may share a database only while they run one
+				// release of one package: a release migrates the schema
+				// every merchant on it must run with.
+				if o := other.m; o.Package != m.Package || o.Version != m.Version {
+					rng := at
+					if rm.dbNameAttr != nil {
+						rng = rm.dbNameAttr.Expr.Range()
+					}
+					d.errorf(rng, "Database shared by different versions", "Merchants %q and %q (%s) use the same database %q on the same server but ask for different versions (%s and %s): one would migrate the schema the other runs on. Give them the same package and version (or channel), or each a db_name of its own.",
+						m.ID, o.ID, rangeString(o.DeclRange), m.Shown("db_name", m.DBName), m.Shown("version", m.Package+" "+m.Version), o.Shown("version", o.Package+" "+o.Version))
 				}
-				d.errorf(rng, "Database shared", "Merchants %q and %q (%s) would use the same database %q on the same server: each merchant migrates, backs up and drops its own database. Set db_name to a name of its own.", m.ID, other.m.ID, rangeString(other.m.DeclRange), m.Shown("db_name", m.DBName))
 			} else {
 				dbOwner[key] = rm
 			}

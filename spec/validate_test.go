@@ -141,41 +141,49 @@ func TestAParseErrorDoesNotCascade(t *testing.T) {
 	}
 }
 
-// Two merchants may not share a database on one server (through two
-// database blocks for the same server, or a db_name equal to another's
-// id); the same name on different servers is fine.
-func TestSharedDatabaseRefused(t *testing.T) {
+// Merchants may share a database on one server (through two database
+// blocks for the same server, or a db_name equal to another's id) only
+// while they ask for the same release; the same name on another server is
+// another database.
+func TestSharedDatabaseNeedsOneVersion(t *testing.T) {
 	src := `database "a" { dsn = "postgres://u@h1:5432/x" }
 database "a2" { dsn = "host=h1 user=v" }
 database "b" { dsn = "postgres://u@h2/x" }
 package "p" {
   source = "/p"
   channel "s" { version = "1.0.0" }
+  channel "t" { version = "1.1.0" }
 }
 defaults {
   package = "p"
   channel = "s"
 }
 merchant "one" { database = "a" }
-merchant "two" {
+merchant "same" {
   database = "a2"
   db_name  = "one"
 }
-merchant "three" {
+merchant "newer" {
+  database = "a"
+  db_name  = "one"
+  channel  = "t"
+}
+merchant "elsewhere" {
   database = "b"
   db_name  = "one"
+  channel  = "t"
 }
 `
 	_, _, diags := Load([]Source{{Name: "f.hcl", Bytes: []byte(src)}}, Options{})
 	var shared []string
 	for _, d := range diags {
-		if d.Summary == "Database shared" {
+		if d.Summary == "Database shared by different versions" {
 			shared = append(shared, d.Detail)
 		} else if d.Severity == hcl.DiagError {
 			t.Errorf("unexpected: %s", d.Error())
 		}
 	}
-	if len(shared) != 1 || !strings.Contains(shared[0], `"two" and "one"`) {
+	if len(shared) != 1 || !strings.Contains(shared[0], `"newer" and "one"`) || !strings.Contains(shared[0], "p 1.1.0 and p 1.0.0") {
 		t.Errorf("shared database diagnostics: %q", shared)
 	}
 }
