@@ -29,9 +29,10 @@ func exampleSpecs(t *testing.T, dir string, low int, pkgs string) string {
 		t.Fatal(err)
 	}
 	if pkgs == "" {
-		// Keep the relative source (and so the spec revision) as it is.
-		abs, _ := filepath.Abs("../../examples/packages")
-		os.Symlink(abs, filepath.Join(filepath.Dir(dir), "packages"))
+		// Keep the relative source (and so the spec revision) as it is,
+		// pointing at packages built for the tests (examples/packages
+		// exists only after make demo).
+		os.Symlink(examplePackages(t), filepath.Join(filepath.Dir(dir), "packages"))
 	}
 	port := regexp.MustCompile(`(?m)^(\s*port\s*=\s*)(81\d\d)\s*$`)
 	for _, name := range []string{"fleet.hcl", "east.hcl", "west.hcl"} {
