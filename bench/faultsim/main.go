@@ -1,0 +1,142 @@
+// Command faultsim is steward's fault simulator: it brings up a scratch
+// fleet, injects faults at random for a while, writes through the
+// merchants the whole time, and then checks that steward converged and
+// lost nothing. See bench/README.md.
+//
+//	go run ./bench/faultsim -duration 30m [-faults N] [-seed S] [-merchants 8] [-keep] [-v]
+//
+// Setup: a scratch directory (0755, since merchants run as nobody when
+// faultsim is root), steward and steward-logshim built into it, the
+// example invoicing app built as packages 1.0.0, 1.1.0 and a broken 1.2.0,
+// one PostgreSQL database per merchant (named with a unique prefix,
+// dropped at the end) reached through a tcpproxy each so that it can be
+// cut, and `steward run` as a child process. As root the state directory
+// lives on a small tmpfs so that it can be filled.
+//
+// The faults, picked at random from -seed (printed, so that a run can be
+// replayed): merchant SIGKILL and SIGSTOP (SIGCONT later, or left to
+// steward's health check), log shim SIGKILL, daemon SIGKILL (at random,
+// mid-rollout after a version push, and mid-apply of `steward apply`
+// while no daemon runs), database cuts and black holes, bad spec writes
+// (or commits), a full disk under the state, and API floods. Every fault
+// is restored after a while; whether its target came back is timed.
+//
+// At the end faultsim restores what is left, waits (bounded) for steward
+// to converge and checks: every merchant running and healthy on the
+// version the rollout policy holds for it; one process and one log shim
+// per merchant, none stopped, no zombies of steward's; the pids in the
+// state's records are the processes in /proc; every history event has a
+// reason and a result, and no live process is recorded as exited; every
+// acknowledged write is in the merchant's database exactly once. It prints
+// a table of faults by kind and exits 1 on any violation.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// config is what the flags set.
+type config struct {
+	duration     time.Duration
+	faults       int
+	seed         int64
+	merchants    int
+	keep         bool
+	verbose      bool
+	restartBlock bool
+	source       string
+	kinds        []kind
+	interval     time.Duration
+	daemonGap    time.Duration
+	recoverBound time.Duration
+	converge     time.Duration
+	daemonNofile int
+	floodConns   int
+	workRoot     string
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("faultsim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: go run ./bench/faultsim -duration 30m [flags]\n\nInjects faults into a scratch steward fleet and checks that it converges and loses nothing.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.DurationVar(&c.duration, "duration", 0, "inject faults for this long (with -faults: whichever ends first)")
+	fs.IntVar(&c.faults, "faults", 0, "inject this many faults (with -duration: whichever ends first)")
+	fs.Int64Var(&c.seed, "seed", 0, "seed of the fault schedule (0: a random one, printed)")
+	fs.IntVar(&c.merchants, "merchants", 8, "merchants in the fleet")
+	fs.BoolVar(&c.keep, "keep", false, "keep the scratch directory (configs, state, logs) and the databases")
+	fs.BoolVar(&c.verbose, "v", false, "print every fault as it is injected, restored and recovered")
+	fs.BoolVar(&c.restartBlock, "restart-block", true, `write the fleet-wide restart block (restart { initial_delay = "100ms" max_delay = "2s" reset_after = "10s" }) into the specs`)
+	fs.StringVar(&c.source, "source", "dir", "where the specs come from: dir (a watched directory) or git (a local repository)")
+	kinds := fs.String("kinds", "all", "comma-separated fault kinds to inject ("+strings.Join(kindNames(), ", ")+")")
+	fs.DurationVar(&c.interval, "interval", 300*time.Millisecond, "mean pause between two faults (exponentially distributed)")
+	fs.DurationVar(&c.daemonGap, "daemon-gap", 5*time.Second, "least time between two faults that kill the daemon")
+	fs.DurationVar(&c.recoverBound, "recover", 30*time.Second, "a fault's target must be back within this bound (plus the restart backoff due)")
+	fs.DurationVar(&c.converge, "converge", 2*time.Minute, "bound for the fleet to converge after the last fault is restored")
+	fs.IntVar(&c.daemonNofile, "daemon-nofile", 1024, "RLIMIT_NOFILE of the daemon (0: inherited), so that an API flood can reach it")
+	fs.IntVar(&c.floodConns, "flood-conns", 1500, "connections an API flood opens")
+	fs.StringVar(&c.workRoot, "workdir", "", "parent of the scratch directory (default: the system's temporary directory)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.duration <= 0 && c.faults <= 0 {
+		return c, fmt.Errorf("give -duration or -faults (or both)")
+	}
+	if c.merchants < 1 || c.merchants > 99 {
+		return c, fmt.Errorf("-merchants must be between 1 and 99, not %d", c.merchants)
+	}
+	if c.source != "dir" && c.source != "git" {
+		return c, fmt.Errorf("-source must be dir or git, not %q", c.source)
+	}
+	var err error
+	if c.kinds, err = parseKinds(*kinds); err != nil {
+		return c, err
+	}
+	if c.interval <= 0 || c.recoverBound <= 0 || c.converge <= 0 {
+		return c, fmt.Errorf("-interval, -recover and -converge must be positive")
+	}
+	if c.seed == 0 {
+		c.seed = time.Now().UnixNano()
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, stderr)
+	if err == flag.ErrHelp {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "faultsim: %v\n", err)
+		return 2
+	}
+	res, err := simulate(ctx, c, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "faultsim: %v\n", err)
+		return 1
+	}
+	if len(res.violations) > 0 {
+		return 1
+	}
+	return 0
+}
