@@ -524,7 +524,7 @@ func (s *sim) keepHistories(violations []string) {
 		if done {
 			continue
 		}
-		h := s.merchantHistory(id, 15)
+		h := s.merchantHistory(id, 25)
 		s.mu.Lock()
 		if s.histories == nil {
 			s.histories = map[string][]string{}
@@ -544,6 +544,9 @@ func (s *sim) merchantHistory(id string, n int) []string {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	var out []string
+	var last string
+	var lastAt time.Time
+	repeats := 0
 	for sc.Scan() {
 		var e struct {
 			event
@@ -553,17 +556,30 @@ func (s *sim) merchantHistory(id string, n int) []string {
 		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Merchant != id {
 			continue
 		}
-		line := fmt.Sprintf("%s %s %s [%s] %s", e.Time.Format("15:04:05.000"), e.Action, e.Version, e.Result, e.Reason)
+		what := fmt.Sprintf("%s %s [%s] %s", e.Action, e.Version, e.Result, e.Reason)
 		if e.PID != 0 {
-			line += fmt.Sprintf(" (pid %d)", e.PID)
+			what += fmt.Sprintf(" (pid %d)", e.PID)
 		}
 		if e.Error != "" {
-			line += ": " + e.Error
+			what += ": " + e.Error
 		}
-		out = append(out, line)
+		// The same event again (a retry every resync) is counted, not repeated.
+		if what == last {
+			repeats++
+			lastAt = e.Time
+			continue
+		}
+		if repeats > 0 {
+			out[len(out)-1] += fmt.Sprintf(" (and %d times more, until %s)", repeats, lastAt.Format("15:04:05.000"))
+		}
+		last, lastAt, repeats = what, e.Time, 0
+		out = append(out, e.Time.Format("15:04:05.000")+" "+what)
 		if len(out) > n {
 			out = out[1:]
 		}
+	}
+	if repeats > 0 && len(out) > 0 {
+		out[len(out)-1] += fmt.Sprintf(" (and %d times more, until %s)", repeats, lastAt.Format("15:04:05.000"))
 	}
 	return out
 }

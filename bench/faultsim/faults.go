@@ -104,6 +104,9 @@ type fault struct {
 	// within bound, after took.
 	watched   bool
 	recovered bool
+	// left: a SIGSTOP left for steward to end (the fault does not last
+	// until faultsim ends it).
+	left      bool
 	took      time.Duration
 	lost, dup int
 }
@@ -211,6 +214,42 @@ func (k kind) disruptsDaemon() bool {
 	return k == kDaemonKill || k == kDaemonRollout || k == kDaemonApply
 }
 
+// fleetGroup names the fleet-wide faults that share a cooldown (see
+// -fleet-gap); "" for the faults of one merchant.
+func (k kind) fleetGroup() string {
+	switch {
+	case k.disruptsDaemon():
+		return "daemon"
+	case k == kDiskFull:
+		return "state"
+	case k == kAPIFlood:
+		return "api"
+	case k == kBadSpec:
+		return "specs"
+	}
+	return ""
+}
+
+// coolDown makes faults of k's group wait -fleet-gap from now.
+func (s *sim) coolDown(k kind) {
+	if g := k.fleetGroup(); g != "" {
+		s.mu.Lock()
+		s.cool[g] = time.Now().Add(s.cfg.fleetGap)
+		s.mu.Unlock()
+	}
+}
+
+// cooled says whether k's group may have a fault now.
+func (s *sim) cooled(k kind) bool {
+	g := k.fleetGroup()
+	if g == "" {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !time.Now().Before(s.cool[g])
+}
+
 // inject injects faults until -duration passes or -faults are done.
 func (s *sim) inject(ctx context.Context) {
 	var deadline time.Time
@@ -219,7 +258,6 @@ func (s *sim) inject(ctx context.Context) {
 	}
 	lastReport := time.Now()
 	lastInjected := time.Now()
-	var lastDaemon time.Time
 	for ctx.Err() == nil {
 		if s.cfg.faults > 0 && len(s.faults) >= s.cfg.faults {
 			return
@@ -227,11 +265,10 @@ func (s *sim) inject(ctx context.Context) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return
 		}
-		// Daemon kills at most every -daemon-gap, so that steward's health
-		// checks and gates get to decide between them.
-		k, ok := s.pick(func(k kind) bool {
-			return !k.disruptsDaemon() || time.Since(lastDaemon) >= s.cfg.daemonGap
-		})
+		// Fleet-wide faults of one group at most every -fleet-gap (after
+		// the last one ended), so that steward's health checks, gates and
+		// retries get to decide between them.
+		k, ok := s.pick(s.cooled)
 		if !ok || !s.injectOne(ctx, k) {
 			// Every target of that kind busy: try again shortly.
 			if time.Since(lastInjected) > time.Minute {
@@ -242,8 +279,8 @@ func (s *sim) inject(ctx context.Context) {
 			continue
 		}
 		lastInjected = time.Now()
-		if k.disruptsDaemon() {
-			lastDaemon = time.Now()
+		if !k.lasts() {
+			s.coolDown(k)
 		}
 		if time.Since(lastReport) > 30*time.Second {
 			lastReport = time.Now()
@@ -421,6 +458,9 @@ func (s *sim) merchantStop() bool {
 	}
 	f := s.newFault(kMerchantStop, m.id, detail)
 	if leave {
+		s.mu.Lock()
+		f.left = true
+		s.mu.Unlock()
 		f.bound += s.died(m.id, upFor(victim))
 	}
 	s.vlogf("#%d merchant-stop %s %s", f.n, m.id, detail)
@@ -430,15 +470,14 @@ func (s *sim) merchantStop() bool {
 		if !leave {
 			s.sleepOrRestore(hold)
 			signalProc(victim, syscall.SIGCONT)
-			f.restored = time.Now()
+			s.ended(f)
 			s.restoreWG.Done()
 			s.watchNow(f, func() bool { return s.merchantOK(m, 0) })
 			return
 		}
 		// steward must notice the hang and replace the process; the
 		// recovery counts from the SIGSTOP.
-		deadline := f.at.Add(f.bound)
-		for alive(victim) && time.Now().Before(deadline) {
+		for alive(victim) && time.Now().Before(s.deadline(f)) {
 			if s.sleepOrRestore(100 * time.Millisecond) {
 				break
 			}
@@ -446,14 +485,14 @@ func (s *sim) merchantStop() bool {
 		if alive(victim) {
 			interrupted := s.restoreCtx.Err() != nil
 			signalProc(victim, syscall.SIGCONT)
-			f.restored = time.Now()
+			s.ended(f)
 			s.restoreWG.Done()
 			if !interrupted {
 				s.mu.Lock()
 				f.watched = true
 				s.mu.Unlock()
-				s.violate("fault #%d merchant-stop %s: steward did not replace the stopped (SIGSTOP) pid %d within %s; faultsim sent SIGCONT",
-					f.n, m.id, victim.pid, f.bound)
+				s.violate("fault #%d merchant-stop %s, injected at %s: steward did not replace the stopped (SIGSTOP) pid %d within %s of %s; faultsim sent SIGCONT",
+					f.n, m.id, f.at.Format("15:04:05.000"), victim.pid, f.bound, s.lastHolder(f))
 				return
 			}
 		} else {
@@ -523,6 +562,8 @@ func (s *sim) daemonKill() bool {
 	if err := s.startDaemonLocked(); err != nil {
 		s.violate("restarting the daemon: %v", err)
 	}
+	// The daemon is back from here; its recovery is timed from the restart.
+	s.ended(f)
 	s.watch(f, s.apiUp)
 	return true
 }
@@ -620,6 +661,8 @@ func (s *sim) daemonKillRollout(ctx context.Context) bool {
 	if err := s.startDaemonLocked(); err != nil {
 		s.violate("restarting the daemon: %v", err)
 	}
+	// The daemon is back from here; its recovery is timed from the restart.
+	s.ended(f)
 	s.watch(f, s.apiUp)
 	return true
 }
@@ -700,16 +743,28 @@ func (s *sim) daemonKillApply(ctx context.Context) bool {
 	if err := s.startDaemonLocked(); err != nil {
 		s.violate("restarting the daemon: %v", err)
 	}
+	// The daemon is back from here; its recovery is timed from the restart.
+	s.ended(f)
 	s.watch(f, s.apiUp)
 	return true
 }
 
 func (s *sim) dbFault(k kind) bool {
+	// At most half the databases away at once, so that writes go on.
+	down := 0
+	for _, m := range s.merchants {
+		if s.isBusy("db:" + m.id) {
+			down++
+		}
+	}
+	if down >= max(len(s.merchants)/2, 1) {
+		return false
+	}
 	m := s.pickMerchant(func(m *merchant) bool { return !s.isBusy("db:" + m.id) })
 	if m == nil || !s.claim("db:"+m.id) {
 		return false
 	}
-	hold := s.between(500*time.Millisecond, 4*time.Second)
+	hold := s.between(300*time.Millisecond, 3*time.Second)
 	if k == kDBCut {
 		m.proxy.Cut()
 	} else {
@@ -722,7 +777,7 @@ func (s *sim) dbFault(k kind) bool {
 		s.sleepOrRestore(hold)
 		m.proxy.Restore()
 		s.release("db:" + m.id)
-		f.restored = time.Now()
+		s.ended(f)
 		// Back: a write through the merchant is acknowledged again.
 		s.restoreWG.Done()
 		s.watchNow(f, func() bool { return s.writes.lastAck(m.id).After(f.restored) })
@@ -762,7 +817,7 @@ func (s *sim) badSpec() bool {
 		s.sleepOrRestore(hold)
 		s.restoreSpecs()
 		s.release("specs")
-		f.restored = time.Now()
+		s.ended(f)
 		if s.cfg.source == "git" {
 			s.syncNow()
 		}
@@ -816,7 +871,7 @@ func (s *sim) diskFull() bool {
 			s.violate("disk-full: removing the ballast: %v", err)
 		}
 		s.release("state")
-		f.restored = time.Now()
+		s.ended(f)
 		s.restoreWG.Done()
 		s.watchNow(f, s.apiUp)
 	}()
@@ -860,8 +915,10 @@ func (s *sim) apiFlood() bool {
 		s.sleepOrRestore(hold)
 		st := fl.stop()
 		s.release("api")
-		f.restored = time.Now()
+		s.mu.Lock()
 		f.detail = fmt.Sprintf("for %s: %s", hold.Round(time.Millisecond), st)
+		s.mu.Unlock()
+		s.ended(f)
 		s.vlogf("#%d api-flood %s", f.n, f.detail)
 		s.restoreWG.Done()
 		s.watchNow(f, s.apiUp)
@@ -885,32 +942,137 @@ func (s *sim) watch(f *fault, ok func() bool) {
 	go s.watchNow(f, ok)
 }
 
-// watchNow polls ok until it holds or f's bound passes (counted from the
-// fault's end, or from its injection for instant faults).
+// watchNow polls ok until it holds or f's deadline passes (see
+// deadline).
 func (s *sim) watchNow(f *fault, ok func() bool) {
-	from := f.at
-	if !f.restored.IsZero() {
-		from = f.restored
-	}
-	deadline := from.Add(f.bound)
 	for {
 		if ok() {
 			s.mu.Lock()
-			f.watched, f.recovered, f.took = true, true, time.Since(from)
+			f.watched, f.recovered, f.took = true, true, time.Since(f.start())
 			s.mu.Unlock()
 			s.vlogf("#%d %s %s: back after %s", f.n, f.kind, f.target, f.took.Round(time.Millisecond))
 			return
 		}
-		if time.Now().After(deadline) {
+		if d := s.deadline(f); time.Now().After(d) {
 			s.mu.Lock()
 			f.watched = true
 			s.mu.Unlock()
-			s.violate("fault #%d %s %s (%s), injected at %s: not back within %s", f.n, f.kind, f.target, f.detail,
-				f.at.Format("15:04:05.000"), f.bound)
+			s.violate("fault #%d %s %s (%s), injected at %s: not back within %s of %s", f.n, f.kind, f.target, f.detail,
+				f.at.Format("15:04:05.000"), f.bound, s.lastHolder(f))
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ended records that a lasting fault is over.
+func (s *sim) ended(f *fault) {
+	s.mu.Lock()
+	f.restored = time.Now()
+	s.mu.Unlock()
+	s.coolDown(f.kind)
+}
+
+// start is when f's recovery is timed from: its end for faults that
+// last, its injection for the others. Called with s.mu held.
+func (f *fault) start() time.Time {
+	if !f.restored.IsZero() {
+		return f.restored
+	}
+	return f.at
+}
+
+// lasting says whether f lasts until faultsim ends it.
+func (f *fault) lasting() bool { return f.kind.lasts() && !f.left }
+
+// lasts says whether faults of kind k last a while before faultsim ends
+// them.
+func (k kind) lasts() bool {
+	switch k {
+	case kMerchantStop, kDBCut, kDBBlackhole, kBadSpec, kDiskFull, kAPIFlood:
+		return true
+	}
+	return false
+}
+
+// fleetAllowance is how long after a daemon restart, a fix of the specs
+// or a freed disk a merchant may still take to be back: the daemon
+// adopts its processes with a fresh health grace (2s), decides a hang
+// after 3 failed probes, and restarts what it could not before.
+const fleetAllowance = 10 * time.Second
+
+// allowance says how long after the end of fault g, injected after f,
+// f's target may still take to be back because g rightly delays it; 0
+// when g does not excuse f. A merchant waits for its database, for a
+// daemon that was killed, for specs that load (a daemon started meanwhile
+// has no desired state) and for a state that can record a start. The API
+// waits for a daemon restart and for a flood against it. An API flood never
+// excuses a merchant: steward must keep its merchants while flooded.
+func allowance(f, g *fault) time.Duration {
+	sameMerchant := g.target == f.target
+	switch f.kind {
+	case kMerchantKill, kMerchantStop, kShimKill:
+		switch {
+		case g.kind.disruptsDaemon() || g.kind == kBadSpec || g.kind == kDiskFull:
+			return fleetAllowance
+		case (g.kind == kDBCut || g.kind == kDBBlackhole) && sameMerchant:
+			return f.bound
+		}
+	case kDBCut, kDBBlackhole:
+		switch {
+		case g.kind.disruptsDaemon() || g.kind == kBadSpec || g.kind == kDiskFull:
+			return fleetAllowance
+		case g.kind.fleetGroup() == "" && sameMerchant:
+			return f.bound + g.bound
+		}
+	default: // checked through the daemon's API
+		if g.kind.disruptsDaemon() || g.kind == kAPIFlood {
+			return fleetAllowance
+		}
+	}
+	return 0
+}
+
+// deadline is when f's target must be back: its bound after f's end, or
+// the allowance after the end of a later fault that holds it back (a
+// lasting fault that is not over yet holds it back until it is).
+func (s *sim) deadline(f *fault) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := f.start().Add(f.bound)
+	if f.lasting() && f.restored.IsZero() {
+		d = time.Now().Add(f.bound)
+	}
+	for _, g := range s.faults[f.n:] {
+		a := allowance(f, g)
+		if a == 0 {
+			continue
+		}
+		end := g.start()
+		if g.lasting() && g.restored.IsZero() {
+			end = time.Now()
+		}
+		if e := end.Add(a); e.After(d) {
+			d = e
+		}
+	}
+	return d
+}
+
+// lastHolder says what f's deadline counts from.
+func (s *sim) lastHolder(f *fault) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last, what := f.start(), "its end"
+	if !f.lasting() {
+		what = "its injection"
+	}
+	for _, g := range s.faults[f.n:] {
+		if allowance(f, g) > 0 && g.start().After(last) {
+			last, what = g.start(), fmt.Sprintf("the end of fault #%d %s %s", g.n, g.kind, g.target)
+		}
+	}
+	return what
 }
 
 // waitWatchers waits (bounded) for every recovery watch to end. The

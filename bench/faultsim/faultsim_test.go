@@ -82,7 +82,7 @@ func TestFaultsim(t *testing.T) {
 		t.Skip("the fault simulator runs for minutes")
 	}
 	const want = 300
-	res, report := simulateForTest(t, "-faults", strconv.Itoa(want), "-duration", "150s", "-interval", "150ms")
+	res, report := simulateForTest(t, "-faults", strconv.Itoa(want), "-duration", "150s", "-interval", "100ms")
 	t.Log("\n" + report)
 	if len(res.faults) < want {
 		t.Errorf("injected %d faults within 150s, want at least %d", len(res.faults), want)
@@ -111,7 +111,7 @@ func TestFaultsimGit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the fault simulator runs for minutes")
 	}
-	res, report := simulateForTest(t, "-source", "git", "-faults", "40", "-duration", "90s", "-interval", "150ms",
+	res, report := simulateForTest(t, "-source", "git", "-faults", "40", "-duration", "90s", "-interval", "100ms",
 		"-kinds", "bad-spec,daemon-kill-rollout,daemon-kill-apply,merchant-kill,db-cut")
 	t.Log("\n" + report)
 	if len(res.faults) < 40 {
@@ -414,5 +414,26 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMerchantHistoryFoldsRepeats(t *testing.T) {
+	dir := t.TempDir()
+	lines := []string{
+		`{"time":"2026-01-01T00:00:00Z","merchant":"m01","action":"start","version":"1.0.0","reason":"process not running","result":"ok","pid":5}`,
+		`{"time":"2026-01-01T00:00:01Z","merchant":"m02","action":"start","reason":"other merchant","result":"ok"}`,
+		`{"time":"2026-01-01T00:00:02Z","merchant":"m01","action":"start","version":"1.0.0","reason":"process not running","result":"error","error":"schema mismatch"}`,
+		`{"time":"2026-01-01T00:00:04Z","merchant":"m01","action":"start","version":"1.0.0","reason":"process not running","result":"error","error":"schema mismatch"}`,
+		`{"time":"2026-01-01T00:00:06Z","merchant":"m01","action":"start","version":"1.0.0","reason":"process not running","result":"error","error":"schema mismatch"}`,
+	}
+	os.WriteFile(filepath.Join(dir, "events.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	s := &sim{stateDir: dir}
+	got := s.merchantHistory("m01", 10)
+	want := []string{
+		"00:00:00.000 start 1.0.0 [ok] process not running (pid 5)",
+		"00:00:02.000 start 1.0.0 [error] process not running: schema mismatch (and 2 times more, until 00:00:06.000)",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -61,7 +61,7 @@ type config struct {
 	source       string
 	kinds        []kind
 	interval     time.Duration
-	daemonGap    time.Duration
+	fleetGap     time.Duration
 	recoverBound time.Duration
 	converge     time.Duration
 	daemonNofile int
@@ -87,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.source, "source", "dir", "where the specs come from: dir (a watched directory) or git (a local repository)")
 	kinds := fs.String("kinds", "all", "comma-separated fault kinds to inject ("+strings.Join(kindNames(), ", ")+")")
 	fs.DurationVar(&c.interval, "interval", 300*time.Millisecond, "mean pause between two faults (exponentially distributed)")
-	fs.DurationVar(&c.daemonGap, "daemon-gap", 5*time.Second, "least time between two faults that kill the daemon")
+	fs.DurationVar(&c.fleetGap, "fleet-gap", 10*time.Second, "least time between two fleet-wide faults of one group (daemon kills; disk-full; api-flood; bad-spec), from the end of one to the next")
 	fs.DurationVar(&c.recoverBound, "recover", 30*time.Second, "a fault's target must be back within this bound (plus the restart backoff due)")
 	fs.DurationVar(&c.converge, "converge", 2*time.Minute, "bound for the fleet to converge after the last fault is restored")
 	fs.IntVar(&c.daemonNofile, "daemon-nofile", 1024, "RLIMIT_NOFILE of the daemon (0: inherited), so that an API flood can reach it")

@@ -77,8 +77,9 @@ type sim struct {
 	faults     []*fault
 	violations []string
 	notes      []string
-	skipped    map[kind]string // kinds left out, and why
-	busy       map[string]bool // resources held by a fault in progress
+	skipped    map[kind]string      // kinds left out, and why
+	busy       map[string]bool      // resources held by a fault in progress
+	cool       map[string]time.Time // fleet-wide fault groups: no fault before
 	deaths     map[string]*deathCount
 
 	unblamedLost, unblamedDup int
@@ -138,7 +139,7 @@ func (s *sim) note(format string, args ...any) {
 // report, teardown.
 func simulate(ctx context.Context, c config, stdout, stderr io.Writer) (*result, error) {
 	s := &sim{cfg: c, out: stdout, logw: stderr, rng: mrand.New(mrand.NewPCG(uint64(c.seed), 0x66617531)),
-		skipped: map[kind]string{}, busy: map[string]bool{}, deaths: map[string]*deathCount{}, byID: map[string]*merchant{}}
+		skipped: map[kind]string{}, busy: map[string]bool{}, cool: map[string]time.Time{}, deaths: map[string]*deathCount{}, byID: map[string]*merchant{}}
 	s.policy = defaultBackoff
 	if c.restartBlock {
 		s.policy = blockBackoff
