@@ -175,8 +175,8 @@ func (r *record) lastGood() string {
 // expected is the version the rollout policy holds for a merchant now:
 // the channel's version, or its last good one when that version failed
 // on it or its rollout halted.
-func (s *sim) expected(rec *record, rollouts map[string]*rollout) (version, why string) {
-	v := s.channel
+func (s *sim) expected(channel string, rec *record, rollouts map[string]*rollout) (version, why string) {
+	v := channel
 	if rec == nil || rec.Current.Version == v {
 		return v, "the channel's version"
 	}
@@ -246,7 +246,7 @@ func (s *sim) checkFleet(ctx context.Context) []string {
 
 	for _, m := range s.merchants {
 		rec := recs[m.id]
-		want, why := s.expected(rec, rollouts)
+		want, why := s.expected(channel, rec, rollouts)
 		if isBroken(want) {
 			bad("%s: the policy would hold the broken version %s (%s)", m.id, want, why)
 		}

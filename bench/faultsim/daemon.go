@@ -39,11 +39,10 @@ func (s *sim) startDaemonLocked() error {
 	// Its own process group, so that a Ctrl-C on faultsim's terminal does
 	// not reach it; Pdeathsig, so that it does not outlive faultsim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		return fmt.Errorf("starting steward run: %w", err)
 	}
 	d := &daemonProc{n: s.daemons, cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), done: make(chan struct{})}
-	s.own.Store(d.pid, true)
 	if n := s.cfg.daemonNofile; n > 0 {
 		lim := unix.Rlimit{Cur: uint64(n), Max: uint64(n)}
 		if err := unix.Prlimit(d.pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
@@ -59,8 +58,7 @@ func (s *sim) startDaemonLocked() error {
 // watchDaemon waits for d to exit. An exit faultsim did not cause is a
 // violation; the daemon is then started again, as systemd would.
 func (s *sim) watchDaemon(d *daemonProc) {
-	err := d.cmd.Wait()
-	s.own.Delete(d.pid)
+	err := waitChild(d.cmd)
 	close(d.done)
 	if d.intended.Load() || s.stopping.Load() {
 		return

@@ -704,12 +704,11 @@ func (s *sim) daemonKillApply(ctx context.Context) bool {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	f := s.newFault(kDaemonApply, "daemon", "")
 	detail := fmt.Sprintf("daemon pid %d killed, pushed %s", old.pid, v)
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		s.violate("starting steward apply: %v", err)
 	} else {
-		s.own.Store(cmd.Process.Pid, true)
 		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
+		go func() { waitChild(cmd); close(exited) }()
 		isDone := func() bool {
 			select {
 			case <-exited:
@@ -736,7 +735,6 @@ func (s *sim) daemonKillApply(ctx context.Context) bool {
 			<-exited
 			detail += fmt.Sprintf("; apply pid %d killed with %s", cmd.Process.Pid, describeChanges(at))
 		}
-		s.own.Delete(cmd.Process.Pid)
 	}
 	f.detail = detail
 	s.vlogf("#%d daemon-kill-apply: %s", f.n, detail)

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,7 +269,7 @@ func TestMayKillFollowsBackoff(t *testing.T) {
 }
 
 func TestExpected(t *testing.T) {
-	s := &sim{channel: "1.1.0"}
+	s := &sim{}
 	halted := map[string]*rollout{"1.1.0": {Package: "invoicing", Version: "1.1.0", Halted: true, Reason: "canary m01 failed"}}
 	tests := []struct {
 		name     string
@@ -283,7 +286,7 @@ func TestExpected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, _ := s.expected(tt.rec, tt.rollouts); got != tt.want {
+			if got, _ := s.expected("1.1.0", tt.rec, tt.rollouts); got != tt.want {
 				t.Errorf("expected = %s, want %s", got, tt.want)
 			}
 		})
@@ -369,10 +372,10 @@ func TestCheckEvents(t *testing.T) {
 	// A live process in m01's work dir, as a merchant would be.
 	cmd := exec.Command("sleep", "60")
 	cmd.Dir = work
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { cmd.Process.Kill(); waitChild(cmd) })
 	waitFor(t, func() bool { p, ok := inspect(cmd.Process.Pid); return ok && p.cwd == work })
 	pid := strconv.Itoa(cmd.Process.Pid)
 	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
@@ -435,5 +438,37 @@ func TestMerchantHistoryFoldsRepeats(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestPostInvoice(t *testing.T) {
+	answer := func(code int, body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(code)
+			io.WriteString(w, body)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL + "/invoices"
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	tests := []struct {
+		name string
+		url  string
+		id   int64
+		why  string
+	}{
+		{"acknowledged", answer(201, `{"id":7,"merchant":"m01","amount_cents":42}`), 7, ""},
+		{"another merchant on the port", answer(201, `{"id":7,"merchant":"other","amount_cents":42}`), 0, `answered by another merchant's process ("other")`},
+		{"another amount", answer(201, `{"id":7,"merchant":"m01","amount_cents":43}`), 0, "a 201 that is not the invoice written"},
+		{"refused by the app", answer(503, `database unavailable`), 0, "status 503"},
+		{"nothing listening", "http://127.0.0.1:1/invoices", 0, "refused (nothing listening)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, why := postInvoice(context.Background(), c, tt.url, "m01", 42)
+			if id != tt.id || !strings.HasPrefix(why, tt.why) || (tt.why == "" && why != "") {
+				t.Errorf("postInvoice = %d, %q; want %d, %q", id, why, tt.id, tt.why)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -239,11 +240,14 @@ func writeAtomic(p string, data []byte) error {
 	return os.Rename(f.Name(), p)
 }
 
-// freePortRange returns the first of n consecutive ports below 32768 (the
-// kernel's ephemeral range starts there) outside 8100-8999 that nothing
-// listens on, starting the search at a place derived from seed.
+// freePortRange returns the first of n consecutive ports that nothing
+// listens on, between 12000 and 19999: below the kernel's ephemeral range
+// (32768 and up), outside the example fleet's 8100-8999 and below the
+// 20000-32000 that steward's own integration tests pick from, so that a
+// test running beside faultsim does not take a merchant's port while the
+// merchant is down. The search starts at a place derived from seed.
 func freePortRange(n int, seed int64) (int, error) {
-	const low, high = 20000, 32000
+	const low, high = 12000, 19999
 	span := high - low - n
 	start := low + int(uint64(seed)%uint64(span/50))*50
 	for tries := 0; tries < span/10; tries++ {
@@ -350,7 +354,11 @@ func (pg pgServer) dropDatabases(prefix string) error {
 // moduleRoot returns the directory of the steward module (go.mod), found
 // by the go command from the current directory.
 func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	cmd := exec.CommandContext(ctx, "go", "env", "GOMOD")
+	var b bytes.Buffer
+	cmd.Stdout = &b
+	err := runChild(cmd)
+	out := b.Bytes()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}

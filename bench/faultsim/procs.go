@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -260,28 +261,95 @@ func bootTime() (time.Time, error) {
 	return time.Time{}, errors.New("/proc/stat has no btime")
 }
 
-// reapOrphans reaps zombies whose parent is this process and that are not
-// children it started itself (those are waited for by os/exec). This
-// process is a child subreaper (see becomeSubreaper), so merchants and log
-// shims orphaned by a killed daemon end up here, as they would with
-// systemd as pid 1.
-func reapOrphans(own func(pid int) bool) int {
-	n := 0
+// children are the processes faultsim started through os/exec: os/exec
+// waits for them, so the orphan reaper must leave them alone.
+var children struct {
+	// start is held for reading while a child is started and registered,
+	// and for writing while the reaper looks for orphans, so that the
+	// reaper never sees a child of faultsim's that is not registered yet.
+	start sync.RWMutex
+	mu    sync.Mutex
+	pids  map[int]bool
+}
+
+// startChild starts cmd and registers it as faultsim's own.
+func startChild(cmd *exec.Cmd) error {
+	children.start.RLock()
+	defer children.start.RUnlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	children.mu.Lock()
+	if children.pids == nil {
+		children.pids = map[int]bool{}
+	}
+	children.pids[cmd.Process.Pid] = true
+	children.mu.Unlock()
+	return nil
+}
+
+// waitChild waits for a child started by startChild.
+func waitChild(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	children.mu.Lock()
+	delete(children.pids, cmd.Process.Pid)
+	children.mu.Unlock()
+	return err
+}
+
+// runChild runs cmd to its end.
+func runChild(cmd *exec.Cmd) error {
+	if err := startChild(cmd); err != nil {
+		return err
+	}
+	return waitChild(cmd)
+}
+
+// combinedOutput is cmd.CombinedOutput through runChild.
+func combinedOutput(cmd *exec.Cmd) ([]byte, error) {
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := runChild(cmd)
+	return b.Bytes(), err
+}
+
+var reaperOnce sync.Once
+
+// startReaper makes this process a child subreaper (PR_SET_CHILD_SUBREAPER),
+// so that merchants and log shims orphaned by a killed daemon end up here,
+// as they would with systemd as pid 1, and reaps them from then on: every
+// zombie whose parent is this process and that is not one of its own
+// children (see startChild).
+func startReaper() error {
+	var err error
+	reaperOnce.Do(func() {
+		if err = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return
+		}
+		go func() {
+			for range time.Tick(250 * time.Millisecond) {
+				children.start.Lock()
+				reapOrphans()
+				children.start.Unlock()
+			}
+		}()
+	})
+	return err
+}
+
+func reapOrphans() {
 	me := os.Getpid()
 	for _, p := range scanProcs() {
-		if p.ppid != me || p.state != 'Z' || own(p.pid) {
+		if p.ppid != me || p.state != 'Z' {
+			continue
+		}
+		children.mu.Lock()
+		own := children.pids[p.pid]
+		children.mu.Unlock()
+		if own {
 			continue
 		}
 		var ws syscall.WaitStatus
-		if pid, err := syscall.Wait4(p.pid, &ws, syscall.WNOHANG, nil); err == nil && pid == p.pid {
-			n++
-		}
+		syscall.Wait4(p.pid, &ws, syscall.WNOHANG, nil)
 	}
-	return n
-}
-
-// becomeSubreaper makes this process the reaper of its descendants'
-// orphans (PR_SET_CHILD_SUBREAPER).
-func becomeSubreaper() error {
-	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 }

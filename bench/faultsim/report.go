@@ -114,7 +114,11 @@ func (s *sim) report(convergence time.Duration, converged bool) {
 	if len(skipped) > 0 {
 		fmt.Fprintf(w, "\nleft out: %s\n", strings.Join(skipped, "; "))
 	}
-	fmt.Fprintf(w, "\nwrites: %d acknowledged, %d refused or unanswered\n", s.writes.ackCount(), s.writes.failCount())
+	fmt.Fprintf(w, "\nwrites: %d acknowledged, %d not", s.writes.ackCount(), s.writes.failCount())
+	if n := s.writes.failCount(); n > 0 {
+		fmt.Fprintf(w, " (%s)", s.writes.failReasons())
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "channel versions: %s\n", strings.Join(s.history, " → "))
 	fmt.Fprintf(w, "daemon starts: %d\n", s.daemons)
 	if converged {

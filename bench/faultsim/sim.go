@@ -69,10 +69,6 @@ type sim struct {
 	daemons  int
 	stopping atomic.Bool // the end: no more unplanned restarts
 
-	// own holds the pids of children started through os/exec, which the
-	// orphan reaper must leave to os/exec.
-	own sync.Map
-
 	mu         sync.Mutex
 	faults     []*fault
 	violations []string
@@ -174,6 +170,11 @@ func simulate(ctx context.Context, c config, stdout, stderr io.Writer) (*result,
 	s.injectStart = time.Now()
 	s.inject(ctx)
 	s.injectEnd = time.Now()
+	if ctx.Err() != nil {
+		s.restoreNow()
+		s.restoreWG.Wait()
+		return nil, fmt.Errorf("interrupted after %d faults", len(s.faults))
+	}
 	s.logf("injected %d faults in %s; restoring what is still in force", len(s.faults), s.injectEnd.Sub(s.injectStart).Round(time.Second))
 
 	// Restore: every fault in force ends now, the daemon runs, the specs
@@ -254,7 +255,7 @@ func (s *sim) setup(ctx context.Context) error {
 	s.logf("building steward, steward-logshim and invoicing %s...", strings.Join(allVersions, ", "))
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/steward", "./cmd/steward-logshim")
 	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
+	if out, err := combinedOutput(build); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	s.steward = filepath.Join(bin, "steward")
@@ -262,7 +263,7 @@ func (s *sim) setup(ctx context.Context) error {
 	pkg := exec.CommandContext(ctx, "go", "run", "./examples/pkgbuild", "-out", s.packages,
 		"-versions", strings.Join(allVersions, ","), "-broken", brokenVersion)
 	pkg.Dir = root
-	if out, err := pkg.CombinedOutput(); err != nil {
+	if out, err := combinedOutput(pkg); err != nil {
 		return fmt.Errorf("building the packages: %v\n%s", err, out)
 	}
 	if err := makeReadable(dir); err != nil {
@@ -323,10 +324,8 @@ func (s *sim) setup(ctx context.Context) error {
 		return fmt.Errorf("steward validate refuses the scratch fleet's specs: %v\n%s", err, out)
 	}
 
-	if err := becomeSubreaper(); err != nil {
+	if err := startReaper(); err != nil {
 		s.logf("cannot become a child subreaper (%v): merchants orphaned by a killed daemon are left to pid 1", err)
-	} else {
-		go s.reaper()
 	}
 	return nil
 }
@@ -380,12 +379,7 @@ func (s *sim) stewardCmd(ctx context.Context, timeout time.Duration, args ...str
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	s.own.Store(cmd.Process.Pid, true)
-	err := cmd.Wait()
-	s.own.Delete(cmd.Process.Pid)
+	err := runChild(cmd)
 	return buf.String(), err
 }
 
@@ -398,23 +392,8 @@ func (s *sim) stewardJSON(ctx context.Context, timeout time.Duration, args ...st
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	s.own.Store(cmd.Process.Pid, true)
-	err := cmd.Wait()
-	s.own.Delete(cmd.Process.Pid)
+	err := runChild(cmd)
 	return out.Bytes(), errb.String(), err
-}
-
-// reaper reaps the orphans that end up with faultsim (a subreaper) until
-// teardown is over.
-func (s *sim) reaper() {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for range t.C {
-		reapOrphans(func(pid int) bool { _, ok := s.own.Load(pid); return ok })
-	}
 }
 
 // teardown stops everything faultsim started and removes what it made.
@@ -438,7 +417,7 @@ func (s *sim) teardown() {
 	if s.cfg.keep && s.stateDir != "" {
 		// The state as the run left it, before steward destroy forgets
 		// every merchant.
-		if out, err := exec.Command("cp", "-a", s.stateDir, filepath.Join(s.dir, "state-at-end")).CombinedOutput(); err != nil {
+		if out, err := combinedOutput(exec.Command("cp", "-a", s.stateDir, filepath.Join(s.dir, "state-at-end"))); err != nil {
 			s.logf("keeping the state: cp: %v %s", err, out)
 		}
 	}

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -26,12 +31,13 @@ type writeLog struct {
 
 	mu       sync.Mutex
 	acks     []ack
-	failed   map[string]int
+	failed   map[string]int // by merchant
+	why      map[string]int // failed writes by what happened
 	lastAcks map[string]time.Time
 }
 
 func newWriteLog() *writeLog {
-	return &writeLog{failed: map[string]int{}, lastAcks: map[string]time.Time{}}
+	return &writeLog{failed: map[string]int{}, why: map[string]int{}, lastAcks: map[string]time.Time{}}
 }
 
 func (w *writeLog) add(a ack) {
@@ -41,10 +47,32 @@ func (w *writeLog) add(a ack) {
 	w.mu.Unlock()
 }
 
-func (w *writeLog) fail(id string) {
+func (w *writeLog) fail(id, why string) {
 	w.mu.Lock()
 	w.failed[id]++
+	w.why[why]++
 	w.mu.Unlock()
+}
+
+// failReasons says what happened to the writes that failed, most
+// frequent first.
+func (w *writeLog) failReasons() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range w.why {
+		all = append(all, kv{k, n})
+	}
+	slices.SortFunc(all, func(a, b kv) int { return cmp.Or(b.n-a.n, strings.Compare(a.k, b.k)) })
+	var parts []string
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%d %s", e.n, e.k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // lastAck is when merchant id last acknowledged a write.
@@ -91,10 +119,10 @@ func (s *sim) writer(ctx context.Context, m *merchant) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/invoices", m.port)
 	for ctx.Err() == nil {
 		amount := s.writes.seq.Add(1)
-		if id, ok := postInvoice(ctx, client, url, amount); ok {
+		if id, why := postInvoice(ctx, client, url, m.id, amount); why == "" {
 			s.writes.add(ack{merchant: m.id, amount: amount, id: id, at: time.Now()})
 		} else if ctx.Err() == nil {
-			s.writes.fail(m.id)
+			s.writes.fail(m.id, why)
 		}
 		select {
 		case <-ctx.Done():
@@ -103,31 +131,48 @@ func (s *sim) writer(ctx context.Context, m *merchant) {
 	}
 }
 
-// postInvoice posts one invoice and returns its id when the merchant
-// acknowledged it (201 with the same amount and an id).
-func postInvoice(ctx context.Context, c *http.Client, url string, amount int64) (int64, bool) {
+// postInvoice posts one invoice and returns its id when merchant id
+// acknowledged it (201 with the same amount, the merchant's id and an
+// invoice id); otherwise it says what happened. A process of another
+// fleet on the port (a port left free while the merchant is down) does
+// not count.
+func postInvoice(ctx context.Context, c *http.Client, url, merchant string, amount int64) (int64, string) {
 	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), "POST", url, strings.NewReader(fmt.Sprintf(`{"amount_cents": %d}`, amount)))
 	if err != nil {
-		return 0, false
+		return 0, err.Error()
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Do(req)
-	if err != nil {
-		return 0, false
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return 0, "refused (nothing listening)"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return 0, "connection reset or closed before an answer"
+	case err != nil && os.IsTimeout(err):
+		return 0, "no answer within 5s"
+	case err != nil:
+		return 0, "failed: " + err.Error()
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		return 0, false
+	if err != nil {
+		return 0, "answer cut off"
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return 0, fmt.Sprintf("status %d", resp.StatusCode)
 	}
 	var out struct {
-		ID          int64 `json:"id"`
-		AmountCents int64 `json:"amount_cents"`
+		ID          int64  `json:"id"`
+		Merchant    string `json:"merchant"`
+		AmountCents int64  `json:"amount_cents"`
 	}
 	if json.Unmarshal(body, &out) != nil || out.ID <= 0 || out.AmountCents != amount {
-		return 0, false
+		return 0, "a 201 that is not the invoice written"
 	}
-	return out.ID, true
+	if out.Merchant != merchant {
+		return 0, fmt.Sprintf("answered by another merchant's process (%q) on the port", out.Merchant)
+	}
+	return out.ID, ""
 }
 
 // httpGet returns the status code and body of GET path on a merchant's port.
