@@ -84,8 +84,8 @@ func (s *sim) report(convergence time.Duration, converged bool) {
 	c := s.cfg
 	fmt.Fprintf(w, "\nfaultsim: seed %d, %d merchants, %s source, restart block %s, faults for %s\n",
 		c.seed, c.merchants, c.source, onOff(c.restartBlock), s.injectEnd.Sub(s.injectStart).Round(time.Second))
-	fmt.Fprintf(w, "recovered = back within %s of the fault (of its end, for faults that last), plus the restart backoff due (%s up to %s):\n",
-		c.recoverBound, s.policy.initial, s.policy.max)
+	fmt.Fprintf(w, "recovered = back within %s of the fault (of its end, for faults that last; or of the end of a later fault that rightly\n", c.recoverBound)
+	fmt.Fprintf(w, "  holds it back, see bench/README.md), plus the restart backoff due (%s doubling up to %s):\n", s.policy.initial, s.policy.max)
 	fmt.Fprintf(w, "  merchant faults: one process serving /health and one log shim; daemon faults, disk-full, api-flood: the API answers;\n")
 	fmt.Fprintf(w, "  db faults: a write through the merchant is acknowledged again; bad-spec: status shows no spec error.\n\n")
 
