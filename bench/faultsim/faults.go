@@ -104,6 +104,8 @@ type fault struct {
 	// within bound, after took.
 	watched   bool
 	recovered bool
+	// failure says how the target was not back in time ("" when it was).
+	failure string
 	// left: a SIGSTOP left for steward to end (the fault does not last
 	// until faultsim ends it).
 	left      bool
@@ -360,9 +362,9 @@ func (s *sim) injectOne(ctx context.Context, k kind) bool {
 	case kDaemonKill:
 		return s.daemonKill()
 	case kDaemonRollout:
-		return s.daemonKillRollout(ctx)
+		return s.daemonKillRollout()
 	case kDaemonApply:
-		return s.daemonKillApply(ctx)
+		return s.daemonKillApply()
 	case kDBCut, kDBBlackhole:
 		return s.dbFault(k)
 	case kBadSpec:
@@ -488,11 +490,8 @@ func (s *sim) merchantStop() bool {
 			s.ended(f)
 			s.restoreWG.Done()
 			if !interrupted {
-				s.mu.Lock()
-				f.watched = true
-				s.mu.Unlock()
-				s.violate("fault #%d merchant-stop %s, injected at %s: steward did not replace the stopped (SIGSTOP) pid %d within %s of %s; faultsim sent SIGCONT",
-					f.n, m.id, f.at.Format("15:04:05.000"), victim.pid, f.bound, s.lastHolder(f))
+				s.notBack(f, fmt.Sprintf("fault #%d merchant-stop %s, injected at %s: steward did not replace the stopped (SIGSTOP) pid %d within %s of %s; faultsim sent SIGCONT",
+					f.n, m.id, f.at.Format("15:04:05.000"), victim.pid, f.bound, s.lastHolder(f)))
 				return
 			}
 		} else {
@@ -608,6 +607,18 @@ func (s *sim) changes() []string {
 	return out
 }
 
+// anyNotOn says whether a merchant's record names another version than v
+// (or none): a push of v has something to change.
+func (s *sim) anyNotOn(v string) bool {
+	recs, _ := readRecords(s.stateDir)
+	for _, m := range s.merchants {
+		if r := recs[m.id]; r == nil || r.Current.Version != v {
+			return true
+		}
+	}
+	return false
+}
+
 // waitChange waits (bounded) until a record shows a change in progress,
 // or stop says to give up.
 func (s *sim) waitChange(bound time.Duration, stop func() bool) []string {
@@ -624,7 +635,7 @@ func (s *sim) waitChange(bound time.Duration, stop func() bool) []string {
 	return nil
 }
 
-func (s *sim) daemonKillRollout(ctx context.Context) bool {
+func (s *sim) daemonKillRollout() bool {
 	if !s.claim("specs") {
 		return false
 	}
@@ -641,7 +652,10 @@ func (s *sim) daemonKillRollout(ctx context.Context) bool {
 	if s.cfg.source == "git" {
 		s.syncNow()
 	}
-	seen := s.waitChange(15*time.Second, nil)
+	var seen []string
+	if s.anyNotOn(v) {
+		seen = s.waitChange(15*time.Second, nil)
+	}
 	// Somewhere further along the change's steps.
 	time.Sleep(s.between(0, time.Second))
 	at := s.changes()
@@ -651,7 +665,7 @@ func (s *sim) daemonKillRollout(ctx context.Context) bool {
 		return false
 	}
 	detail := fmt.Sprintf("pushed %s; killed pid %d with %s", v, old.pid, describeChanges(at))
-	if len(seen) == 0 {
+	if len(seen) == 0 && s.anyNotOn(v) {
 		detail += " (no change in progress was seen within 15s of the push)"
 		s.note("daemon-kill-rollout: no change in progress within 15s of pushing %s", v)
 	}
@@ -674,7 +688,7 @@ func describeChanges(c []string) string {
 	return "changes in progress: " + strings.Join(c, ", ")
 }
 
-func (s *sim) daemonKillApply(ctx context.Context) bool {
+func (s *sim) daemonKillApply() bool {
 	if !s.claim("specs") {
 		return false
 	}
@@ -695,6 +709,9 @@ func (s *sim) daemonKillApply(ctx context.Context) bool {
 	logf, err := os.OpenFile(filepath.Join(s.dir, "apply.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		s.violate("apply log: %v", err)
+		if err := s.startDaemonLocked(); err != nil {
+			s.violate("restarting the daemon: %v", err)
+		}
 		return false
 	}
 	defer logf.Close()
@@ -952,14 +969,58 @@ func (s *sim) watchNow(f *fault, ok func() bool) {
 			return
 		}
 		if d := s.deadline(f); time.Now().After(d) {
-			s.mu.Lock()
-			f.watched = true
-			s.mu.Unlock()
-			s.violate("fault #%d %s %s (%s), injected at %s: not back within %s of %s", f.n, f.kind, f.target, f.detail,
-				f.at.Format("15:04:05.000"), f.bound, s.lastHolder(f))
+			s.notBack(f, fmt.Sprintf("fault #%d %s %s (%s), injected at %s: not back within %s of %s", f.n, f.kind, f.target, f.detail,
+				f.at.Format("15:04:05.000"), f.bound, s.lastHolder(f)))
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// notBack records that f's target was not back within its deadline. The
+// violations are reported by target (notBackViolations): one merchant
+// that stays down fails every fault that concerned it since.
+func (s *sim) notBack(f *fault, msg string) {
+	s.mu.Lock()
+	f.watched, f.failure = true, msg
+	s.mu.Unlock()
+	s.logf("NOT BACK: %s", msg)
+}
+
+// notBackViolations adds one violation per target whose faults were not
+// all back in time: the first such fault, and the numbers of the others.
+func (s *sim) notBackViolations() {
+	s.mu.Lock()
+	byTarget := map[string][]*fault{}
+	var targets []string
+	for _, f := range s.faults {
+		if f.failure == "" {
+			continue
+		}
+		if byTarget[f.target] == nil {
+			targets = append(targets, f.target)
+		}
+		byTarget[f.target] = append(byTarget[f.target], f)
+	}
+	s.mu.Unlock()
+	slices.Sort(targets)
+	for _, t := range targets {
+		fs := byTarget[t]
+		msg := fs[0].failure
+		if len(fs) > 1 {
+			var ns []string
+			for _, f := range fs[1:] {
+				if len(ns) == 15 {
+					ns = append(ns, "…")
+					break
+				}
+				ns = append(ns, fmt.Sprintf("#%d %s", f.n, f.kind))
+			}
+			msg += fmt.Sprintf("; and %d later faults of %s not back either: %s", len(fs)-1, t, strings.Join(ns, ", "))
+		}
+		s.mu.Lock()
+		s.violations = append(s.violations, msg)
+		s.mu.Unlock()
 	}
 }
 

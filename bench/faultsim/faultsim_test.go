@@ -468,3 +468,26 @@ func TestPostInvoice(t *testing.T) {
 		})
 	}
 }
+
+func TestNotBackViolationsByTarget(t *testing.T) {
+	s := &sim{logw: &bytes.Buffer{}}
+	for i, target := range []string{"m02", "m01", "m02", "daemon", "m02"} {
+		s.faults = append(s.faults, &fault{n: i + 1, kind: kDBCut, target: target})
+	}
+	s.faults[3].kind = kDaemonKill
+	for _, i := range []int{0, 2, 3, 4} {
+		f := s.faults[i]
+		s.notBack(f, fmt.Sprintf("fault #%d %s %s: not back", f.n, f.kind, f.target))
+	}
+	s.notBackViolations()
+	want := []string{
+		"fault #4 daemon-kill daemon: not back",
+		"fault #1 db-cut m02: not back; and 2 later faults of m02 not back either: #3 db-cut, #5 db-cut",
+	}
+	if strings.Join(s.violations, "\n") != strings.Join(want, "\n") {
+		t.Errorf("violations:\n%s\nwant:\n%s", strings.Join(s.violations, "\n"), strings.Join(want, "\n"))
+	}
+	if rows, total := summarize(s.faults); total.notBack != 4 || rows[0].notBack != 1 {
+		t.Errorf("summary: %d not back in all, %d of daemon-kill; want 4 and 1", total.notBack, rows[0].notBack)
+	}
+}

@@ -201,6 +201,7 @@ func simulate(ctx context.Context, c config, stdout, stderr io.Writer) (*result,
 	s.waitWatchers(c.recoverBound + s.policy.max + 5*time.Second)
 	stopWrites()
 	wwg.Wait()
+	s.notBackViolations()
 	for _, v := range s.converge(ctx, time.Nanosecond) {
 		if len(left) == 0 {
 			s.violate("final check: %s", v)
