@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -489,5 +490,58 @@ func TestNotBackViolationsByTarget(t *testing.T) {
 	}
 	if rows, total := summarize(s.faults); total.notBack != 4 || rows[0].notBack != 1 {
 		t.Errorf("summary: %d not back in all, %d of daemon-kill; want 4 and 1", total.notBack, rows[0].notBack)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// TestReportGolden renders the report of a made-up run and compares it
+// with testdata/report.golden (go test ./bench/faultsim -run ReportGolden -update).
+func TestReportGolden(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := &sim{
+		cfg:         config{seed: 42, merchants: 2, source: "dir", restartBlock: true, recoverBound: 30 * time.Second, converge: 2 * time.Minute, faults: 5},
+		policy:      blockBackoff,
+		stateDir:    "/scratch/state",
+		injectStart: t0,
+		injectEnd:   t0.Add(75 * time.Second),
+		history:     []string{"1.0.0", "1.2.0", "1.1.0"},
+		daemons:     3,
+		skipped:     map[kind]string{kDiskFull: "not root: cannot mount a tmpfs for the state directory"},
+		writes:      newWriteLog(),
+		notes:       []string{"#3 daemon-kill-apply: steward apply exited exit status 1 before it was killed; see apply.log"},
+		violations:  []string{"m02: status says failed, healthy false (last error \"schema mismatch\")"},
+		histories:   map[string][]string{"m02": {"03:05:00.000 start 1.0.0 [error] process not running: schema mismatch (and 3 times more, until 03:05:06.000)"}},
+	}
+	s.faults = []*fault{
+		{n: 1, kind: kMerchantKill, target: "m01", watched: true, recovered: true, took: 1200 * time.Millisecond},
+		{n: 2, kind: kMerchantKill, target: "m02", watched: true, recovered: true, took: 300 * time.Millisecond, lost: 1},
+		{n: 3, kind: kDaemonApply, target: "daemon", watched: true, recovered: true, took: 1100 * time.Millisecond},
+		{n: 4, kind: kDBCut, target: "m02", watched: true, failure: "fault #4 db-cut m02: not back"},
+		{n: 5, kind: kAPIFlood, target: "api", watched: true, recovered: true, took: 80 * time.Millisecond},
+	}
+	s.unblamedDup = 1
+	for i := range 3 {
+		s.writes.add(ack{merchant: "m01", amount: int64(i + 1), id: int64(i + 1)})
+	}
+	s.writes.fail("m02", "refused (nothing listening)")
+	s.writes.fail("m02", "refused (nothing listening)")
+	s.writes.fail("m01", "status 503")
+	var out bytes.Buffer
+	s.out = &out
+	s.report(8500*time.Millisecond, false)
+	golden := filepath.Join("testdata", "report.golden")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to write it)", err)
+	}
+	if out.String() != string(want) {
+		t.Errorf("report differs from %s (run with -update after checking the diff):\n%s", golden, out.String())
 	}
 }
