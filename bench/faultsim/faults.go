@@ -316,10 +316,33 @@ func (s *sim) pick(ok func(kind) bool) (kind, bool) {
 			continue
 		}
 		if r -= kindInfo[k].weight; r < 0 {
-			return k, true
+			return s.leastOfGroup(k, ok), true
 		}
 	}
 	return 0, false
+}
+
+// leastOfGroup returns, for a kind of a fleet-wide group (which comes only
+// every -fleet-gap), the kind of that group injected least so far, so
+// that a short run still has each of them; k itself among equals.
+func (s *sim) leastOfGroup(k kind, ok func(kind) bool) kind {
+	g := k.fleetGroup()
+	if g == "" {
+		return k
+	}
+	count := map[kind]int{}
+	s.mu.Lock()
+	for _, f := range s.faults {
+		count[f.kind]++
+	}
+	s.mu.Unlock()
+	best := k
+	for _, o := range s.cfg.kinds {
+		if o.fleetGroup() == g && s.enabled(o) && ok(o) && count[o] < count[best] {
+			best = o
+		}
+	}
+	return best
 }
 
 // newFault registers a fault.

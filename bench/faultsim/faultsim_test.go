@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -86,7 +87,7 @@ func TestFaultsim(t *testing.T) {
 		t.Skip("the fault simulator runs for minutes")
 	}
 	const want = 300
-	res, report := simulateForTest(t, "-faults", strconv.Itoa(want), "-duration", "150s", "-interval", "100ms")
+	res, report := simulateForTest(t, "-faults", strconv.Itoa(want), "-duration", "150s", "-interval", "100ms", "-fleet-gap", "6s")
 	t.Log("\n" + report)
 	if len(res.faults) < want {
 		t.Errorf("injected %d faults within 150s, want at least %d", len(res.faults), want)
@@ -543,5 +544,22 @@ func TestReportGolden(t *testing.T) {
 	}
 	if out.String() != string(want) {
 		t.Errorf("report differs from %s (run with -update after checking the diff):\n%s", golden, out.String())
+	}
+}
+
+func TestPickCoversEveryKindOfAGroup(t *testing.T) {
+	c, _ := parseFlags([]string{"-faults", "1", "-kinds", "daemon-kill,daemon-kill-rollout,daemon-kill-apply,db-cut", "-seed", "7"}, &bytes.Buffer{})
+	s := &sim{cfg: c, rng: mrand.New(mrand.NewPCG(7, 7)), skipped: map[kind]string{}}
+	seen := map[kind]int{}
+	for len(s.faults) < 3 {
+		k, ok := s.pick(func(k kind) bool { return k.disruptsDaemon() })
+		if !ok {
+			t.Fatal("nothing picked")
+		}
+		seen[k]++
+		s.faults = append(s.faults, &fault{n: len(s.faults) + 1, kind: k})
+	}
+	if len(seen) != 3 {
+		t.Errorf("three daemon faults picked %v, want one of each kind", seen)
 	}
 }
