@@ -212,6 +212,8 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 		switch {
 		case perr != nil:
 			return fmt.Errorf("checking port %d: %w", port, perr)
+		case found && owner.PID == 0:
+			return busyPort(port)
 		case found && !mine:
 			return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is held by pid %d, which is not merchant %s's process", ErrPortTaken, port, owner.PID, m.ID))
 		case found && o.stopped:
@@ -314,11 +316,12 @@ func (o *op) commit(ctx context.Context, rel *pkgstore.Release) error {
 func (o *op) undo(ctx context.Context, cause error) (string, error) {
 	e, m := o.e, o.m
 	var c reconcile.Change
+	first := false // the failure is new (not an undo resumed or retried)
 	rec, err := e.update(ctx, m.ID, func(r *reconcile.Record) bool {
 		if r.Change == nil {
 			return false
 		}
-		if !r.Change.Undo {
+		if first = !r.Change.Undo; first {
 			r.Change.Undo, r.Change.Reason = true, o.redact(cause.Error())
 			r.NoteBad(r.Change.To)
 		}
@@ -331,7 +334,7 @@ func (o *op) undo(ctx context.Context, cause error) (string, error) {
 	if c.To == "" {
 		return rec.Current.Version, cause
 	}
-	if c.Rollout != "" {
+	if c.Rollout != "" && first {
 		ro, rerr := e.updateRollout(ctx, m.Package, c.To, func(ro *reconcile.Rollout) {
 			if ro.NoteGateResult(o.d.Fleet, m.ID, c.Canary, o.redact(cause.Error()), e.Now()) {
 				o.log.Error("rollout halted", "package", m.Package, "version", o.redact(c.To), "reason", o.redact(ro.Reason))
@@ -363,6 +366,11 @@ func (o *op) undo(ctx context.Context, cause error) (string, error) {
 		if failed, ferr := o.release(ctx, c.To); ferr == nil && c.From != c.To {
 			if prev, perr := o.release(ctx, c.From); perr == nil {
 				if err := o.schemaForReturn(ctx, failed, prev, c.To, rec.Port); err != nil {
+					if reconcile.ClassOf(err) == reconcile.Transient {
+						// The change stays, being undone: the next attempt
+						// returns the schema.
+						return c.From, fmt.Errorf("%s failed (%v), %s still runs; returning the database to its schema waits: %w", c.To, cause, c.From, err)
+					}
 					o.endChange(ctx)
 					return c.From, fmt.Errorf("%s failed (%v), %s still runs, but the database could not be returned to its schema: %w", c.To, cause, c.From, err)
 				}
@@ -382,6 +390,11 @@ func (o *op) undo(ctx context.Context, cause error) (string, error) {
 	}
 	if ferr == nil {
 		if err := o.schemaForReturn(ctx, failed, prev, c.To, rec.Port); err != nil {
+			if reconcile.ClassOf(err) == reconcile.Transient {
+				// The change stays, being undone: the next attempt
+				// returns the schema and starts c.From.
+				return c.To, fmt.Errorf("%s failed its health gate (%v); starting %s again waits: %w", c.To, cause, c.From, err)
+			}
 			e.update(ctx, m.ID, func(r *reconcile.Record) bool {
 				r.Change = nil
 				r.NoteFailed(o.redact(err.Error()), reconcile.Stalled)

@@ -73,6 +73,9 @@ type Daemon struct {
 
 	hmu       sync.Mutex
 	gens      map[string]uint64
+	// ready holds processes left "starting" (their start's readiness
+	// wait gave up) that the health monitor has since found healthy.
+	ready map[string]Proc
 	nextGen   uint64
 	unhealthy map[string]mark
 	exits     map[string]mark
@@ -96,6 +99,7 @@ func (dm *Daemon) Init() {
 		dm.queue = NewQueue()
 		dm.reloadCh = make(chan struct{}, 1)
 		dm.gens = map[string]uint64{}
+		dm.ready = map[string]Proc{}
 		dm.unhealthy = map[string]mark{}
 		dm.exits = map[string]mark{}
 		dm.dbState = map[string]reconcile.DBState{}
@@ -196,6 +200,26 @@ func (dm *Daemon) MarkUnhealthy(id string, generation uint64, reason string) {
 	dm.Log.Warn("merchant unhealthy", "merchant", id, "reason", reason)
 	dm.Engine.Metrics.Unhealthy(id)
 	dm.queue.Add(id)
+}
+
+// MarkHealthy reports that merchant id's process of the given generation
+// passed a health check. A process left "starting" (its start stopped
+// waiting for it, say while it was stopped with SIGSTOP) is then running:
+// the next reconcile records it ready.
+func (dm *Daemon) MarkHealthy(id string, generation uint64) {
+	dm.hmu.Lock()
+	defer dm.hmu.Unlock()
+	if dm.gens[id] != generation {
+		return
+	}
+	rec := dm.Engine.Record(id)
+	if rec == nil || rec.Phase != reconcile.PhaseStarting || rec.Change != nil || !rec.Current.Running() {
+		return
+	}
+	if _, queued := dm.ready[id]; !queued {
+		dm.ready[id] = procOf(rec.Current)
+		dm.queue.Add(id)
+	}
 }
 
 // DatabaseChanged records a database's reachability as the database
@@ -379,6 +403,15 @@ func (dm *Daemon) reconcile(ctx context.Context, id string) {
 		return
 	}
 	unlock := dm.locks.Lock(id)
+	dm.hmu.Lock()
+	p, ready := dm.ready[id]
+	delete(dm.ready, id)
+	dm.hmu.Unlock()
+	if ready {
+		if err := dm.Engine.NoteReady(ctx, id, p); err != nil {
+			dm.Log.Error("recording a healthy process ready failed", "merchant", id, "err", err)
+		}
+	}
 	res, err := dm.Engine.Reconcile(ctx, *d, id, dm.ObserveOptions())
 	unlock()
 	switch {

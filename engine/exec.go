@@ -260,7 +260,14 @@ func (e *Engine) stopProc(ctx context.Context, id string, p Proc, grace time.Dur
 	}()
 	live, err := e.check(p)
 	switch live {
-	case reconcile.Dead, reconcile.NoProcess:
+	case reconcile.Dead:
+		// Reap it if it is steward's child that died unwatched (a new
+		// version that died during its health gate): no zombie is left.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		e.Runtime.Wait(wctx, p)
+		cancel()
+		return nil
+	case reconcile.NoProcess:
 		return nil
 	case reconcile.Unknown:
 		return reconcile.WithClass(reconcile.Transient, fmt.Errorf("cannot tell whether process %d runs, so it is not signalled: %v", p.PID, err))
@@ -366,6 +373,8 @@ func (o *op) launch(ctx context.Context, version string, port int, migrate bool)
 	switch {
 	case err != nil:
 		return reconcile.WithClass(reconcile.Transient, fmt.Errorf("checking port %d: %w", port, err))
+	case found && owner.PID == 0:
+		return busyPort(port)
 	case found && !mine:
 		return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is held by pid %d, which is not merchant %s's process; free the port or give %s another one", ErrPortTaken, port, owner.PID, m.ID, m.ID))
 	case found && o.stopped:
@@ -491,6 +500,12 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 	return version, o.launch(ctx, version, port, false)
 }
 
+// busyPort is the error of a port that is held, but by no process steward
+// can name (one exiting, or in another namespace): tried again.
+func busyPort(port int) error {
+	return reconcile.WithClass(reconcile.Transient, fmt.Errorf("%w: port %d is still held, by no process steward can see (one that is exiting?); trying again", ErrPortTaken, port))
+}
+
 // leftBehind is the error of a port still held, after the merchant's
 // process was stopped, by a process of the merchant's (one it started and
 // detached from itself): steward stops only the processes it started.
@@ -507,7 +522,7 @@ func (o *op) checkMovePort(rec *reconcile.Record, port int, workDir string) erro
 		return nil
 	}
 	owner, mine, found, err := o.e.Runtime.PortOwner(port, workDir)
-	if err != nil || !found || mine {
+	if err != nil || !found || mine || owner.PID == 0 {
 		return nil // the start finds out, with the error
 	}
 	return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: port %d is held by pid %d, which is not merchant %s's process; free the port or give %s another one (%s still runs on port %d)",

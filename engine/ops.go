@@ -93,6 +93,19 @@ func (e *Engine) leftOnPorts(id string, rec *reconcile.Record) error {
 	return nil
 }
 
+// NoteReady records merchant id's current process p ready (running) when
+// it is still the current one, left "starting", with no change under way.
+func (e *Engine) NoteReady(ctx context.Context, id string, p Proc) error {
+	_, err := e.update(ctx, id, func(r *reconcile.Record) bool {
+		if r.Phase != reconcile.PhaseStarting || r.Change != nil || procOf(r.Current) != p {
+			return false
+		}
+		r.NoteReady()
+		return true
+	})
+	return err
+}
+
 // refusedError is err as ErrRefused, with err's message alone.
 type refusedError struct{ error }
 

@@ -168,6 +168,13 @@ func (o *op) schemaBeforeChange(ctx context.Context, rel, fromRel *pkgstore.Rele
 		if fromRel == nil || !fromRel.Manifest.Schema.HasDown() {
 			return false, o.noDownError(rel.Version, need, cur, from)
 		}
+		if o.managesSchema(fromRel) && fromRel.Manifest.Schema.Version < cur {
+			// The running release's down migration knows schemas up to its
+			// own; the database is past it (a newer version's migration
+			// was never undone).
+			return false, reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: the database %s is at schema %d, newer than %s %s (schema %d), which runs, and %s (schema %d): no release at hand migrates it down; run the version that migrated it there, or restore a backup (steward rollback %s -to VERSION -restore-backup)",
+				ErrSchema, o.m.DBName, cur, o.m.Package, from, fromRel.Manifest.Schema.Version, rel.Version, need, o.m.ID))
+		}
 		return true, nil
 	}
 	return false, nil
@@ -195,11 +202,18 @@ func (o *op) schemaForReturn(ctx context.Context, failed, prev *pkgstore.Release
 	}
 	cur, err := o.readSchema(ctx, failed, port)
 	if err != nil {
-		return fmt.Errorf("reading the schema version: %w", err)
+		// The database did not answer: the return is tried again.
+		return reconcile.WithClass(reconcile.Transient, fmt.Errorf("reading the schema version: %w", err))
 	}
 	need := prev.Manifest.Schema.Version
-	if cur <= need {
+	switch {
+	case cur == need:
 		return nil
+	case cur < need:
+		// The failed version was an older one (a rollback whose process
+		// failed after its down migration): the version returned to
+		// migrates the database up again, as it did before.
+		return o.migrate(ctx, prev, need, target, cur, port)
 	}
 	if !failed.Manifest.Schema.HasDown() {
 		return o.noDownError(prev.Version, need, cur, target)

@@ -411,10 +411,21 @@ func upFor(p proc) time.Duration {
 
 // liveServer returns merchant m's serving process, if it has exactly one,
 // not stopped.
+//
+// Faults hit only the processes steward recorded: the process is the one
+// the merchant's record names (pid and start time), and it must be the
+// one serving the merchant now.
 func (s *sim) liveServer(m *merchant) (proc, bool) {
-	fp := s.layout.classify(scanProcs())
-	p, ok := fp.server(m.id)
-	if !ok || p.state == 'T' || p.state == 't' {
+	recs, err := readRecords(s.stateDir)
+	r := recs[m.id]
+	if err != nil || r == nil || r.Current.PID == 0 {
+		return proc{}, false
+	}
+	p, ok := inspect(r.Current.PID)
+	if !ok || p.start != r.Current.StartTime || p.state == 'T' || p.state == 't' || p.state == 'Z' {
+		return proc{}, false
+	}
+	if srv, ok := s.layout.classify(scanProcs()).server(m.id); !ok || srv.pid != p.pid {
 		return proc{}, false
 	}
 	return p, true
@@ -530,12 +541,13 @@ func (s *sim) shimKill() bool {
 	if m == nil {
 		return false
 	}
-	shims := s.layout.classify(scanProcs()).shims[m.id]
-	if len(shims) != 1 {
+	// The shim is the recorded process's parent (steward starts the
+	// merchant through it).
+	shim, ok := inspect(server.ppid)
+	if shims := s.layout.classify(scanProcs()).shims[m.id]; !ok || len(shims) != 1 || shims[0].pid != shim.pid {
 		release()
 		return false
 	}
-	shim := shims[0]
 	// The merchant dies of SIGPIPE at its next log line (the example app
 	// logs every request, and faultsim writes to it all the time).
 	delay := s.died(m.id, upFor(server))

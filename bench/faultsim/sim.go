@@ -429,11 +429,27 @@ func (s *sim) teardown() {
 	}
 	// Whatever is left of the fleet after a grace period for log shims to
 	// see their merchant's end (a process steward lost track of) is killed
-	// by pid, found by its work dir or its log dir.
+	// by pid and start time: the processes the kernel made this
+	// simulator's descendants (it is their subreaper) that belong to the
+	// fleet.
 	fleetLeft := func() []proc {
+		all := scanProcs()
+		parent := map[int]int{}
+		for _, p := range all {
+			parent[p.pid] = p.ppid
+		}
+		self := os.Getpid()
+		descendant := func(pid int) bool {
+			for i := 0; i < 64 && pid > 1; i++ {
+				if pid = parent[pid]; pid == self {
+					return true
+				}
+			}
+			return false
+		}
 		var out []proc
-		for _, p := range scanProcs() {
-			if p.state != 'Z' && (s.layout.merchantOf(p) != "" || s.layout.shimOf(p) != "") {
+		for _, p := range all {
+			if p.state != 'Z' && descendant(p.pid) && (s.layout.merchantOf(p) != "" || s.layout.shimOf(p) != "") {
 				out = append(out, p)
 			}
 		}

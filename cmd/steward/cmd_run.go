@@ -154,6 +154,9 @@ structured (text on a terminal, JSON otherwise) on stderr.`)
 		OnUnhealthy: func(r probe.Result) { dm.MarkUnhealthy(r.ID, r.Generation, healthReason(r)) },
 		OnResult: func(r probe.Result) {
 			m.Probed(r.Latency, r.Healthy)
+			if r.Healthy {
+				dm.MarkHealthy(r.ID, r.Generation)
+			}
 			healthMu.Lock()
 			was, seen := lastHealthy[r.ID]
 			lastHealthy[r.ID] = r.Healthy

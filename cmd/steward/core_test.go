@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -235,4 +236,57 @@ merchant "solo" {
 	if m := f.merchant(f.status(), "solo"); m.State != "running" || get(m.Port, "/health") == "" {
 		t.Errorf("solo after apply: %+v", m)
 	}
+}
+
+// zombieChildren lists the zombie processes whose parent is pid.
+func zombieChildren(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[0] == "Z" && f[1] == fmt.Sprint(pid) {
+			n, _ := strconv.Atoi(e.Name())
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// A new version whose process dies during its health gate is undone, and
+// the daemon that started it leaves no zombie behind.
+func TestDeadCandidateLeavesNoZombie(t *testing.T) {
+	app := extract(t, filepath.Join(examplePackages(t), "invoicing-1.0.0.tar.gz"), "bin/invoicing")
+	pkgs := t.TempDir()
+	os.Chmod(pkgs, 0o755)
+	manifest := "command = [\"bin/start\", \"${port}\"]\nhealth { http = \"/health\" }\n"
+	writeTarball(t, pkgs, "flaky", "1.0.0", map[string]string{"package.hcl": manifest, "bin/invoicing": app,
+		"bin/start": "#!/bin/sh\nexec \"$(dirname \"$0\")/invoicing\" --port=\"$1\"\n"})
+	writeTarball(t, pkgs, "flaky", "1.1.0", map[string]string{"package.hcl": manifest, "bin/invoicing": app,
+		// Healthy at first, gone a second later: during min_healthy_time.
+		"bin/start": "#!/bin/sh\n(sleep 1; kill -9 $$) &\nexec \"$(dirname \"$0\")/invoicing\" --port=\"$1\"\n"})
+	f := newFleet(t, 5)
+	specs := func(v string) string {
+		return fmt.Sprintf("package \"flaky\" {\n  source = %q\n  channel \"s\" { version = %q }\n}\nrollout {\n  health_deadline  = \"10s\"\n  min_healthy_time = \"3s\"\n}\nmerchant \"solo\" {\n  package = \"flaky\"\n  channel = \"s\"\n}\n", pkgs, v)
+	}
+	f.write("fleet.hcl", specs("1.0.0"))
+	d := f.startDaemon()
+	f.waitAPI()
+	f.waitRunning(60*time.Second, "solo")
+	f.write("fleet.hcl", specs("1.1.0"))
+	waitFor(t, 60*time.Second, "the failed upgrade undone", func() bool {
+		return strings.Contains(f.history("solo"), "upgrade   error")
+	})
+	waitFor(t, 30*time.Second, "solo back on 1.0.0", func() bool {
+		m := f.merchant(f.apiStatus(), "solo")
+		return m.State == "running" && m.Version == "1.0.0"
+	})
+	if z := zombieChildren(d.cmd.Process.Pid); len(z) > 0 {
+		t.Errorf("the daemon left zombies: %v", z)
+	}
+	d.stop(t, syscall.SIGTERM)
 }

@@ -232,3 +232,42 @@ merchant "two" {
 	}
 	f.waitRunning(30*time.Second, "one", "two")
 }
+
+// A rollback whose older version fails its gate after the down migration
+// returns to the newer version with the database migrated up again, not
+// left on a schema the newer version cannot start on.
+func TestFailedRollbackMigratesBackUp(t *testing.T) {
+	src := examplePackages(t)
+	pkgs := t.TempDir()
+	os.Chmod(pkgs, 0o755)
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		tarball := filepath.Join(src, "invoicing-"+v+".tar.gz")
+		files := map[string]string{"package.hcl": extract(t, tarball, "package.hcl"), "bin/invoicing": extract(t, tarball, "bin/invoicing")}
+		if v == "1.0.0" {
+			// Serves, then dies a second later: during min_healthy_time.
+			files["package.hcl"] = strings.Replace(files["package.hcl"], `command = ["bin/invoicing", "--port=${port}"]`, `command = ["bin/start", "${port}"]`, 1)
+			files["bin/start"] = "#!/bin/sh\n(sleep 1; kill -9 $$) &\nexec \"$(dirname \"$0\")/invoicing\" --port=\"$1\"\n"
+		}
+		writeTarball(t, pkgs, "invoicing", v, files)
+	}
+	f := newFleet(t, 5)
+	rollout := "rollout {\n  health_deadline  = \"10s\"\n  min_healthy_time = \"3s\"\n}"
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.1.0", rollout, merchantBlock("m1")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply: %s%s", out, errs)
+	}
+	if v := f.dbQuery(t, "m1", schemaQuery); v != 2 {
+		t.Fatalf("schema after 1.1.0: %d", v)
+	}
+	out, errs, code := f.steward("rollback", "m1", "-to", "1.0.0")
+	if code != exitError {
+		t.Fatalf("rollback to a 1.0.0 that dies: exit %d\n%s%s", code, out, errs)
+	}
+	m := f.merchant(f.status(), "m1")
+	if m.State != "running" || m.Version != "1.1.0" || strings.TrimSpace(get(m.Port, "/version")) != "1.1.0" {
+		t.Errorf("m1 after the failed rollback: %+v\n%s%s", m, out, errs)
+	}
+	if v := f.dbQuery(t, "m1", schemaQuery); v != 2 {
+		t.Errorf("schema after the failed rollback: %d, want 2 (1.1.0's)\n%s", v, f.history("m1"))
+	}
+}
