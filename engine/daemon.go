@@ -71,11 +71,11 @@ type Daemon struct {
 	// operations the API runs.
 	locks keyedMutex
 
-	hmu       sync.Mutex
-	gens      map[string]uint64
+	hmu  sync.Mutex
+	gens map[string]uint64
 	// ready holds processes left "starting" (their start's readiness
 	// wait gave up) that the health monitor has since found healthy.
-	ready map[string]Proc
+	ready     map[string]Proc
 	nextGen   uint64
 	unhealthy map[string]mark
 	exits     map[string]mark
