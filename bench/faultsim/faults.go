@@ -541,13 +541,19 @@ func (s *sim) shimKill() bool {
 	if m == nil {
 		return false
 	}
-	// The shim is the recorded process's parent (steward starts the
-	// merchant through it).
-	shim, ok := inspect(server.ppid)
-	if shims := s.layout.classify(scanProcs()).shims[m.id]; !ok || len(shims) != 1 || shims[0].pid != shim.pid {
+	// The shim is the process reading the recorded process's output: its
+	// stdin is the pipe the merchant's stdout writes to.
+	out, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/1", server.pid))
+	shims := s.layout.classify(scanProcs()).shims[m.id]
+	if err != nil || !strings.HasPrefix(out, "pipe:") || len(shims) != 1 {
 		release()
 		return false
 	}
+	if in, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", shims[0].pid)); err != nil || in != out {
+		release()
+		return false
+	}
+	shim := shims[0]
 	// The merchant dies of SIGPIPE at its next log line (the example app
 	// logs every request, and faultsim writes to it all the time).
 	delay := s.died(m.id, upFor(server))
