@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"steward/internal/atomicfile"
 	"steward/reconcile"
 )
 
@@ -40,7 +41,7 @@ const (
 	recordsLock   = "records.lock"
 	eventsFile    = "events.jsonl"
 	hostLeaseFile = "lock"
-	tempPrefix    = ".tmp-"
+	tempPrefix    = atomicfile.TempPrefix
 	// v1File is the single-document state of format 1, read until the
 	// first write migrates it.
 	v1File = "state.json"
@@ -656,24 +657,7 @@ func (st *FileStore) syncCounter() error {
 // writeQuick replaces dir/name with data through a temporary file and a
 // rename, without fsync: a crash may lose it, never tear it.
 func writeQuick(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, tempPrefix+name+"-*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, name), data, 0o600, false)
 }
 
 // lockRecord takes the write lock of one record: a stripe mutex within the
@@ -703,47 +687,13 @@ func newLineage() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// writeAtomic replaces dir/name with data: it writes a temporary file in dir,
-// syncs it, renames it over name and syncs dir. A crash at any point leaves
-// either the old or the new file.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, tempPrefix+name+"-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
+// writeAtomic replaces dir/name with data durably: a crash at any point
+// leaves either the old or the new file.
+func writeAtomic(dir, name string, data []byte) error {
+	return atomicfile.WriteFile(filepath.Join(dir, name), data, 0o600, true)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // AppendEvent implements Store. Each event is one JSON line; the batch is
 // written with one write under an flock on events.jsonl and then synced.

@@ -20,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/lib/pq"
 
+	"steward/internal/atomicfile"
 	"steward/internal/tcpproxy"
 )
 
@@ -170,7 +171,7 @@ func (s *sim) writeSpecs(v string, extra map[string]string, msg string) error {
 			}
 			continue
 		}
-		if err := writeAtomic(p, []byte(content)); err != nil {
+		if err := atomicfile.WriteFile(p, []byte(content), 0o644, false); err != nil {
 			return err
 		}
 	}
@@ -216,28 +217,6 @@ func initRepo(dir string) (*git.Repository, error) {
 	return git.PlainInitWithOptions(dir, &git.PlainInitOptions{
 		InitOptions: git.InitOptions{DefaultBranch: plumbing.NewBranchReferenceName("main")},
 	})
-}
-
-// writeAtomic replaces p with data (a temporary file renamed over it), so
-// that steward never reads half a spec file.
-func writeAtomic(p string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
 }
 
 // freePortRange returns the first of n consecutive ports that nothing

@@ -40,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"steward/internal/atomicfile"
 	"steward/pkgstore"
 )
 
@@ -207,10 +208,10 @@ func build(ctx context.Context, o options, stdout io.Writer) error {
 		if slices.Contains(o.broken, v) {
 			note += ", /health fails on purpose"
 		}
-		if err := writeAtomic(filepath.Join(o.out, tarName), data); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(o.out, tarName), data, 0o644, false); err != nil {
 			return err
 		}
-		if err := writeAtomic(filepath.Join(o.out, tarName+".sha256"), []byte(digest+"  "+tarName+"\n")); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(o.out, tarName+".sha256"), []byte(digest+"  "+tarName+"\n"), 0o644, false); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s  sha256 %s  (%d bytes%s)\n", filepath.Join(o.out, tarName), digest[:12], len(data), note)
@@ -304,25 +305,4 @@ func pack(name string, bin []byte, manifest string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// writeAtomic replaces p with data, so a reader never sees half a file.
-func writeAtomic(p string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
 }
