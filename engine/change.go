@@ -54,19 +54,11 @@ func parseVersionOutput(cmd, out string) (int64, error) {
 // version it came from, undoing the migration; with a router the old
 // process never stopped and keeps serving.
 func (o *op) change(ctx context.Context) (string, error) {
-	if err := o.needSpec(); err != nil {
+	rec, err := o.activeRecord()
+	if err != nil {
 		return "", err
 	}
-	e, m := o.e, o.m
-	rec := e.Record(m.ID)
-	if rec == nil {
-		return "", reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: %s has never been started", ErrUnknownMerchant, m.ID))
-	}
-	if rec.Suspended {
-		return "", reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: resume it first", ErrSuspended))
-	}
 	if rec.Change == nil {
-		var err error
 		if rec, err = o.begin(ctx, rec); err != nil || rec.Change == nil {
 			return rec.Current.Version, err
 		}

@@ -313,6 +313,22 @@ func (o *op) needSpec() error {
 	return nil
 }
 
+// activeRecord returns the record of a merchant an action replaces the
+// process of: one in the specs, started before and not suspended.
+func (o *op) activeRecord() (*reconcile.Record, error) {
+	if err := o.needSpec(); err != nil {
+		return nil, err
+	}
+	rec := o.e.Record(o.m.ID)
+	if rec == nil {
+		return nil, reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: %s has never been started", ErrUnknownMerchant, o.m.ID))
+	}
+	if rec.Suspended {
+		return nil, reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: resume it first", ErrSuspended))
+	}
+	return rec, nil
+}
+
 // startAction starts a merchant that has no process: a new merchant (its
 // record is made first, reserving its port) or a known one, on the version
 // the policy holds for it now. Only a merchant that never ran migrates its
@@ -442,17 +458,11 @@ func (o *op) policy() reconcile.RestartPolicy { return reconcile.PolicyOf(o.d.Fl
 // one stops. With a router the new process starts beside the old one and
 // takes its traffic before the old one stops.
 func (o *op) restartAction(ctx context.Context) (string, error) {
-	if err := o.needSpec(); err != nil {
+	rec, err := o.activeRecord()
+	if err != nil {
 		return "", err
 	}
 	e, m := o.e, o.m
-	rec := e.Record(m.ID)
-	if rec == nil {
-		return "", reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: %s has never been started", ErrUnknownMerchant, m.ID))
-	}
-	if rec.Suspended {
-		return "", reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%w: resume it first", ErrSuspended))
-	}
 	version, _ := o.target(rec)
 	rel, err := o.release(ctx, version)
 	if err != nil {
