@@ -65,7 +65,9 @@
 // IdleTimeout, and at most MaxConns connections are served at once (a
 // quarter of the soft RLIMIT_NOFILE, at most 256, by default), so that
 // clients that send slowly or never finish cannot take the descriptors the
-// daemon needs for its processes, probes and state. At most MaxStreams
+// daemon needs for its processes, probes and state. At the cap a new
+// connection closes the one that has waited longest without a request in
+// progress, so that such clients cannot keep others out either. At most MaxStreams
 // event streams and log follows are open at once (503 beyond).
 //
 // Errors answer {"error": "..."}: 400 bad input, 401 token needed, 404

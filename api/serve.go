@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // Limits bound what clients can take of the daemon: a client that sends
@@ -26,8 +24,10 @@ type Limits struct {
 	// MaxJSONDepth bounds the nesting of a JSON request body, checked
 	// before it is decoded; deeper ones get 400 (default 32).
 	MaxJSONDepth int
-	// MaxConns caps the connections served at once; more wait in the
-	// listen queue until one ends (default: RLIMIT_NOFILE's soft limit / 4,
+	// MaxConns caps the connections served at once; a new one beyond it
+	// closes the one that has waited longest without a request in
+	// progress, or waits for one to end when all are busy (default:
+	// RLIMIT_NOFILE's soft limit / 4,
 	// at most 256 and at least 8, so the daemon keeps most of its
 	// descriptors for processes, probes and state).
 	MaxConns int
@@ -106,8 +106,10 @@ func connCap(soft uint64) int {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.init()
 	l := s.lim
+	el := newEvictingListener(ln, l.MaxConns)
 	hs := &http.Server{
 		Handler:           s.Handler(),
+		ConnState:         el.connState,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
@@ -117,7 +119,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(netutil.LimitListener(ln, l.MaxConns)) }()
+	go func() { errc <- hs.Serve(el) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving the API on %s: %w", ln.Addr(), err)

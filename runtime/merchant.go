@@ -58,15 +58,34 @@ func openMerchantLog(root, id string) (logDir, error) {
 	if err != nil {
 		return logDir{}, err
 	}
-	d := logDir{root: r, rel: filepath.Join(id, "logs"), path: filepath.Join(mdir, id, "logs")}
-	if _, err := r.Stat(d.rel); errors.Is(err, fs.ErrNotExist) {
-		r.Close()
-		return logDir{}, fmt.Errorf("merchant %s has no logs in %s: it has not run on this host (check the id with steward status): %w", id, d.path, fs.ErrNotExist)
-	} else if err != nil {
-		r.Close()
+	defer r.Close()
+	rel, path := filepath.Join(id, "logs"), filepath.Join(mdir, id, "logs")
+	// The merchant's user owns its directory and could swap its logs for a
+	// link to another merchant's: both levels must be real directories,
+	// and the logs are then read through a root of their own, which no
+	// link in them leads out of.
+	var fi fs.FileInfo
+	for _, p := range []string{id, rel} {
+		fi, err = r.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return logDir{}, fmt.Errorf("merchant %s has no logs in %s: it has not run on this host (check the id with steward status): %w", id, path, fs.ErrNotExist)
+		}
+		if err != nil {
+			return logDir{}, err
+		}
+		if !fi.IsDir() {
+			return logDir{}, fmt.Errorf("merchant %s's logs: %s is not a directory (%s)", id, filepath.Join(mdir, p), fi.Mode().Type())
+		}
+	}
+	sub, err := r.OpenRoot(rel)
+	if err != nil {
 		return logDir{}, err
 	}
-	return d, nil
+	if got, err := sub.Stat("."); err != nil || !os.SameFile(got, fi) {
+		sub.Close()
+		return logDir{}, fmt.Errorf("merchant %s's log directory %s changed while it was opened", id, path)
+	}
+	return logDir{root: sub, rel: ".", path: path}, nil
 }
 
 // TailMerchant is TailLines for merchant id's log below the runtime root

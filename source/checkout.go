@@ -45,7 +45,7 @@ func (g *Git) checkout(ctx context.Context, s storer.EncodedObjectStorer, h plum
 		_ = os.Chtimes(dst, now, now) // recently used: prune keeps it
 		return dst, nil
 	}
-	if err := os.MkdirAll(g.checkoutDir(), 0o755); err != nil {
+	if err := os.MkdirAll(g.checkoutDir(), 0o700); err != nil {
 		return "", fmt.Errorf("git checkout: %w", err)
 	}
 	model, err := readTree(ctx, s, tree)
@@ -60,7 +60,7 @@ func (g *Git) checkout(ctx context.Context, s storer.EncodedObjectStorer, h plum
 		_ = os.RemoveAll(tmp)
 		return "", fmt.Errorf("git checkout of %s: %w", shortHash(h), err)
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := os.Chmod(tmp, 0o700); err != nil {
 		_ = os.RemoveAll(tmp)
 		return "", fmt.Errorf("git checkout: %w", err)
 	}

@@ -16,13 +16,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"steward/spec"
 )
@@ -60,6 +63,12 @@ type GitOptions struct {
 	// MaxTotalSize is the largest size of a commit's spec files together;
 	// a commit beyond it is refused. Zero means no limit here.
 	MaxTotalSize int64
+	// FetchCommand, when set, is the command of a process that fetches
+	// (RunFetchProcess), so that what a fetch takes in memory is not this
+	// process's; FetchMemory bounds that process's resident memory (zero:
+	// no bound). Without FetchCommand the fetch runs in this process.
+	FetchCommand []string
+	FetchMemory  int64
 }
 
 // Git is a git repository of spec files, fetched into a local cache.
@@ -143,7 +152,8 @@ func (g *Git) Load(ctx context.Context) (*Snapshot, error) {
 	}
 	local, _ := g.localHash(repo)
 	if local.IsZero() || !g.opts.Now().Before(g.lastCheck.Add(g.cfg.Poll)) {
-		if _, err := g.sync(ctx, repo); err != nil {
+		var err error
+		if repo, _, err = g.sync(ctx, repo); err != nil {
 			if local.IsZero() {
 				return nil, err
 			}
@@ -176,7 +186,8 @@ func (g *Git) Sync(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	return g.sync(ctx, repo)
+	_, changed, err = g.sync(ctx, repo)
+	return changed, err
 }
 
 // Watch checks the remote every poll interval (cfg.Poll) and notifies ch
@@ -218,11 +229,16 @@ func (g *Git) announce(ch chan<- struct{}) {
 func (g *Git) repoDir() string     { return filepath.Join(g.root, "repo.git") }
 func (g *Git) checkoutDir() string { return filepath.Join(g.root, "checkouts") }
 
+// largeObject is the size from which an object of the cache is read from
+// its pack as it is used, not whole into memory.
+const largeObject = 1 << 20
+
 // open opens the cache's bare repository, creating it when missing.
 func (g *Git) open() (*git.Repository, error) {
-	repo, err := git.PlainOpen(g.repoDir())
+	st := filesystem.NewStorageWithOptions(osfs.New(g.repoDir()), cache.NewObjectLRUDefault(), filesystem.Options{LargeObjectThreshold: largeObject})
+	repo, err := git.Open(st, nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
-		repo, err = git.PlainInit(g.repoDir(), true)
+		repo, err = git.Init(st, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("git cache %s: %w", g.repoDir(), err)
@@ -255,43 +271,45 @@ func (g *Git) remote(repo *git.Repository) *git.Remote {
 
 // sync lists the remote's refs and fetches the configured one when its
 // commit is not the one fetched last. Callers hold the locks.
-func (g *Git) sync(ctx context.Context, repo *git.Repository) (bool, error) {
+func (g *Git) sync(ctx context.Context, repo *git.Repository) (_ *git.Repository, _ bool, err error) {
 	auth, err := g.auth()
 	if err != nil {
-		return false, err
+		return repo, false, err
 	}
 	rem := g.remote(repo)
 	name, want, err := g.lsRemote(ctx, rem, auth)
 	if err != nil {
-		return false, err
+		return repo, false, err
 	}
 	before, err := g.localHash(repo)
 	if err != nil {
-		return false, g.errorf("read %s: %w", trackedRef, err)
+		return repo, false, g.errorf("read %s: %w", trackedRef, err)
 	}
 	g.lastCheck = g.opts.Now()
 	if before == want {
 		g.log.Debug("git ref unchanged", "commit", want.String())
-		return false, nil
+		return repo, false, nil
 	}
 	fctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
 	g.fetches.Add(1)
-	err = rem.FetchContext(fctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{config.RefSpec("+" + name.String() + ":" + trackedRef.String())},
-		Auth:     auth,
-		Tags:     git.NoTags,
-		Force:    true,
-	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return false, g.errorf("fetch %s from %s: %w", name, redactURL(g.cfg.URL), err)
+	if err := g.fetch(fctx, repo, "+"+name.String()+":"+trackedRef.String()); err != nil {
+		return repo, false, g.errorf("fetch %s from %s: %w", name, redactURL(g.cfg.URL), err)
+	}
+	if len(g.opts.FetchCommand) > 0 {
+		// The fetch process stored new packs this repository has not seen.
+		reopened, err := g.open()
+		if err != nil {
+			return repo, false, err
+		}
+		repo = reopened
 	}
 	after, err := g.localHash(repo)
 	if err != nil || after.IsZero() {
-		return false, g.errorf("fetch %s from %s: ref not stored after the fetch (%v)", name, redactURL(g.cfg.URL), err)
+		return repo, false, g.errorf("fetch %s from %s: ref not stored after the fetch (%v)", name, redactURL(g.cfg.URL), err)
 	}
 	g.log.Info("git fetched", "ref_name", name.String(), "from", shortHash(before), "to", after.String())
-	return after != before, nil
+	return repo, after != before, nil
 }
 
 // lsRemote resolves the configured ref on the remote: a full ref name, HEAD,

@@ -392,3 +392,27 @@ func TestGitLoadServesTheCachedCommitWhenTheRemoteIsGone(t *testing.T) {
 		t.Error("Load without a cache and without a remote succeeded")
 	}
 }
+
+// The cache holds the specs, secrets included, and merchants run as other
+// users: it is private to steward's user, also when an older build left
+// it readable.
+func TestGitCacheIsPrivate(t *testing.T) {
+	r := gittest.New(t)
+	r.Commit("specs", map[string]string{"merchants/east.hcl": "merchant \"acme\" {}\n"})
+	state := filepath.Join(t.TempDir(), "state")
+	cache := filepath.Join(state, "git")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := NewGit(spec.GitConfig{URL: r.Path, Dir: "merchants"}, cache, GitOptions{Timeout: 20 * time.Second})
+	load(t, g)
+	for _, d := range []string{cache, g.root, g.checkoutDir()} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v; want no access for group and others", d, fi.Mode().Perm())
+		}
+	}
+}

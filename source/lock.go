@@ -14,7 +14,7 @@ import (
 // (a daemon and a CLI run fetching at once would corrupt refs), waiting at
 // most the operation timeout.
 func (g *Git) lock(ctx context.Context) (unlock func(), err error) {
-	if err := os.MkdirAll(g.root, 0o755); err != nil {
+	if err := privateDirs(g.root); err != nil {
 		return nil, fmt.Errorf("git cache: %w", err)
 	}
 	p := filepath.Join(g.root, "lock")
@@ -45,4 +45,29 @@ func (g *Git) lock(ctx context.Context) (unlock func(), err error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// privateDirs makes root and the cache directory above it (the state's
+// "git") private to steward's user: their checkouts hold the specs,
+// secrets included, and merchants run as other users. The directory above
+// the cache (the state directory) is made private too when this creates
+// it; its own parents are ordinary directories, as the state store makes
+// them. Directories an older steward made readable are closed.
+func privateDirs(root string) error {
+	cache := filepath.Dir(root)
+	stateDir := filepath.Dir(cache)
+	if err := os.MkdirAll(filepath.Dir(stateDir), 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{stateDir, cache, root} {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	for _, d := range []string{cache, root} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
 }

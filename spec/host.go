@@ -70,8 +70,10 @@ type RuntimeConfig struct {
 	// Ports is the inclusive range ports are assigned from; fixed ports in
 	// specs must lie inside it too.
 	Ports PortRange
-	// User is the unprivileged user merchants run as when steward is root.
-	User string
+	// User is the unprivileged user merchants run as when steward is root;
+	// UserRange is where it is set (zero when it is not).
+	User      string
+	UserRange hcl.Range
 	// UIDs, when set (steward runs as root), gives every merchant a user
 	// of its own instead of User: the uid (and gid) Low plus a slot kept
 	// in the merchant's record, with no other groups, so that merchants
@@ -319,7 +321,9 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 					h.Runtime.Ports = r
 				}
 			}
-			d.str(bc.Attributes, "user", &h.Runtime.User)
+			if a := d.str(bc.Attributes, "user", &h.Runtime.User); a != nil {
+				h.Runtime.UserRange = a.Expr.Range()
+			}
 			var uids string
 			if a := d.str(bc.Attributes, "uids", &uids); a != nil && uids != "" {
 				lo, hi, ok := strings.Cut(strings.TrimSpace(uids), "-")
@@ -383,7 +387,7 @@ func decodeHost(body hcl.Body, base string) (*Host, hcl.Diagnostics) {
 	return h, d.diags
 }
 
-var limitsSchema = &hcl.BodySchema{Attributes: attrNames("spec_file_size", "spec_total_size", "spec_depth", "api_body_size", "package_size", "unpack_files", "unpack_size")}
+var limitsSchema = &hcl.BodySchema{Attributes: attrNames("spec_file_size", "spec_total_size", "spec_depth", "api_body_size", "package_size", "unpack_files", "unpack_size", "git_fetch_memory")}
 
 // limits decodes a limits block over the defaults already in l.
 func (d *decoder) limits(b *hcl.Block, l *Limits) {
@@ -398,6 +402,7 @@ func (d *decoder) limits(b *hcl.Block, l *Limits) {
 	d.size(c.Attributes, "package_size", 1<<10, 1<<50, &l.PackageSize)
 	d.integer(c.Attributes, "unpack_files", 1, 100_000_000, &l.UnpackFiles)
 	d.size(c.Attributes, "unpack_size", 1<<10, 1<<50, &l.UnpackSize)
+	d.size(c.Attributes, "git_fetch_memory", 64<<20, 1<<40, &l.GitFetchMemory)
 }
 
 // size decodes a size attribute ("10MB", or a number of bytes) that must

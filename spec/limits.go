@@ -40,6 +40,11 @@ type Limits struct {
 	// unpack_size).
 	UnpackFiles int
 	UnpackSize  int64
+	// GitFetchMemory bounds the memory of the process that fetches a git
+	// source (git_fetch_memory): go-git holds each fetched object whole in
+	// memory, so a commit of a huge file that compresses to little would
+	// otherwise take the daemon's memory.
+	GitFetchMemory int64
 }
 
 // DefaultLimits are the limits without a limits block in the host config.
@@ -52,6 +57,8 @@ var DefaultLimits = Limits{
 	PackageSize: 1 << 30,
 	UnpackFiles: 100_000,
 	UnpackSize:  1 << 30,
+
+	GitFetchMemory: 1 << 30,
 }
 
 // Bounds of the limits a host config may set. Depth is bounded because every
@@ -88,6 +95,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.UnpackSize <= 0 {
 		l.UnpackSize = d.UnpackSize
+	}
+	if l.GitFetchMemory <= 0 {
+		l.GitFetchMemory = d.GitFetchMemory
 	}
 	return l
 }

@@ -167,12 +167,13 @@ limits {
   package_size   = "2GB"
   unpack_files   = 5000
   unpack_size    = "3GB"
+  git_fetch_memory = "256MB"
 }
 `), "/etc/steward.hcl")
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	want := Limits{FileSize: 2 << 20, TotalSize: 32 << 20, Depth: 100, APIBody: 64 << 10, PackageSize: 2 << 30, UnpackFiles: 5000, UnpackSize: 3 << 30}
+	want := Limits{FileSize: 2 << 20, TotalSize: 32 << 20, Depth: 100, APIBody: 64 << 10, PackageSize: 2 << 30, UnpackFiles: 5000, UnpackSize: 3 << 30, GitFetchMemory: 256 << 20}
 	if h.Limits != want {
 		t.Errorf("Limits = %+v, want %+v", h.Limits, want)
 	}

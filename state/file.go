@@ -104,6 +104,12 @@ func OpenFile(dir string) (*FileStore, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("state: %s is not a directory", dir)
 	}
+	if fi.Mode().Perm() != 0o700 {
+		// Made readable by an older steward (or by hand): the state holds
+		// the fingerprint key and, with a git source, the specs. Closed
+		// when this user may; a reader that may not still reads.
+		_ = os.Chmod(dir, 0o700)
+	}
 	return &FileStore{dir: dir, locks: map[*heldLock]struct{}{}}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"steward/internal/termsafe"
 	"steward/runtime/logshim"
+	"steward/source"
 )
 
 // Exit codes.
@@ -55,6 +56,9 @@ func commands() []command {
 		{name: "version", synopsis: "Print steward's version", run: cmdVersion},
 		{name: "__logshim", hidden: true, run: func(_ context.Context, e *env, args []string) int {
 			return logshim.Run(args, e.stdin)
+		}},
+		{name: "__gitfetch", hidden: true, run: func(_ context.Context, e *env, _ []string) int {
+			return source.RunFetchProcess(e.stdin, e.stderr)
 		}},
 	}
 }

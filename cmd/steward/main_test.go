@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -26,9 +27,13 @@ func TestMain(m *testing.M) {
 				os.Exit(1)
 			}
 		}
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+		// As main does: Ctrl-C and SIGTERM cancel the command.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	}
-	if len(os.Args) > 1 && os.Args[1] == "__logshim" {
+	if len(os.Args) > 1 && (os.Args[1] == "__logshim" || os.Args[1] == "__gitfetch") {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if os.Geteuid() == 0 && os.Getenv("STEWARD_TEST_COPY") == "" {

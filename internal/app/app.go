@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"steward/dbadmin"
@@ -224,8 +225,14 @@ func DesiredFor(h *spec.Host, fl *spec.Fleet) engine.Desired {
 // NewSource returns the spec source h names; log may be nil.
 func NewSource(h *spec.Host, log *slog.Logger) source.Source {
 	if h.Source.Git != nil {
-		return source.NewGit(*h.Source.Git, Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}.GitCache(),
-			source.GitOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize, MaxTotalSize: h.Limits.WithDefaults().TotalSize})
+		lim := h.Limits.WithDefaults()
+		opts := source.GitOptions{Logger: log, MaxFileSize: lim.FileSize, MaxTotalSize: lim.TotalSize, FetchMemory: lim.GitFetchMemory}
+		if exe, err := os.Executable(); err == nil {
+			// What a fetch takes in memory is not the daemon's (see
+			// source.RunFetchProcess).
+			opts.FetchCommand = []string{exe, "__gitfetch"}
+		}
+		return source.NewGit(*h.Source.Git, Layout{RuntimeRoot: h.Runtime.Root, StateDir: h.State.Path}.GitCache(), opts)
 	}
 	return source.NewDir(h.Source.Path, source.DirOptions{Logger: log, MaxFileSize: h.Limits.WithDefaults().FileSize, MaxTotalSize: h.Limits.WithDefaults().TotalSize})
 }
@@ -253,20 +260,30 @@ func newRuntime(h *spec.Host) (*runtime.Runtime, error) {
 		return nil, fmt.Errorf("finding steward's own executable for the log shim: %w", err)
 	}
 	p := &runtime.Runtime{ShimArgv: ShimArgv(exe), LogMaxBytes: h.Runtime.LogMaxBytes, LogKeep: h.Runtime.LogKeep}
-	if os.Geteuid() == 0 {
-		if h.Runtime.User == "" {
-			return nil, errors.New("steward runs as root but runtime.user is not set; merchants never run as root: set runtime { user = \"NAME\" } to an unprivileged user")
-		}
-		cred, err := runtime.LookupUser(h.Runtime.User)
-		if err != nil {
-			return nil, fmt.Errorf("runtime.user: %w", err)
-		}
-		if cred.Uid == 0 {
-			return nil, fmt.Errorf("runtime.user %q is root; merchants must run as an unprivileged user", h.Runtime.User)
-		}
-		p.Credential = cred
+	if p.Credential, err = RuntimeCredential(h); err != nil {
+		return nil, err
 	}
 	return p, nil
+}
+
+// RuntimeCredential is the user merchants run as: nil when steward does
+// not run as root (they run as steward's user), runtime.user when it does;
+// an error when that user is unset, unknown or root.
+func RuntimeCredential(h *spec.Host) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	if h.Runtime.User == "" {
+		return nil, errors.New("steward runs as root but runtime.user is not set; merchants never run as root: set runtime { user = \"NAME\" } to an unprivileged user")
+	}
+	cred, err := runtime.LookupUser(h.Runtime.User)
+	if err != nil {
+		return nil, fmt.Errorf("runtime.user: %w; set it to an existing unprivileged user", err)
+	}
+	if cred.Uid == 0 {
+		return nil, fmt.Errorf("runtime.user %q is root; merchants must run as an unprivileged user", h.Runtime.User)
+	}
+	return cred, nil
 }
 
 var _ engine.Runtime = (*runtime.Runtime)(nil)

@@ -137,6 +137,13 @@ func (r *Repo) Blob(content string) string {
 	return r.git([]byte(content), "hash-object", "-w", "--stdin")
 }
 
+// BlobOfFile writes the content of the file path as a blob object and
+// returns its id (for contents too large to pass as a string).
+func (r *Repo) BlobOfFile(path string) string {
+	r.t.Helper()
+	return r.git(nil, "hash-object", "-w", path)
+}
+
 // RawTree writes a tree object holding exactly entries, in the order
 // given, with `git hash-object --literally` (which checks nothing), and
 // returns its id.
