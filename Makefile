@@ -36,7 +36,7 @@ demo-clean: build
 	$(BIN) destroy -config $(EXAMPLES) -auto-approve -drop-databases
 	@if [ -d examples/.steward/state/backups ]; then \
 		mkdir -p examples/.backups && cp -a examples/.steward/state/backups/. examples/.backups/ && \
-		echo "The database backups are kept in examples/.backups."; fi
+		echo "The database backups listed above are moved to examples/.backups (examples/.steward is removed next)."; fi
 	rm -rf examples/.steward
 
 test:

@@ -72,6 +72,12 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 			err = kindError{ErrNotFound, eb.Error}
 		case http.StatusUnprocessableEntity:
 			err = kindError{ErrRefused, eb.Error}
+		case http.StatusUnauthorized:
+			if c.Token == "" {
+				err = fmt.Errorf("%w; this command sent no token: set api.token in its host config (or the variable it reads)", err)
+			} else {
+				err = fmt.Errorf("%w; the token this command sent (api.token of its host config) is not the daemon's: was it changed without restarting the daemon?", err)
+			}
 		}
 		return nil, err
 	}

@@ -33,7 +33,7 @@ type fakeDaemon struct {
 func newFake() *fakeDaemon {
 	return &fakeDaemon{serial: 7, revision: "rev1", doc: Status{
 		Merchants: []MerchantStatus{{ID: "acme", State: "running", PID: 100, Port: 8101, Version: "1.0.0", DesiredVersion: "1.0.0", Healthy: true, Database: "db-east", InSpecs: true}},
-		Databases: []DatabaseStatus{{Name: "db-east", Up: true}},
+		Databases: []DatabaseStatus{{Name: "db-east", Up: true, Checked: true}},
 		Serial:    7,
 	}, logLines: []string{"listening on 8101", "GET /health 200", "POST /invoices 201"}}
 }

@@ -140,8 +140,11 @@ type InstanceStatus struct {
 
 // DatabaseStatus is one database server's reachability.
 type DatabaseStatus struct {
-	Name      string     `json:"name"`
-	Up        bool       `json:"up"`
+	Name string `json:"name"`
+	Up   bool   `json:"up"`
+	// Checked is false while the database has not been checked yet (up
+	// is then false, meaning not known to be up).
+	Checked   bool       `json:"checked"`
 	Since     *time.Time `json:"since,omitempty"`
 	LastError string     `json:"last_error,omitempty"`
 }

@@ -83,9 +83,21 @@ func (o *op) change(ctx context.Context) (string, error) {
 		}
 	}
 	if err := o.gateChain(ctx, rec, rel, fromRel); err != nil {
+		if ctx.Err() != nil {
+			return "", o.interrupted(c, err)
+		}
 		return o.undo(ctx, err)
 	}
 	return c.To, nil
+}
+
+// interrupted is the error of a change cut short because steward was told
+// to stop: the version has not failed, so nothing is undone or counted
+// against it; like a steward killed mid-change, the change stays recorded
+// where it got to and the next apply or steward run finishes it.
+func (o *op) interrupted(c *reconcile.Change, cause error) error {
+	o.log.Warn("change interrupted; the next apply or steward run finishes it", "from", o.redact(c.From), "to", o.redact(c.To), "err", o.redact(cause.Error()))
+	return reconcile.WithClass(reconcile.Transient, fmt.Errorf("%w: the change from %s to %s stays recorded; the next apply or steward run finishes it", ErrInterrupted, c.From, c.To))
 }
 
 // begin starts a change to the version the policy holds for the merchant:
@@ -439,6 +451,9 @@ func (o *op) resume(ctx context.Context) (string, error) {
 func (o *op) replaceResume(ctx context.Context, rec *reconcile.Record, rel *pkgstore.Release) error {
 	e, m := o.e, o.m
 	if err := o.gateChain(ctx, rec, rel, rel); err != nil {
+		if ctx.Err() != nil {
+			return o.interrupted(rec.Change, err)
+		}
 		rec = e.Record(m.ID)
 		if cand := rec.Candidate; cand != nil && cand.Routed {
 			return err // traffic moved already: the next reconcile finishes the switch

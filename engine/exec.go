@@ -44,6 +44,10 @@ var (
 	ErrSuspended = errors.New("merchant is suspended")
 	// ErrRefused: the request makes no sense in the merchant's state.
 	ErrRefused = errors.New("refused")
+	// ErrInterrupted: steward was told to stop (Ctrl-C, SIGTERM) in the
+	// middle of a change; the change stays recorded, neither failed nor
+	// undone, and the next apply or steward run finishes it.
+	ErrInterrupted = errors.New("interrupted")
 )
 
 // op is one action being carried out: the action, the merchant's spec and
@@ -113,9 +117,12 @@ func (e *Engine) Execute(ctx context.Context, d Desired, a reconcile.Action, rid
 	ev := state.Event{Time: e.Now(), Merchant: a.Merchant, Action: string(a.Kind), Reason: a.Reason, Result: "ok", Revision: o.revision(), Version: version, Reconcile: rid}
 	if a.Kind != reconcile.Delete || err != nil {
 		rec, uerr := e.update(ctx, a.Merchant, func(r *reconcile.Record) bool {
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrInterrupted):
+				return false // nothing failed: the change is finished later
+			case err != nil:
 				r.NoteFailed(o.redact(err.Error()), class)
-			} else {
+			default:
 				r.NoteSucceeded()
 			}
 			return true

@@ -84,8 +84,11 @@ type InstanceStatus struct {
 
 // DatabaseStatus is one database server's reachability.
 type DatabaseStatus struct {
-	Name      string
-	Up        bool
+	Name string
+	Up   bool
+	// Checked: Up is known, from a check; a database never checked yet is
+	// neither up nor down.
+	Checked   bool
 	Since     time.Time
 	LastError string
 }
@@ -115,6 +118,10 @@ type StatusOptions struct {
 	// Databases gives a database's reachability when a watcher decided it
 	// (the daemon); nil takes the recorded one.
 	Databases func(name string) reconcile.DBState
+	// Holds are the reasons of the holds of a plan made now, by merchant:
+	// why each is not converging (nil: only the version policy's reasons
+	// are shown).
+	Holds map[string]string
 }
 
 // Status builds the status of the fleet d describes (d.Fleet may be nil)
@@ -158,6 +165,9 @@ func (e *Engine) Status(ctx context.Context, d Desired, opts StatusOptions) Stat
 			_, why := reconcile.Target(m, r, reconcile.Gate(fl, recs, rollouts, m, m.Version))
 			ms.Hold = d.redact(why)
 		}
+		if why, ok := opts.Holds[id]; ok {
+			ms.Hold = why
+		}
 		if ev, ok := last[id]; ok {
 			ms.LastEvent = &ev
 		}
@@ -175,26 +185,29 @@ func (e *Engine) Status(ctx context.Context, d Desired, opts StatusOptions) Stat
 		}
 	}
 	wg.Wait()
+	// The databases the specs declare; without usable specs, those with a
+	// record. A database the specs dropped is not shown.
 	names := map[string]bool{}
 	if fl != nil {
 		for n := range fl.Databases {
 			names[n] = true
 		}
-	}
-	for n := range dbs {
-		names[n] = true
+	} else {
+		for n := range dbs {
+			names[n] = true
+		}
 	}
 	for _, n := range sortedKeys(names) {
-		ds := DatabaseStatus{Name: n, Up: true}
+		ds := DatabaseStatus{Name: n}
 		if db := dbs[n]; db != nil {
-			ds.Up, ds.LastError, ds.Since = db.Up, db.LastError, db.Since
+			ds.Up, ds.Checked, ds.LastError, ds.Since = db.Up, true, db.LastError, db.Since
 		}
 		if opts.Databases != nil {
 			switch opts.Databases(n) {
 			case reconcile.DBUp:
-				ds.Up = true
+				ds.Up, ds.Checked, ds.LastError = true, true, ""
 			case reconcile.DBDown:
-				ds.Up = false
+				ds.Up, ds.Checked = false, true
 			}
 		}
 		st.Databases = append(st.Databases, ds)
@@ -266,7 +279,14 @@ func (e *Engine) merchantStatus(id string, m *spec.Merchant, rec *reconcile.Reco
 	}
 	curAlive := e.liveness(rec.Current) != reconcile.Dead && rec.Current.Running()
 	candAlive := false
-	ms.Instances = append(ms.Instances, InstanceStatus{Role: "current", PID: rec.Current.PID, Port: rec.Current.Port, Version: d.redact(rec.Current.Version), Routed: rec.Current.Routed, Alive: curAlive})
+	// Routed is what nginx is sent to: the routed candidate, else the
+	// current instance when it runs (also a merchant with a fixed port,
+	// which is replaced in place, never beside).
+	curRouted := rec.Current.Routed
+	if m != nil && e.routed(m) {
+		curRouted = rec.Current.Running() && (rec.Candidate == nil || !rec.Candidate.Routed)
+	}
+	ms.Instances = append(ms.Instances, InstanceStatus{Role: "current", PID: rec.Current.PID, Port: rec.Current.Port, Version: d.redact(rec.Current.Version), Routed: curRouted, Alive: curAlive})
 	if c := rec.Candidate; c != nil {
 		candAlive = e.liveness(*c) != reconcile.Dead
 		ms.Instances = append(ms.Instances, InstanceStatus{Role: "candidate", PID: c.PID, Port: c.Port, Version: d.redact(c.Version), Routed: c.Routed, Alive: candAlive})

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -232,7 +233,7 @@ func (in *Input) decideRemoved(rec *Record, obs MerchantObs) Decision {
 	if rec.Suspended {
 		a.Kind, a.Reason = Hold, "removed from specs, but suspended: resume it to let it be deleted"
 	} else {
-		a.Kind, a.Reason = Delete, "removed from specs"
+		a.Kind, a.Reason = Delete, "removed from specs (its database is kept)"
 	}
 	return Decision{Action: a}
 }
@@ -286,7 +287,7 @@ func (in *Input) decideExisting(m *spec.Merchant, r *Record, obs MerchantObs, po
 			what = fmt.Sprintf("change %s → %s", in.redact(c.From), in.redact(c.To))
 		}
 		return &Action{Kind: c.Kind, Merchant: m.ID, Resume: true, Rollout: c.Rollout, Canary: c.Canary, Before: before, After: after,
-			Reason: fmt.Sprintf("%s the interrupted %s (stopped after step %s)", verb, what, c.Step)}
+			Reason: fmt.Sprintf("%s the interrupted %s (last step done: %s)", verb, what, c.Step)}
 	}
 	if dbBlocked {
 		if alive && db == DBDown && m.OnDatabaseDown == spec.OnDBDownStop {
@@ -383,7 +384,7 @@ func (in *Input) decideExisting(m *spec.Merchant, r *Record, obs MerchantObs, po
 			}
 		}
 		if targetWhy != "" {
-			return hold(in.redact(targetWhy), "")
+			return hold(in.redact(targetWhy), targetClass(m, r, gate))
 		}
 		return nil
 	}
@@ -403,6 +404,22 @@ func (in *Input) decideExisting(m *spec.Merchant, r *Record, obs MerchantObs, po
 		reason += "; it starts " + target + ": " + targetWhy
 	}
 	return &Action{Kind: Start, Merchant: m.ID, Reason: in.redact(reason), Before: before, After: after}
+}
+
+// targetClass is the class of the hold of a merchant the version policy
+// keeps off its specs' version: a person must act on a halted rollout or a
+// version that failed on it (Stalled); a closed rollout gate opens by
+// itself (Waiting); a pin is wanted ("").
+func targetClass(m *spec.Merchant, r *Record, gate GateVerdict) Class {
+	switch {
+	case r.Pin != nil && r.Pin.ForSpec == m.Version:
+		return ""
+	case gate.Halted || slices.Contains(r.BadVersions, m.Version):
+		return Stalled
+	case !gate.Allow:
+		return Waiting
+	}
+	return ""
 }
 
 // haltedGate is the fleet-wide plan's gate: every merchant may change

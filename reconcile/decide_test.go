@@ -143,7 +143,7 @@ func TestDiff(t *testing.T) {
 		{"env change on a dead process starts it with the new env", loadFleet(t, acmeDE), world{records: []*Record{rec(fl, "acme")}},
 			[]string{"start acme: env.LOCALE changed"}},
 		{"removed merchant is deleted", loadFleet(t, bravo), world{records: []*Record{rec(fl, "acme"), applied(loadFleet(t, bravo), "bravo", 99, 8150)}, running: []string{"acme", "bravo"}},
-			[]string{"delete acme: removed from specs"}},
+			[]string{"delete acme: removed from specs (its database is kept)"}},
 		{"channel bump upgrades", loadFleet(t, acmeEdge), world{records: []*Record{rec(fl, "acme")}, running: []string{"acme"}},
 			[]string{"upgrade acme: version 1.0.0 → 1.1.0 (channel edge)"}},
 		{"pin to an older version rolls back", loadFleet(t, acmePinned), world{records: []*Record{rec(fl, "acme")}, running: []string{"acme"}},
@@ -181,7 +181,7 @@ func TestDiff(t *testing.T) {
 			r.Change = &Change{Kind: Upgrade, From: "1.0.0", To: "1.1.0", Step: StepStarted, Rollout: "invoicing@1.1.0"}
 			r.Candidate = &Instance{PID: 4321, StartTime: 2, Port: 8100, Version: "1.1.0"}
 			r.Current.PID = 0
-		})}}, []string{"upgrade acme: finish the interrupted change 1.0.0 → 1.1.0 (stopped after step started)"}},
+		})}}, []string{"upgrade acme: finish the interrupted change 1.0.0 → 1.1.0 (last step done: started)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

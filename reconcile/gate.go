@@ -54,7 +54,7 @@ func Gate(fl *spec.Fleet, records map[string]*Record, rollouts map[string]*Rollo
 	ro := rollouts[key]
 	if ro != nil && ro.Halted {
 		v.Halted = true
-		v.Reason = fmt.Sprintf("rollout of %s %s halted: %s; change the version in the specs (or pin this merchant) to go on", ro.Package, ro.Version, ro.Reason)
+		v.Reason = fmt.Sprintf("rollout of %s %s halted: %s; to go on, set the specs to another version and apply (asking for %s again later starts its rollout afresh)", ro.Package, ro.Version, ro.Reason, ro.Version)
 		return v
 	}
 	if rec := records[m.ID]; rec != nil && rec.Change != nil && rec.Change.To == version && rec.Change.Rollout == key {
@@ -134,10 +134,17 @@ func (ro *Rollout) NoteGateResult(fl *spec.Fleet, id string, canary bool, failur
 	case canary:
 		ro.Halted, ro.Reason = true, fmt.Sprintf("canary %s failed: %s", id, failure)
 	case len(ro.Failed) >= HaltAfter(r):
-		ro.Halted, ro.Reason = true, fmt.Sprintf("%d merchants failed (max_failures %d); last: %s: %s", len(ro.Failed), r.MaxFailures, id, failure)
+		ro.Halted, ro.Reason = true, fmt.Sprintf("%d %s failed (max_failures %d); last: %s: %s", len(ro.Failed), merchantsWord(len(ro.Failed)), r.MaxFailures, id, failure)
 	}
 	if ro.Halted {
 		ro.HaltedAt = now
 	}
 	return ro.Halted
+}
+
+func merchantsWord(n int) string {
+	if n == 1 {
+		return "merchant"
+	}
+	return "merchants"
 }

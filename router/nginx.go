@@ -344,6 +344,9 @@ func (r *Router) prepareDirs() error {
 // start starts the managed nginx and waits until it serves gen.
 func (r *Router) start(ctx context.Context, gen string) error {
 	r.stopOrphans(ctx)
+	if err := r.checkListen(); err != nil {
+		return err
+	}
 	if sock, ok := strings.CutPrefix(r.cfg.Control, "unix:"); ok {
 		// Left by a master that was killed; nginx does not bind over it.
 		os.Remove(sock)

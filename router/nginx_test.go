@@ -815,3 +815,38 @@ func TestLongAndManyDomains(t *testing.T) {
 	wantBackend(t, r, long, "/", "a")
 	wantBackend(t, r, "shop-2999.merchants.example.test", "/", "a")
 }
+
+// A listen address another process holds is refused before nginx starts,
+// naming the setting and the holder, instead of nginx retrying its bind.
+func TestStartRefusesAListenAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	r := managed(t, func(c *Config) { c.Listen = ln.Addr().String() })
+	start := time.Now()
+	err = r.Ensure(testCtx(t, 30*time.Second))
+	if err == nil {
+		t.Fatal("nginx started on a listen address in use")
+	}
+	for _, want := range []string{"router.nginx.listen", ln.Addr().String(), fmt.Sprintf("pid %d", os.Getpid())} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the refusal took %s", took)
+	}
+}
+
+func TestTCPAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"8080": ":8080", "127.0.0.1:8080": "127.0.0.1:8080", "*:80": ":80", "[::1]:80": "[::1]:80",
+		"unix:/run/x.sock": "", "": "",
+	} {
+		if got := tcpAddr(in); got != want {
+			t.Errorf("tcpAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

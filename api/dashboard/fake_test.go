@@ -65,8 +65,8 @@ func newFleet(now time.Time) *fakeDaemon {
 	f.doc = api.Status{
 		Merchants: ms,
 		Databases: []api.DatabaseStatus{
-			{Name: "db-east", Up: true, Since: ptr(at(20 * time.Hour))},
-			{Name: "db-west", Up: false, Since: ptr(at(14 * time.Minute)), LastError: "dial tcp db-west.internal:5432: i/o timeout"},
+			{Name: "db-east", Up: true, Checked: true, Since: ptr(at(20 * time.Hour))},
+			{Name: "db-west", Up: false, Checked: true, Since: ptr(at(14 * time.Minute)), LastError: "dial tcp db-west.internal:5432: i/o timeout"},
 		},
 		Rollouts: []api.RolloutStatus{
 			{Package: "invoicing", Version: "1.5.0", Halted: true, Reason: "canary harbor failed its health gate: GET /health answered 500 for 60s; harbor is back on 1.4.2",

@@ -46,6 +46,9 @@ merchants are listed), or on error.`)
 	if len(pos) > 1 {
 		return e.errorf("apply takes at most one plan file; got %q", pos)
 	}
+	if *parallel < 1 {
+		return e.errorf("-parallel must be at least 1, not %d", *parallel)
+	}
 	var saved *savedPlan
 	if len(pos) == 1 {
 		sp, err := readPlanFile(pos[0])
@@ -85,7 +88,10 @@ merchants are listed), or on error.`)
 		p, leftover = makePlan(ctx, a, l)
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {
-			return exitOK
+			// A halted rollout of a version the specs no longer ask for is
+			// forgotten all the same, so that asking for it again retries it.
+			x.ForgetRollouts(ctx, l.fleet)
+			return e.stalledOutcome(p)
 		}
 		if code, ok := e.confirm(*auto); !ok {
 			return code
@@ -172,7 +178,28 @@ func (e *env) applyOutcome(p *reconcile.Plan, res engine.ApplyResult, took time.
 	}
 	s := p.Summary()
 	fmt.Fprintf(e.stdout, "\nApply complete in %s: %d created, %d changed, %d deleted.\n", took, s.Create, s.Change, s.Delete)
-	return exitOK
+	return e.stalledOutcome(p)
+}
+
+// stalledOutcome is apply's exit code once everything it could do is
+// done: 1 while a merchant is held by something only a person can fix (a
+// missing package version, a port in use, a halted rollout, a version
+// that failed on it), so that a periodic apply does not report success
+// while it cannot converge; 0 otherwise (holds that end by themselves,
+// such as a database still down or a rollout waiting for its canary, are
+// no error).
+func (e *env) stalledOutcome(p *reconcile.Plan) int {
+	var stalled []string
+	for _, a := range p.Actions {
+		if a.Kind == reconcile.Hold && a.Class == reconcile.Stalled {
+			stalled = append(stalled, a.Merchant)
+		}
+	}
+	if len(stalled) == 0 {
+		return exitOK
+	}
+	fmt.Fprintf(e.stdout, "\n%s cannot converge until you act (%s; see the holds above): exit status 1.\n", plural(len(stalled), "merchant"), strings.Join(stalled, ", "))
+	return exitError
 }
 
 // applyViaDaemon shows the daemon's plan, asks, and has the daemon apply it.
@@ -190,7 +217,7 @@ func (e *env) applyViaDaemon(ctx context.Context, c *api.Client, saved *savedPla
 	} else {
 		renderPlan(e.stdout, p)
 		if !p.HasChanges() {
-			return exitOK
+			return e.stalledOutcome(p)
 		}
 		if code, ok := e.confirm(auto); !ok {
 			return code

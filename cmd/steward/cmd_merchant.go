@@ -55,7 +55,8 @@ Stops the merchant's process (SIGTERM, then SIGKILL after its stop grace)
 and starts it again on the same port, on the version the rollout policy
 holds for it (never a version that failed on it), waiting until it answers.
 A restart never migrates the database. With a router the new process starts
-beside the old one and takes its traffic first. While a daemon runs, the
+beside the old one and takes its traffic first (not for a merchant whose
+spec fixes its port: it is replaced in place). While a daemon runs, the
 restart goes through it. It is recorded with the reason "restart requested".`)
 	config := configFlag(fs)
 	lockWait := fs.Duration("lock-timeout", 0, "wait this long for the state lock held by another steward")
@@ -193,6 +194,9 @@ time, action, result, version, pid, spec revision and reason.`)
 	if !ok {
 		return code
 	}
+	if *n < 0 {
+		return e.errorf("-n must be 0 (all) or more, not %d", *n)
+	}
 	_, store, ok := e.hostStore(*config)
 	if !ok {
 		return exitError
@@ -267,12 +271,15 @@ Prints the end of a merchant's log (its stdout and stderr, across rotated
 files). With -f it keeps printing new lines, across rotations, until
 interrupted.`)
 	config := configFlag(fs)
-	n := fs.Int("n", 50, "print the last `N` lines")
+	n := fs.Int("n", 50, "print the last `N` lines (0: all)")
 	grep := fs.String("grep", "", "only lines matching the regular expression `RE`")
 	follow := fs.Bool("f", false, "follow: keep printing new lines")
 	id, code, ok := parseMerchant(e, fs, args)
 	if !ok {
 		return code
+	}
+	if *n < 0 {
+		return e.errorf("-n must be 0 (all) or more, not %d", *n)
 	}
 	var re *regexp.Regexp
 	if *grep != "" {

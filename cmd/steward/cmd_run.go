@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -32,8 +33,10 @@ process that exits is restarted at once, then with backoff if it keeps
 failing (crashloop); a merchant that fails its health checks is restarted.
 Spec changes are picked up as soon as a spec file is written (a directory
 source) or a commit is fetched (git: every poll, or POST /v1/sync), and on
-every resync (daemon.resync) and SIGHUP, which also reloads the host config.
-With a router, the daemon starts or adopts its nginx and keeps the routing
+every resync (daemon.resync) and SIGHUP, which also reloads the host config
+(except source, state.path, runtime.root, the api block and the router
+block, which are read at start: the daemon logs a warning and keeps the
+old ones until it is restarted). With a router, the daemon starts or adopts its nginx and keeps the routing
 live.
 
 On api.listen the daemon serves the dashboard (/) and its API: status, plan
@@ -65,7 +68,13 @@ structured (text on a terminal, JSON otherwise) on stderr.`)
 		return exitError
 	}
 	a, err := app.Open(ctx, l.host, log, app.Options{Writer: true, Who: "steward run"})
-	if err != nil {
+	var locked *state.LockError
+	switch {
+	case errors.As(err, &locked) && locked.PID != 0 && locked.Who == "steward run":
+		return e.errorf("a steward daemon already runs on this state (pid %d, serving on %s); stop it first (kill -TERM %d) to start another", locked.PID, l.host.API.Listen, locked.PID)
+	case errors.As(err, &locked) && locked.PID != 0:
+		return e.errorf("the state is in use by pid %d (%s); start the daemon once it is done", locked.PID, locked.Who)
+	case err != nil:
 		return e.errorf("%s", err)
 	}
 	defer a.Close()
@@ -95,6 +104,9 @@ structured (text on a terminal, JSON otherwise) on stderr.`)
 			case !sameSource(h, host):
 				log.Warn("source, state.path and runtime.root changes take effect only when the daemon is restarted")
 			default:
+				if fixed := fixedSettingsChanged(host, h); len(fixed) > 0 {
+					log.Warn("these host config changes take effect only when the daemon is restarted; until then it keeps the old ones", "settings", strings.Join(fixed, ", "))
+				}
 				l.host = h
 			}
 			l.diags = diags
@@ -260,6 +272,35 @@ func sameSource(a, b *spec.Host) bool {
 		return false
 	}
 	return a.Source.Git == nil || *a.Source.Git == *b.Source.Git
+}
+
+// fixedSettingsChanged names the settings the daemon reads once, at
+// start, that differ between its config a and the reloaded b.
+func fixedSettingsChanged(a, b *spec.Host) []string {
+	var out []string
+	secret := func(s spec.DeferredSecret) string {
+		v, err := s.Value()
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return v.Reveal()
+	}
+	if a.API.Listen != b.API.Listen {
+		out = append(out, "api.listen")
+	}
+	if !slices.Equal(a.API.Hosts, b.API.Hosts) {
+		out = append(out, "api.hosts")
+	}
+	if secret(a.API.Token) != secret(b.API.Token) {
+		out = append(out, "api.token")
+	}
+	if secret(a.API.WebhookSecret) != secret(b.API.WebhookSecret) {
+		out = append(out, "api.webhook_secret")
+	}
+	if (a.Router == nil) != (b.Router == nil) || a.Router != nil && !reflect.DeepEqual(a.Router.Nginx, b.Router.Nginx) {
+		out = append(out, "router")
+	}
+	return out
 }
 
 // apiHosts are the host names the API answers to: api.hosts and the host

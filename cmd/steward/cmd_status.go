@@ -10,6 +10,7 @@ import (
 	"steward/api"
 	"steward/engine"
 	"steward/probe"
+	"steward/reconcile"
 	"steward/router"
 	"steward/spec"
 )
@@ -48,7 +49,7 @@ func statusView(st engine.Status) statusDoc {
 		doc.Merchants = append(doc.Merchants, ms)
 	}
 	for _, d := range st.Databases {
-		ds := databaseStatus{Name: d.Name, Up: d.Up, LastError: d.LastError}
+		ds := databaseStatus{Name: d.Name, Up: d.Up, Checked: d.Checked, LastError: d.LastError}
 		if !d.Since.IsZero() {
 			t := d.Since
 			ds.Since = &t
@@ -84,8 +85,8 @@ suspended, failed), pid, port, running and desired version, health, database
 and restart count, and every database's reachability. Health is probed live.
 Nothing is changed.
 
-When the specs do not load, the processes are still shown as they are, with
-the spec error above them.
+When the specs do not load, the processes are still shown as they are,
+with a line saying so; "steward validate" shows the errors.
 
 -o json prints the same as the daemon's GET /v1/status: a stable document
 for programs.`)
@@ -109,14 +110,28 @@ for programs.`)
 	defer a.Close()
 	a.Engine.LoadLastEvents(ctx, 5000)
 	pr := probe.New()
-	st := a.Engine.Status(ctx, l.desired(), engine.StatusOptions{SpecsInvalid: l.diags.HasErrors(),
-		Healthy: func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
-			path := m.Health.HTTP
-			if m.Health.TCP {
-				path = ""
+	opts := engine.StatusOptions{SpecsInvalid: l.diags.HasErrors()}
+	if l.fleet != nil && !l.diags.HasErrors() {
+		// What plan would say now: the databases checked once, and why
+		// each held merchant is held.
+		d := l.desired()
+		obs := a.Engine.Observe(ctx, d, nil, cliObserve())
+		opts.Databases = func(name string) reconcile.DBState { return obs.Databases[name] }
+		opts.Holds = map[string]string{}
+		for _, act := range reconcile.Diff(a.Engine.Input(d, obs)).Actions {
+			if act.Kind == reconcile.Hold {
+				opts.Holds[act.Merchant] = act.Reason
 			}
-			return pr.Probe(ctx, port, path, m.Health.Status, min(max(m.Health.Timeout, time.Second), 2*time.Second)) == nil
-		}})
+		}
+	}
+	opts.Healthy = func(ctx context.Context, id string, port int, m *spec.Merchant) bool {
+		path := m.Health.HTTP
+		if m.Health.TCP {
+			path = ""
+		}
+		return pr.Probe(ctx, port, path, m.Health.Status, min(max(m.Health.Timeout, time.Second), 2*time.Second)) == nil
+	}
+	st := a.Engine.Status(ctx, l.desired(), opts)
 	doc := statusView(st)
 	doc.Router = routerView(a.Router, l.host)
 	if l.diags.HasErrors() {
@@ -209,12 +224,14 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 			note = fmt.Sprintf("next attempt in %s", m.NextAttempt.Sub(now).Round(time.Second))
 		case !m.InSpecs:
 			note = "not in specs"
-		case m.LastError != "":
-			note = m.LastError
 		case m.HoldReason != "":
 			note = m.HoldReason
 		case m.Change != "":
 			note = "in progress: " + m.Change
+		case m.LastError != "" && (m.State != "running" || !m.Healthy || m.Version != m.DesiredVersion):
+			// The last error explains a merchant that is not where it
+			// should be; once it is, an old error is history, not news.
+			note = m.LastError
 		}
 		schema := "-"
 		if m.Schema != nil {
@@ -226,7 +243,10 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 		fmt.Fprintln(w)
 		for _, d := range doc.Databases {
 			up := "up"
-			if !d.Up {
+			switch {
+			case !d.Checked:
+				up = "unknown (not checked yet)"
+			case !d.Up:
 				up = "DOWN"
 				if d.LastError != "" {
 					up += ": " + d.LastError

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"steward/internal/app"
 	"steward/source"
 	"steward/spec"
 )
@@ -173,6 +174,7 @@ func (e *env) validateConfigured(ctx context.Context, config string) *validation
 		return r
 	}
 	r.diags = append(r.diags, deferredWarnings(h)...)
+	r.diags = append(r.diags, runtimeUserDiags(h)...)
 	snap, err := newSource(h, nil).Load(ctx)
 	if err != nil {
 		what := "the spec directory " + displayPath(h.Source.Path)
@@ -367,4 +369,18 @@ func hostConfigExists(h *spec.Host) bool {
 	}
 	st, err := os.Stat(h.File)
 	return err == nil && st.Mode().IsRegular()
+}
+
+// runtimeUserDiags warns when merchants have no user to run as on this
+// host (see app.RuntimeCredential): apply would refuse to start any. A
+// warning, as the specs may be checked on another machine than the host.
+func runtimeUserDiags(h *spec.Host) hcl.Diagnostics {
+	if _, err := app.RuntimeCredential(h); err != nil {
+		rng := h.Runtime.UserRange
+		if rng.Filename == "" {
+			rng = hcl.Range{Filename: h.File, Start: hcl.InitialPos, End: hcl.InitialPos}
+		}
+		return hcl.Diagnostics{{Severity: hcl.DiagWarning, Summary: "Merchants cannot start on this host", Detail: err.Error() + "; apply and steward run refuse to start merchants until then.", Subject: &rng}}
+	}
+	return nil
 }

@@ -335,8 +335,14 @@ merchant "boom" {
 	if max := 2 + int(elapsed.Seconds()); n > max {
 		t.Errorf("%d starts in %s: not backing off", n, elapsed)
 	}
-	m := f.merchant(f.status(), "boom")
-	if m.State != "crashloop" || m.NextAttempt == nil || m.Failures < 3 {
+	// Between two attempts; during one (the process starts and exits at
+	// once) its state is that attempt's.
+	var m merchantStatus
+	waitFor(t, 20*time.Second, "boom waiting for its next attempt", func() bool {
+		m = f.merchant(f.status(), "boom")
+		return m.State == "crashloop"
+	})
+	if m.NextAttempt == nil || m.Failures < 3 {
 		t.Errorf("status = %+v", m)
 	}
 	logs, _, _ := f.steward("logs", "boom", "-n", "2")

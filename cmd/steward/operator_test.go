@@ -232,11 +232,56 @@ func TestMissingVersionIsHeldInPlan(t *testing.T) {
 			t.Errorf("plan lacks %q:\n%s", want, out)
 		}
 	}
-	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 || !strings.Contains(out, "No changes. 2 merchants held") {
+	// Only a person can fix a missing version: apply says so and exits 1,
+	// so that a periodic apply does not report success forever.
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != exitError || !strings.Contains(out, "No changes. 2 merchants held") ||
+		!strings.Contains(out, "2 merchants cannot converge until you act (bravo, charlie") {
 		t.Errorf("apply: exit %d\n%s%s", code, out, errs)
 	}
-	if m := f.merchant(f.status(), "bravo"); m.PID != before.PID || m.State != "running" {
+	doc := f.status()
+	if m := f.merchant(doc, "bravo"); m.PID != before.PID || m.State != "running" {
 		t.Errorf("bravo after the apply: %+v (was pid %d)", m, before.PID)
+	}
+	for _, id := range []string{"bravo", "charlie"} {
+		if m := f.merchant(doc, id); !strings.Contains(m.HoldReason, "invoicing-1.0.9.tar.gz not found") {
+			t.Errorf("status of %s says it is held for %q; want the missing package", id, m.HoldReason)
+		}
+	}
+}
+
+// status tells a database it could not reach from one it has not checked,
+// checks the databases itself, and forgets one the specs dropped.
+func TestStatusChecksTheDatabases(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	dead := freePorts(t, 1) // a database server nobody runs
+	gone := fmt.Sprintf(`
+database "db-gone" {
+  dsn           = "postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable"
+  check_timeout = "500ms"
+}
+`, dead)
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha"))+gone)
+	dbs := func() map[string]databaseStatus {
+		out := map[string]databaseStatus{}
+		for _, d := range f.status().Databases {
+			out[d.Name] = d
+		}
+		return out
+	}
+	got := dbs()
+	if db, ok := got["db-gone"]; !ok || db.Up || !db.Checked {
+		t.Errorf("status of an unreachable database never checked before: %+v (listed: %v); want checked and down", db, ok)
+	}
+	if db, ok := got["db-main"]; !ok || !db.Up || !db.Checked {
+		t.Errorf("status of the test database: %+v (listed: %v); want checked and up", db, ok)
+	}
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 { // records db-gone as down
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errs)
+	}
+	f.write("fleet.hcl", fleetSpec(pkgs, merchantBlock("alpha")))
+	if _, ok := dbs()["db-gone"]; ok {
+		t.Error("status still lists a database the specs dropped")
 	}
 }
 

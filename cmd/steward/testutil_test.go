@@ -244,7 +244,14 @@ func (f *fleet) startDaemon() *daemon {
 // startDaemonEnv starts the daemon with extra environment variables.
 func (f *fleet) startDaemonEnv(env ...string) *daemon {
 	f.t.Helper()
-	cmd := exec.Command(os.Args[0], "run", "-config", f.config, "-log-level", "debug")
+	return f.startSteward(env, "run", "-config", f.config, "-log-level", "debug")
+}
+
+// startSteward starts steward with args in the background, its output
+// appended to daemon.log.
+func (f *fleet) startSteward(env []string, args ...string) *daemon {
+	f.t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), "STEWARD_TEST_MAIN=1"), env...)
 	logFile, err := os.OpenFile(filepath.Join(f.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -229,6 +230,50 @@ func TestDaemonKilledMidUpgradeConverges(t *testing.T) {
 	for _, m := range f.status().Merchants {
 		if holder := portHolder(m.Port); holder != m.PID {
 			t.Errorf("%s: port %d is held by pid %d, status says %d", m.ID, m.Port, holder, m.PID)
+		}
+	}
+}
+
+// An apply told to stop (Ctrl-C) in the middle of an upgrade has not seen
+// the version fail: nothing is undone, marked bad or counted against the
+// rollout, the merchant keeps a process, and the next apply finishes.
+func TestInterruptedApplyFinishesLater(t *testing.T) {
+	pkgs := examplePackages(t)
+	f := newFleet(t, 10)
+	slow := strings.Replace(testRollout, `"500ms"`, `"3s"`, 1)
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.0.0", slow, merchantBlock("m1"), merchantBlock("m2")))
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply 1.0.0: exit %d\n%s%s", code, out, errs)
+	}
+	f.write("fleet.hcl", rolloutSpec(pkgs, "1.1.0", slow, merchantBlock("m1"), merchantBlock("m2")))
+	a := f.startSteward(nil, "apply", "-auto-approve", "-config", f.config)
+	waitFor(t, 30*time.Second, "the canary's new version in its health gate", func() bool {
+		m := readState(t, f).Merchants["m1"]
+		return m != nil && m.Change != nil && m.Change.To == "1.1.0" && m.Candidate != nil && m.Candidate.PID != 0
+	})
+	a.stop(t, syscall.SIGINT)
+	if code := a.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("interrupted apply: exit %d, want 1", code)
+	}
+	st := readState(t, f)
+	m1 := st.Merchants["m1"]
+	if m1.Change == nil || m1.Change.Undo || slices.Contains(m1.BadVersions, "1.1.0") {
+		t.Fatalf("after the interruption m1's change is %+v, bad versions %v; want the change kept, not undone or failed", m1.Change, m1.BadVersions)
+	}
+	for _, ro := range st.Rollouts {
+		if ro.Halted || len(ro.Failed) > 0 {
+			t.Fatalf("rollout %s counts a failure after an interruption: %+v", ro.Key(), ro)
+		}
+	}
+	if len(f.merchantPIDs()["m1"]) == 0 {
+		t.Fatal("m1 has no process after the interruption")
+	}
+	if out, errs, code := f.steward("apply", "-auto-approve"); code != 0 {
+		t.Fatalf("apply after the interruption: exit %d\n%s%s", code, out, errs)
+	}
+	for _, id := range []string{"m1", "m2"} {
+		if m := f.merchant(f.status(), id); m.Version != "1.1.0" || m.State != "running" {
+			t.Errorf("%s after the second apply: %+v", id, m)
 		}
 	}
 }
