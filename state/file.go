@@ -962,19 +962,28 @@ func (st *FileStore) Lease(ctx context.Context, scope, who string, wait time.Dur
 	}, nil
 }
 
-// holder reads the lock file to describe who holds the lock.
+// holder reads the lock file to describe who holds the lock. The holder
+// writes who it is right after it takes the lock: a file still without it
+// is read again for a moment.
 func (st *FileStore) holder(name string) *LockError {
+	for deadline := time.Now().Add(500 * time.Millisecond); ; {
+		if info, ok := st.readLockInfo(name); ok || time.Now().After(deadline) {
+			return &LockError{PID: info.PID, Who: info.Who, Since: info.Since}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (st *FileStore) readLockInfo(name string) (lockInfo, bool) {
+	var info lockInfo
 	f, err := os.Open(st.path(name))
 	if err != nil {
-		return &LockError{}
+		return info, false
 	}
 	defer f.Close()
-	var info lockInfo
 	// Decode reads one value and ignores anything after it.
-	if err := json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&info); err != nil {
-		return &LockError{}
-	}
-	return &LockError{PID: info.PID, Who: info.Who, Since: info.Since}
+	err = json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&info)
+	return info, err == nil && info.PID != 0
 }
 
 // Close implements Store. It releases writer locks still held through st.
