@@ -56,7 +56,8 @@
 //     context.DeadlineExceeded.
 //   - HTTP requests go through Options.HTTPClient (see NewHTTPClient: 10s to
 //     connect, 1m for response headers, DefaultHTTPTimeout per request)
-//     and end with the context of the call. Userinfo in a source URL is
+//     and end with the context of the call; a tarball download that brings
+//     less than 16 KiB in any 30 seconds is given up on. Userinfo in a source URL is
 //     sent as basic auth. Errors name URLs without userinfo, query or
 //     fragment: "GET https://pkgs.example/invoicing-1.2.0.tar.gz: 404 Not
 //     Found".

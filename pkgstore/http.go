@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +32,58 @@ const (
 	// a directory.
 	maxSumsBytes = 16 << 20
 )
+
+// A download that brings less than minRateBytes in any minRateWindow is
+// given up on: a server that drips a byte now and then would otherwise
+// hold the state lock (apply) or a daemon worker for DefaultHTTPTimeout.
+var (
+	minRateWindow       = 30 * time.Second
+	minRateBytes  int64 = 16 << 10
+)
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// guardRate calls slow once when fewer than min bytes were read through c
+// in a window; stop ends the watch.
+func guardRate(c *countingReader, window time.Duration, min int64, slow func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(window)
+		defer t.Stop()
+		last := int64(0)
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			n := c.n.Load()
+			if n-last < min {
+				slow()
+				return
+			}
+			last = n
+		}
+	}()
+	return sync.OnceFunc(func() { close(done) })
+}
+
+func formatBytes(n int64) string {
+	if n%(1<<10) == 0 {
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
 
 // NewHTTPClient returns the kind of client Open gives a Store: connects and
 // TLS handshakes bounded by 10s, response headers by 1m, each whole request
@@ -189,11 +243,18 @@ func (h *httpSource) versions(ctx context.Context, name string) ([]string, error
 // hashing while writing, refusing more than max bytes, and returns the
 // file open at its start once its digest is want. On error dst is removed.
 func (h *httpSource) download(ctx context.Context, tarName, dst, want string, max int64) (f *os.File, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	resp, shown, err := h.get(ctx, tarName)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	body := &countingReader{r: resp.Body}
+	stop := guardRate(body, minRateWindow, minRateBytes, func() {
+		cancel(fmt.Errorf("GET %s: less than %s arrived in %s: the server is too slow or stalled", shown, formatBytes(minRateBytes), minRateWindow))
+	})
+	defer stop()
 	tooBig := func() error {
 		return badPackage{fmt.Errorf("%s from %s is larger than the package size limit of %d bytes", tarName, shown, max)}
 	}
@@ -211,7 +272,10 @@ func (h *httpSource) download(ctx context.Context, tarName, dst, want string, ma
 		}
 	}()
 	hash := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, hash), ctxReader{ctx, io.LimitReader(resp.Body, max+1)})
+	n, err := io.Copy(io.MultiWriter(f, hash), ctxReader{ctx, io.LimitReader(body, max+1)})
+	if cause := context.Cause(ctx); err != nil && cause != nil && cause != ctx.Err() {
+		return nil, cause
+	}
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", shown, err)
 	}
