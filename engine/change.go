@@ -212,6 +212,11 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 			}
 		}
 		owner, mine, found, perr := e.Runtime.PortOwner(port, spec.WorkDir)
+		if perr == nil && found && mine && !o.stopped {
+			if found, err = o.stopStray(ctx, owner, port, rel); err != nil {
+				return err
+			}
+		}
 		var p Proc
 		switch {
 		case perr != nil:

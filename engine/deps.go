@@ -34,6 +34,9 @@ type Runtime interface {
 	// PortOwner reports the process listening on port, and whether it runs
 	// in workDir (a merchant's own process whose start was never recorded).
 	PortOwner(port int, workDir string) (p runtime.Proc, mine, found bool, err error)
+	// RunsFrom reports whether p runs an executable of the release
+	// unpacked in dir (or cannot tell: it is then taken to).
+	RunsFrom(p runtime.Proc, dir string) bool
 	// PortFree reports whether nothing listens on port.
 	PortFree(port int) bool
 	// RunOnce runs a one-off command the way the merchant runs (its user,

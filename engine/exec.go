@@ -393,6 +393,11 @@ func (o *op) launch(ctx context.Context, version string, port int, migrate bool)
 	}
 	var p Proc
 	owner, mine, found, err := e.Runtime.PortOwner(port, spec.WorkDir)
+	if err == nil && found && mine && !o.stopped {
+		if found, err = o.stopStray(ctx, owner, port, rel); err != nil {
+			return err
+		}
+	}
 	switch {
 	case err != nil:
 		return reconcile.WithClass(reconcile.Transient, fmt.Errorf("checking port %d: %w", port, err))
@@ -521,6 +526,23 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 // can name (one exiting, or in another namespace): tried again.
 func busyPort(port int) error {
 	return reconcile.WithClass(reconcile.Transient, fmt.Errorf("%w: port %d is still held, by no process steward can see (one that is exiting?); trying again", ErrPortTaken, port))
+}
+
+// stopStray stops owner, an unrecorded process of the merchant's own (in
+// its work dir, on its port) that runs another release than rel: a
+// steward that died between starting it and recording it left it. It
+// would otherwise be adopted in rel's place and answer rel's health gate.
+// It reports whether the port is still held (false: it was stopped; true:
+// owner runs rel, and may be adopted).
+func (o *op) stopStray(ctx context.Context, owner Proc, port int, rel *pkgstore.Release) (bool, error) {
+	if owner.PID == 0 || o.e.Runtime.RunsFrom(owner, rel.Dir) {
+		return true, nil
+	}
+	o.log.Warn("stopping an unrecorded process of another release on the merchant's port", "pid", owner.PID, "port", port, "release", o.redact(rel.Version))
+	if err := o.e.stopProc(ctx, o.m.ID, owner, o.grace()); err != nil {
+		return true, err
+	}
+	return false, nil
 }
 
 // leftBehind is the error of a port still held, after the merchant's

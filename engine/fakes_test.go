@@ -125,6 +125,8 @@ func (f *fakeRuntime) Wait(ctx context.Context, p runtime.Proc) (runtime.ExitSta
 	}
 }
 
+func (f *fakeRuntime) RunsFrom(runtime.Proc, string) bool { return true }
+
 func (f *fakeRuntime) PortOwner(port int, workDir string) (runtime.Proc, bool, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

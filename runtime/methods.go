@@ -53,3 +53,6 @@ func (r *Runtime) RunOnce(ctx context.Context, s Spec, timeout time.Duration, qu
 
 // Preflight is Preflight with r's defaults.
 func (r *Runtime) Preflight(s Spec) error { return Preflight(r.fill(s)) }
+
+// RunsFrom is RunsFrom.
+func (r *Runtime) RunsFrom(p Proc, dir string) bool { return RunsFrom(p, dir) }

@@ -214,3 +214,39 @@ func FreePort(low, high int, taken func(int) bool) (int, bool) {
 	}
 	return 0, false
 }
+
+// RunsFrom reports whether process p runs an executable below dir (an
+// unpacked release): its executable, or the script an interpreter runs
+// (its first arguments), lies there. When /proc cannot tell (the process
+// is gone, or not ours to look at) it reports true: nothing is done to a
+// process on a guess.
+func RunsFrom(p Proc, dir string) bool {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	dir = filepath.Clean(dir) + string(filepath.Separator)
+	base := "/proc/" + strconv.Itoa(p.PID)
+	exe, err := os.Readlink(base + "/exe")
+	if err != nil {
+		return true
+	}
+	if strings.HasPrefix(exe, dir) {
+		return true
+	}
+	cmdline, err := os.ReadFile(base + "/cmdline")
+	if err != nil {
+		return true
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for _, a := range args[:min(len(args), 3)] {
+		if filepath.IsAbs(a) {
+			if real, err := filepath.EvalSymlinks(a); err == nil {
+				a = real
+			}
+			if strings.HasPrefix(filepath.Clean(a), dir) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -301,6 +301,8 @@ func (r refusing) Stop(context.Context, runtime.Proc, time.Duration) error { ret
 func (r refusing) Wait(ctx context.Context, p runtime.Proc) (runtime.ExitStatus, error) {
 	return runtime.Wait(ctx, p)
 }
+func (r refusing) RunsFrom(p runtime.Proc, dir string) bool { return runtime.RunsFrom(p, dir) }
+
 func (r refusing) PortOwner(port int, workDir string) (runtime.Proc, bool, bool, error) {
 	return runtime.PortOwner(port, workDir)
 }
