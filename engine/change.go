@@ -192,6 +192,7 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 	if err := e.Runtime.Preflight(spec); err != nil {
 		return reconcile.WithClass(reconcile.Stalled, fmt.Errorf("%s %s cannot start: %w", m.Package, rel.Version, err))
 	}
+	gateCtx := ctx
 	if c.Step < reconcile.StepStarted || rec.Candidate == nil {
 		if !beside {
 			if err := o.checkMovePort(rec, port, spec.WorkDir); err != nil {
@@ -202,6 +203,11 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 			if err := o.stopInstances(ctx, rec); err != nil {
 				return err
 			}
+			// From the stop to the new process's start the merchant has no
+			// process: an interruption (Ctrl-C, SIGTERM) waits for the
+			// start, so that it leaves the merchant served; the health gate
+			// after it may be interrupted again.
+			ctx = context.WithoutCancel(ctx)
 			if rec, err = o.step(ctx, reconcile.StepStopped, nil); err != nil {
 				return err
 			}
@@ -239,6 +245,7 @@ func (o *op) gateChain(ctx context.Context, rec *reconcile.Record, rel, fromRel 
 			return err
 		}
 		o.log.Info("started the new version", "version", o.redact(rel.Version), "pid", p.PID, "port", port, "beside", beside)
+		ctx = gateCtx
 	} else {
 		o.log.Info("resuming the health gate of an interrupted change", "from", o.redact(c.From), "to", o.redact(c.To), "pid", rec.Candidate.PID, "step", c.Step.String())
 	}

@@ -506,6 +506,9 @@ func (o *op) restartAction(ctx context.Context) (string, error) {
 	if err := o.stopInstances(ctx, rec); err != nil {
 		return "", err
 	}
+	// Stopped: the start is carried through an interruption, so that the
+	// merchant is not left without a process.
+	ctx = context.WithoutCancel(ctx)
 	if o.a.Unhealthy {
 		now := e.Now()
 		r, err := e.update(ctx, m.ID, func(r *reconcile.Record) bool {

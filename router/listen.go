@@ -37,7 +37,7 @@ func (r *Router) checkListen() error {
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil // nginx reports what else may be wrong (a name, a permission)
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || !heldByNginx(addr) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -71,4 +71,17 @@ func tcpAddr(listen string) string {
 		host = ""
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// heldByNginx reports whether the listener on addr's port is an nginx
+// process (or cannot be named): only then is it worth waiting for.
+func heldByNginx(addr string) bool {
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	pid, found, err := runtime.PortHolder(n)
+	if err != nil || !found {
+		return true
+	}
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return err != nil || strings.TrimSpace(string(comm)) == "nginx"
 }

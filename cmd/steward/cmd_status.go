@@ -228,9 +228,10 @@ func renderStatus(w io.Writer, doc statusDoc, now time.Time) {
 			note = m.HoldReason
 		case m.Change != "":
 			note = "in progress: " + m.Change
-		case m.LastError != "" && (m.State != "running" || !m.Healthy || m.Version != m.DesiredVersion):
+		case m.LastError != "" && (m.State != "running" || !m.Healthy || m.Version != m.DesiredVersion || m.ErrorClass == "stalled"):
 			// The last error explains a merchant that is not where it
-			// should be; once it is, an old error is history, not news.
+			// should be, or a change a person must unblock; once it is
+			// where it should be, an old error is history, not news.
 			note = m.LastError
 		}
 		schema := "-"
