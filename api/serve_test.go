@@ -431,3 +431,16 @@ func TestHostHeaderChecked(t *testing.T) {
 		t.Errorf("%d suspends reached the daemon, want 8 (one per allowed host)", n)
 	}
 }
+
+// An unauthorised sync is refused before its body is read: a client that
+// sends a body a byte at a time gets 401 at once instead of holding the
+// connection for the read timeout.
+func TestSyncRefusedBeforeItsBody(t *testing.T) {
+	s := &Server{Daemon: newFake(), Token: "secret", Limits: Limits{ReadTimeout: time.Minute}}
+	addr, _ := serve(t, s)
+	start := time.Now()
+	code, _ := rawRequest(t, addr, "POST /v1/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900\r\n\r\nX")
+	if code != http.StatusUnauthorized || time.Since(start) > 2*time.Second {
+		t.Errorf("unauthorised sync with a body still arriving: %d after %s; want 401 at once", code, time.Since(start))
+	}
+}

@@ -323,6 +323,7 @@ func badRequest(w http.ResponseWriter, format string, args ...any) {
 func (s *Server) writer(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.tokenOK(r) {
+			w.Header().Set("Connection", "close") // answer without reading the body
 			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "this request needs Authorization: Bearer TOKEN (api.token)"})
 			return
 		}
@@ -426,25 +427,39 @@ func Sign(secret string, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
+// webhookBodyTimeout bounds the arrival of a signed webhook's body, read
+// before the request is known to be authorised: a client that sends it a
+// byte at a time must not hold a connection for the whole ReadTimeout.
+const webhookBodyTimeout = 5 * time.Second
+
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
-	body, ok := s.readBody(w, r)
-	if !ok {
-		return
-	}
+	// Everything that can be refused without the body is refused first,
+	// and the connection closed: net/http would otherwise read what is
+	// left of the body before it answers.
 	sig := r.Header.Get("X-Hub-Signature-256")
+	if sig == "" && ((s.WebhookSecret != "" && s.Token == "") || !s.tokenOK(r)) || sig != "" && s.WebhookSecret == "" {
+		w.Header().Set("Connection", "close")
+	}
 	switch {
 	case sig != "" && s.WebhookSecret == "":
 		writeJSON(w, http.StatusForbidden, ErrorBody{Error: "signed webhook refused: no api.webhook_secret is configured"})
-		return
-	case sig != "" && !VerifySignature(s.WebhookSecret, body, sig):
-		s.Log.Warn("webhook with a bad signature refused", "remote", r.RemoteAddr)
-		writeJSON(w, http.StatusForbidden, ErrorBody{Error: "bad X-Hub-Signature-256"})
 		return
 	case sig == "" && (s.WebhookSecret != "" && s.Token == ""):
 		writeJSON(w, http.StatusForbidden, ErrorBody{Error: "this request needs an X-Hub-Signature-256 signature"})
 		return
 	case sig == "" && !s.tokenOK(r):
 		writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "this request needs Authorization: Bearer TOKEN (api.token) or a webhook signature"})
+		return
+	case sig != "":
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(webhookBodyTimeout))
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	if sig != "" && !VerifySignature(s.WebhookSecret, body, sig) {
+		s.Log.Warn("webhook with a bad signature refused", "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusForbidden, ErrorBody{Error: "bad X-Hub-Signature-256"})
 		return
 	}
 	rev, err := s.Daemon.Sync(r.Context())

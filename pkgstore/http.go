@@ -41,10 +41,37 @@ var (
 	minRateBytes  int64 = 16 << 10
 )
 
+// getGuarded GETs file like get, and gives up on it (ending the returned
+// context) when its body brings less than minRateBytes in a
+// minRateWindow. done closes the body and ends the watch.
+func (h *httpSource) getGuarded(ctx context.Context, file string) (context.Context, *countingReader, string, func(), error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	resp, shown, err := h.get(ctx, file)
+	if err != nil {
+		cancel(nil)
+		return ctx, nil, shown, nil, err
+	}
+	body := &countingReader{r: resp.Body, resp: resp}
+	stop := guardRate(body, minRateWindow, minRateBytes, func() {
+		cancel(fmt.Errorf("GET %s: less than %s arrived in %s: the server is too slow or stalled", shown, formatBytes(minRateBytes), minRateWindow))
+	})
+	return ctx, body, shown, func() { stop(); resp.Body.Close(); cancel(nil) }, nil
+}
+
+// slowOr is the error of a read of a guarded body that failed: why the
+// guard gave up on it, or err.
+func slowOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+		return cause
+	}
+	return err
+}
+
 // countingReader counts the bytes read through it.
 type countingReader struct {
-	r io.Reader
-	n atomic.Int64
+	r    io.Reader
+	n    atomic.Int64
+	resp *http.Response
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -199,14 +226,14 @@ func (h *httpSource) get(ctx context.Context, file string) (*http.Response, stri
 
 // readSmall GETs a digest file.
 func (h *httpSource) readSmall(ctx context.Context, file string) ([]byte, error) {
-	resp, shown, err := h.get(ctx, file)
+	ctx, body, shown, done, err := h.getGuarded(ctx, file)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSumsBytes+1))
+	defer done()
+	data, err := io.ReadAll(ctxReader{ctx, io.LimitReader(body, maxSumsBytes+1)})
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", shown, err)
+		return nil, slowOr(ctx, fmt.Errorf("GET %s: %w", shown, err))
 	}
 	if len(data) > maxSumsBytes {
 		return nil, badPackage{fmt.Errorf("GET %s: more than %d bytes for a digest file", shown, maxSumsBytes)}
@@ -243,18 +270,12 @@ func (h *httpSource) versions(ctx context.Context, name string) ([]string, error
 // hashing while writing, refusing more than max bytes, and returns the
 // file open at its start once its digest is want. On error dst is removed.
 func (h *httpSource) download(ctx context.Context, tarName, dst, want string, max int64) (f *os.File, err error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	resp, shown, err := h.get(ctx, tarName)
+	ctx, body, shown, done, err := h.getGuarded(ctx, tarName)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	body := &countingReader{r: resp.Body}
-	stop := guardRate(body, minRateWindow, minRateBytes, func() {
-		cancel(fmt.Errorf("GET %s: less than %s arrived in %s: the server is too slow or stalled", shown, formatBytes(minRateBytes), minRateWindow))
-	})
-	defer stop()
+	defer done()
+	resp := body.resp
 	tooBig := func() error {
 		return badPackage{fmt.Errorf("%s from %s is larger than the package size limit of %d bytes", tarName, shown, max)}
 	}
@@ -273,11 +294,8 @@ func (h *httpSource) download(ctx context.Context, tarName, dst, want string, ma
 	}()
 	hash := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, hash), ctxReader{ctx, io.LimitReader(body, max+1)})
-	if cause := context.Cause(ctx); err != nil && cause != nil && cause != ctx.Err() {
-		return nil, cause
-	}
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", shown, err)
+		return nil, slowOr(ctx, fmt.Errorf("GET %s: %w", shown, err))
 	}
 	if n > max {
 		return nil, tooBig()

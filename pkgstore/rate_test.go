@@ -44,4 +44,10 @@ func TestDownloadGivesUpOnADrippingServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "too slow or stalled") {
 		t.Fatalf("download from a dripping server: %v after %s; want it given up as too slow", err, time.Since(start))
 	}
+	// The digest file too.
+	start = time.Now()
+	_, err = h.readSmall(ctx, "app-1.0.0.tar.gz.sha256")
+	if err == nil || !strings.Contains(err.Error(), "too slow or stalled") {
+		t.Fatalf("digest from a dripping server: %v after %s; want it given up as too slow", err, time.Since(start))
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,7 +18,7 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
-	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing"
 
 	"steward/spec"
 )
@@ -36,6 +37,15 @@ type fetchRequest struct {
 	Git     spec.GitConfig `json:"git"`
 	RefSpec string         `json:"refspec"`
 	Timeout time.Duration  `json:"timeout"`
+	// List asks for the remote's ref that cfg names instead of a fetch: the
+	// remote's list of refs is as untrusted as its objects.
+	List bool `json:"list"`
+}
+
+// listAnswer is the fetch process's answer to a List request, on stdout.
+type listAnswer struct {
+	Name string `json:"name"`
+	Hash string `json:"hash"`
 }
 
 // fetchPoll is how often the fetch process's memory is checked.
@@ -43,8 +53,9 @@ const fetchPoll = 10 * time.Millisecond
 
 // RunFetchProcess is the body of the fetch process ("steward __gitfetch"):
 // it reads a fetch request on stdin, fetches into the repository it names
-// and returns the exit code, writing an error to stderr.
-func RunFetchProcess(stdin io.Reader, stderr io.Writer) int {
+// (or, for a List request, writes the remote's ref as JSON on stdout) and
+// returns the exit code, writing an error to stderr.
+func RunFetchProcess(stdin io.Reader, stdout, stderr io.Writer) int {
 	var req fetchRequest
 	if err := json.NewDecoder(io.LimitReader(stdin, 1<<20)).Decode(&req); err != nil {
 		fmt.Fprintf(stderr, "reading the fetch request: %v\n", err)
@@ -58,6 +69,15 @@ func RunFetchProcess(stdin io.Reader, stderr io.Writer) int {
 	g := &Git{cfg: req.Git, opts: GitOptions{Timeout: req.Timeout}}
 	ctx, cancel := context.WithTimeout(context.Background(), req.Timeout)
 	defer cancel()
+	if req.List {
+		name, hash, err := g.listHere(ctx, repo)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
+		json.NewEncoder(stdout).Encode(listAnswer{Name: name.String(), Hash: hash.String()})
+		return 0
+	}
 	if err := g.fetchHere(ctx, repo, req.RefSpec); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
@@ -92,23 +112,54 @@ func (g *Git) fetchHere(ctx context.Context, repo *git.Repository, refspec strin
 	return err
 }
 
-var _ transport.AuthMethod = nil
-
 func (g *Git) fetchThere(ctx context.Context, refspec string) error {
-	req, err := json.Marshal(fetchRequest{Repo: g.repoDir(), Git: g.cfg, RefSpec: refspec, Timeout: g.opts.Timeout})
+	_, err := g.runFetchProcess(ctx, fetchRequest{Repo: g.repoDir(), Git: g.cfg, RefSpec: refspec, Timeout: g.opts.Timeout}, "the fetch")
+	return err
+}
+
+// listRef resolves the configured ref on the remote (see lsRemote): in
+// this process, or in a fetch process when one is configured.
+func (g *Git) listRef(ctx context.Context, repo *git.Repository) (plumbing.ReferenceName, plumbing.Hash, error) {
+	if len(g.opts.FetchCommand) == 0 {
+		return g.listHere(ctx, repo)
+	}
+	out, err := g.runFetchProcess(ctx, fetchRequest{Repo: g.repoDir(), Git: g.cfg, Timeout: g.opts.Timeout, List: true}, "listing the remote's refs")
 	if err != nil {
-		return err
+		return "", plumbing.ZeroHash, err
+	}
+	var a listAnswer
+	if err := json.Unmarshal(out, &a); err != nil || !plumbing.IsHash(a.Hash) {
+		return "", plumbing.ZeroHash, fmt.Errorf("the fetch process answered %q", out)
+	}
+	return plumbing.ReferenceName(a.Name), plumbing.NewHash(a.Hash), nil
+}
+
+func (g *Git) listHere(ctx context.Context, repo *git.Repository) (plumbing.ReferenceName, plumbing.Hash, error) {
+	auth, err := g.auth()
+	if err != nil {
+		return "", plumbing.ZeroHash, err
+	}
+	return g.lsRemote(ctx, g.remote(repo), auth)
+}
+
+// runFetchProcess runs req in a fetch process, killed when its memory
+// passes FetchMemory, and returns what it wrote on stdout; what names the
+// work in errors.
+func (g *Git) runFetchProcess(ctx context.Context, r fetchRequest, what string) ([]byte, error) {
+	req, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
 	}
 	argv := g.opts.FetchCommand
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = bytes.NewReader(req)
-	var stderr limitedBuffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	var stdout, stderr limitedBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// Its own process group, so that a terminal's Ctrl-C reaches steward
 	// first; it dies with the steward that started it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the fetch process: %w", err)
+		return nil, fmt.Errorf("starting the fetch process: %w", err)
 	}
 	limit := g.opts.FetchMemory
 	over := make(chan int64, 1)
@@ -131,18 +182,21 @@ func (g *Git) fetchThere(ctx context.Context, refspec string) error {
 	}()
 	err = cmd.Wait()
 	close(done)
+	// A killed fetch leaves the pack it was writing; no other fetch runs
+	// (the cache lock is held), so every temporary pack is its.
+	g.removeTempPacks()
 	select {
 	case rss := <-over:
-		return fmt.Errorf("the fetch needed more than %s of memory (it was at %s; limits.git_fetch_memory in the host config): the commit holds files too large for a spec repository", spec.FormatSize(limit), spec.FormatSize(rss))
+		return nil, fmt.Errorf("%s needed more than %s of memory (it was at %s; limits.git_fetch_memory in the host config): the repository holds more than a spec repository should", what, spec.FormatSize(limit), spec.FormatSize(rss))
 	default:
 	}
 	if err != nil {
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return errors.New(msg)
+			return nil, errors.New(msg)
 		}
-		return fmt.Errorf("the fetch process: %w", err)
+		return nil, fmt.Errorf("the fetch process: %w", err)
 	}
-	return nil
+	return stdout.Bytes(), nil
 }
 
 // residentBytes is the resident memory of process pid (0 when it cannot
@@ -171,4 +225,19 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		b.Buffer.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// removeTempPacks removes the temporary packs (tmp_pack_*, tmp_idx_*) a
+// fetch left in the cache's repository.
+func (g *Git) removeTempPacks() {
+	dir := filepath.Join(g.repoDir(), "objects", "pack")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, "tmp_pack_") || strings.HasPrefix(n, "tmp_idx_") {
+			os.Remove(filepath.Join(dir, n))
+		}
+	}
 }

@@ -14,7 +14,7 @@ import (
 // TestMain lets the test binary be the fetch process (see FetchCommand).
 func TestMain(m *testing.M) {
 	if os.Getenv("STEWARD_TEST_FETCH_PROCESS") == "1" {
-		os.Exit(RunFetchProcess(os.Stdin, os.Stderr))
+		os.Exit(RunFetchProcess(os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
@@ -52,6 +52,9 @@ func TestFetchProcessBoundsMemory(t *testing.T) {
 	_, err = g.Sync(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "limits.git_fetch_memory") {
 		t.Fatalf("Sync of a commit of a 200 MB file with a 64 MB fetch memory: %v; want the memory limit named", err)
+	}
+	if packs, _ := filepath.Glob(filepath.Join(g.repoDir(), "objects", "pack", "tmp_*")); len(packs) > 0 {
+		t.Errorf("the killed fetch left %v", packs)
 	}
 	snap, err := g.Load(t.Context())
 	if err != nil || snap.Revision != good {

@@ -272,12 +272,7 @@ func (g *Git) remote(repo *git.Repository) *git.Remote {
 // sync lists the remote's refs and fetches the configured one when its
 // commit is not the one fetched last. Callers hold the locks.
 func (g *Git) sync(ctx context.Context, repo *git.Repository) (_ *git.Repository, _ bool, err error) {
-	auth, err := g.auth()
-	if err != nil {
-		return repo, false, err
-	}
-	rem := g.remote(repo)
-	name, want, err := g.lsRemote(ctx, rem, auth)
+	name, want, err := g.listRef(ctx, repo)
 	if err != nil {
 		return repo, false, err
 	}

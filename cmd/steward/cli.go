@@ -58,7 +58,7 @@ func commands() []command {
 			return logshim.Run(args, e.stdin)
 		}},
 		{name: "__gitfetch", hidden: true, run: func(_ context.Context, e *env, _ []string) int {
-			return source.RunFetchProcess(e.stdin, e.stderr)
+			return source.RunFetchProcess(e.stdin, e.stdout, e.stderr)
 		}},
 	}
 }
