@@ -92,6 +92,8 @@ type Router interface {
 	// them, coalesced, soon.
 	Put(r router.Route) error
 	Delete(merchant string)
+	// Set replaces the whole table at once (refused whole when a route is).
+	Set(routes []router.Route) error
 	// Sync returns once every route put before it is live.
 	Sync(ctx context.Context) error
 	// Drain waits until no request to port is in flight (bounded by ctx).

@@ -121,9 +121,28 @@ func (e *Engine) SyncRoutes(d Desired) {
 			ids[id] = true
 		}
 	}
+	// The whole table at once: routes put one by one could be applied
+	// part way (the router applies as soon as it is told of a change), and
+	// nginx would answer 404 for the merchants not put yet.
+	routes := map[string]router.Route{}
+	table := make([]router.Route, 0, len(ids))
 	for id := range ids {
-		e.syncRoute(d, id)
+		if rt, ok := e.routeFor(d, id); ok {
+			routes[id] = rt
+			table = append(table, rt)
+		}
 	}
+	if err := e.Router.Set(table); err != nil {
+		// A route is refused: the others go in one by one.
+		e.Log.Error("the routing table is refused; applying the routes one by one", "err", err)
+		for id := range ids {
+			e.syncRoute(d, id)
+		}
+		return
+	}
+	e.mu.Lock()
+	e.routes = routes
+	e.mu.Unlock()
 }
 
 // Routes is every route the fleet needs now, sorted by merchant: the
