@@ -191,6 +191,19 @@ func (e *Engine) Record(id string) *reconcile.Record {
 	return e.recs[id].Clone()
 }
 
+// records returns copies of the records of ids (those that exist).
+func (e *Engine) records(ids []string) map[string]*reconcile.Record {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make(map[string]*reconcile.Record, len(ids))
+	for _, id := range ids {
+		if r := e.recs[id]; r != nil {
+			out[id] = r.Clone()
+		}
+	}
+	return out
+}
+
 // Snapshot returns copies of every record, rollout and database.
 func (e *Engine) Snapshot() (recs map[string]*reconcile.Record, rollouts map[string]*reconcile.Rollout, dbs map[string]*state.Database) {
 	e.mu.RLock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"steward/internal/dsn"
+	"steward/pkgstore"
 	"steward/reconcile"
 	"steward/spec"
 )
@@ -39,7 +40,14 @@ type ObserveOptions struct {
 func (e *Engine) Observe(ctx context.Context, d Desired, ids []string, opts ObserveOptions) reconcile.Observation {
 	e.init()
 	obs := reconcile.Observation{Now: e.Now(), Merchants: map[string]reconcile.MerchantObs{}, Databases: map[string]reconcile.DBState{}, Needs: map[string]int64{}, Missing: map[string]string{}}
-	recs, _, _ := e.Snapshot()
+	var recs map[string]*reconcile.Record
+	if ids != nil {
+		// One merchant of hundreds (the daemon's reconcile): copying every
+		// record would make a resync cost the square of the fleet.
+		recs = e.records(ids)
+	} else {
+		recs, _, _ = e.Snapshot()
+	}
 	if ids == nil {
 		seen := map[string]bool{}
 		for id := range recs {
@@ -150,6 +158,22 @@ func (e *Engine) observeReleases(ctx context.Context, d Desired, ids []string, r
 		q   string
 	}
 	var jobs []job
+	// One look at each release for the whole observation: reading a
+	// manifest parses it, and hundreds of merchants share a few releases.
+	type peeked struct {
+		mf  *pkgstore.Manifest
+		err error
+	}
+	peeks := map[[3]string]peeked{}
+	peek := func(source, name, version string) (*pkgstore.Manifest, error) {
+		k := [3]string{source, name, version}
+		if p, ok := peeks[k]; ok {
+			return p.mf, p.err
+		}
+		mf, err := e.Packages.Peek(ctx, source, name, version)
+		peeks[k] = peeked{mf, err}
+		return mf, err
+	}
 	for _, id := range ids {
 		m := d.Fleet.Merchants[id]
 		rec := recs[id]
@@ -160,10 +184,10 @@ func (e *Engine) observeReleases(ctx context.Context, d Desired, ids []string, r
 		pkg := d.Fleet.Packages[m.Package]
 		for _, v := range []string{m.Version, currentVersion(rec)} {
 			key := reconcile.RolloutKey(m.Package, v)
-			if _, seen := obs.Needs[key]; v == "" || pkg == nil || seen && v != currentVersion(rec) {
+			if v == "" || pkg == nil {
 				continue
 			}
-			mf, err := e.Packages.Peek(ctx, pkg.Source, m.Package, v)
+			mf, err := peek(pkg.Source, m.Package, v)
 			if err != nil && errors.Is(err, fs.ErrNotExist) && !strings.HasPrefix(pkg.Source, "http://") && !strings.HasPrefix(pkg.Source, "https://") {
 				obs.Missing[key] = strings.TrimSuffix(err.Error(), ": "+fs.ErrNotExist.Error())
 			}

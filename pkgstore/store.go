@@ -13,6 +13,7 @@ import (
 	"slices"
 	"steward/spec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -52,6 +53,18 @@ type Store struct {
 	opts Options // with defaults
 
 	unpacks atomic.Int64 // releases unpacked by this Store, for tests
+
+	// manifests caches the manifests of installed releases, each with the
+	// identity of the directory it was read from: a release directory is
+	// never changed in place (a new install is a new directory), so the
+	// same directory means the same manifest.
+	mu        sync.Mutex
+	manifests map[string]cachedManifest
+}
+
+type cachedManifest struct {
+	dir fs.FileInfo
+	m   *Manifest
 }
 
 // Open returns the store rooted at dir, creating dir if needed, with the
@@ -124,15 +137,27 @@ func (s *Store) Get(name, version string) (*Release, error) {
 		return nil, err
 	}
 	dir := filepath.Join(s.dir, name, version)
-	if _, err := os.Stat(dir); err != nil {
+	fi, err := os.Stat(dir)
+	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s %s is not installed: %w", name, version, fs.ErrNotExist)
 		}
 		return nil, err
 	}
-	m, err := loadManifest(dir, filepath.Join(dir, ManifestFile), s.opts.Manifest)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", name, version, err)
+	s.mu.Lock()
+	c, ok := s.manifests[dir]
+	s.mu.Unlock()
+	m := c.m
+	if !ok || !os.SameFile(c.dir, fi) || !c.dir.ModTime().Equal(fi.ModTime()) {
+		if m, err = loadManifest(dir, filepath.Join(dir, ManifestFile), s.opts.Manifest); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", name, version, err)
+		}
+		s.mu.Lock()
+		if s.manifests == nil {
+			s.manifests = map[string]cachedManifest{}
+		}
+		s.manifests[dir] = cachedManifest{dir: fi, m: m}
+		s.mu.Unlock()
 	}
 	sum, _ := readDigestFile(s.digestRecord(name, version), Tarball(name, version))
 	return &Release{Name: name, Version: version, Dir: dir, SHA256: sum, Manifest: m}, nil
