@@ -132,6 +132,12 @@ func (e *Engine) SyncRoutes(d Desired) {
 			table = append(table, rt)
 		}
 	}
+	e.mu.RLock()
+	same := reflect.DeepEqual(routes, e.routes)
+	e.mu.RUnlock()
+	if same {
+		return // nothing to render again (every resync calls this)
+	}
 	if err := e.Router.Set(table); err != nil {
 		// A route is refused: the others go in one by one.
 		e.Log.Error("the routing table is refused; applying the routes one by one", "err", err)

@@ -44,4 +44,9 @@ func TestSyncRoutesSetsTheWholeTableAtOnce(t *testing.T) {
 	if rr.puts != 0 || len(rr.sets) != 1 || len(rr.sets[0]) != 3 {
 		t.Fatalf("SyncRoutes made %d puts and sets %v; want one set of 3 routes", rr.puts, rr.sets)
 	}
+	// A resync that changes nothing hands the router nothing to render.
+	e.SyncRoutes(Desired{Fleet: fl})
+	if rr.puts != 0 || len(rr.sets) != 1 {
+		t.Errorf("a second SyncRoutes with the same routes made %d puts and %d sets; want none", rr.puts, len(rr.sets)-1)
+	}
 }

@@ -37,21 +37,16 @@ func (r *Router) checkListen() error {
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil // nginx reports what else may be wrong (a name, a permission)
 		}
-		if time.Now().After(deadline) || !heldByNginx(addr) {
-			break
+		pid, comm := listener(addr)
+		if time.Now().After(deadline) || comm != "" && comm != "nginx" {
+			holder := "another process"
+			if pid != 0 {
+				holder = fmt.Sprintf("pid %d (%s)", pid, comm)
+			}
+			return fmt.Errorf("router: the nginx listen address %s (router.nginx.listen in the host config) is in use by %s; choose another address or stop that process", r.cfg.Listen, holder)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(port)
-	holder := "another process"
-	if pid, found, herr := runtime.PortHolder(n); herr == nil && found {
-		holder = fmt.Sprintf("pid %d", pid)
-		if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil {
-			holder += " (" + strings.TrimSpace(string(comm)) + ")"
-		}
-	}
-	return fmt.Errorf("router: the nginx listen address %s (router.nginx.listen in the host config) is in use by %s; choose another address or stop that process", r.cfg.Listen, holder)
 }
 
 // tcpAddr turns an nginx listen address ([host:]port, host "*" for any)
@@ -73,15 +68,18 @@ func tcpAddr(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// heldByNginx reports whether the listener on addr's port is an nginx
-// process (or cannot be named): only then is it worth waiting for.
-func heldByNginx(addr string) bool {
+// listener names the process listening on addr's port: its pid and
+// command name, or 0 and "" when it cannot be named.
+func listener(addr string) (pid int, comm string) {
 	_, port, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(port)
 	pid, found, err := runtime.PortHolder(n)
 	if err != nil || !found {
-		return true
+		return 0, ""
 	}
-	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-	return err != nil || strings.TrimSpace(string(comm)) == "nginx"
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return 0, ""
+	}
+	return pid, strings.TrimSpace(string(b))
 }
